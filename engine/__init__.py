@@ -1,0 +1,26 @@
+"""dllm-lsp's diffusion engine: load dLLM checkpoints, decode infills with parallel unmasking.
+
+    from engine import Engine, InfillRequest
+    eng = Engine.load("default")
+    for upd in eng.stream(InfillRequest(prefix, suffix, max_new_tokens=32)):
+        upd.stable, upd.draft, upd.forwards
+    res = eng.infill(req)     # InfillResult(text, forwards, new_tokens, ms, finish_reason)
+
+No LSP types or file URIs here; torch is imported lazily by Engine's modules.
+"""
+from .api import InfillRequest, InfillResult, InfillUpdate
+from .errors import CheckpointError, ConfigError, EngineError, ModelNotFoundError
+
+
+def __getattr__(name):
+    if name in ("Engine", "resolve_model_path"):
+        from . import engine as _engine
+        return getattr(_engine, name)
+    if name == "ModelConfig":
+        from .config import ModelConfig
+        return ModelConfig
+    raise AttributeError(name)
+
+
+__all__ = ["Engine", "InfillRequest", "InfillResult", "InfillUpdate", "ModelConfig",
+           "EngineError", "ConfigError", "CheckpointError", "ModelNotFoundError"]

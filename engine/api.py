@@ -1,0 +1,77 @@
+"""The engine's public data types: what callers send and what they get back.
+
+These are plain dataclasses with no torch inside, so the language server can import
+them cheaply and build requests without touching tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+Policy = Literal["quota", "threshold", "entropy"]
+CacheMode = Literal["auto", "none", "prefix", "dual"]
+FinishReason = Literal["eos", "length", "cancelled", "deadline", "error"]
+
+
+@dataclass(frozen=True)
+class InfillRequest:
+    """Fill the span between `prefix` and `suffix` with at most `max_new_tokens` tokens.
+
+    policy     which masks to commit after each forward pass:
+                 "quota"     fixed number per step, most confident first (LLaDA baseline);
+                             `tokens_per_step` of them (1 = one token per forward, the ceiling)
+                 "threshold" every mask whose top-1 probability >= `threshold`, at least one
+                 "entropy"   most confident masks while their summed entropy <= `entropy_bound`
+    block_size semi-autoregressive blocks of this many tokens, left to right
+               (None: the model's own block size, or the whole span for bidirectional models)
+    cache      bidirectional models: "none" | "prefix" | "dual" (Fast-dLLM approximations);
+               block-causal models always use their exact cache ("auto" picks the best)
+    temperature 0 = greedy; > 0 samples with `seed`
+    deadline_ms stop after this long and return the current best guess
+    """
+
+    prefix: str
+    suffix: str = ""
+    max_new_tokens: int = 32
+    policy: Policy = "threshold"
+    threshold: float = 0.9
+    entropy_bound: float = 0.5
+    tokens_per_step: int = 1
+    block_size: Optional[int] = None
+    cache: CacheMode = "auto"
+    temperature: float = 0.0
+    seed: int = 0
+    deadline_ms: Optional[float] = None
+    stop_at_eos: bool = True
+
+
+@dataclass(frozen=True)
+class InfillUpdate:
+    """Emitted after every forward pass.
+
+    stable    text committed left to right so far; only ever grows, never retracted
+    draft     the current best guess for the whole span (committed + predicted)
+    forwards  forward passes so far
+    committed span tokens committed so far; total: span length currently in play
+    """
+
+    stable: str
+    draft: str
+    forwards: int
+    committed: int
+    total: int
+    result: Optional["InfillResult"] = None   # set on the last update only
+
+
+@dataclass(frozen=True)
+class InfillResult:
+    text: str
+    forwards: int
+    new_tokens: int
+    ms: float
+    finish_reason: FinishReason
+    token_ids: tuple = field(default=(), repr=False)
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.new_tokens / self.forwards if self.forwards else 0.0

@@ -1,0 +1,157 @@
+"""One decoder stack for every family: RMSNorm, rotate-half RoPE, GQA attention via SDPA, SwiGLU.
+
+Parameter names follow the Qwen2 layout (`embed_tokens`, `layers.N.self_attn.q_proj`, ...);
+weights.py maps each family's checkpoint names onto them.
+
+forward(ids, positions, past, mask) is the only entry the decoder uses:
+  ids [1, T], positions [T] (absolute, for RoPE), past: per-layer (k, v) [1, Hkv, S, D] of
+  positions already processed (RoPE applied), mask: bool [T, S + T] (True = may attend) or
+  None for "attend to everything". Returns raw logits [1, T, V] (hidden state i -> logits i)
+  and the new per-layer (k, v) for the T inputs, which the caller may append to a cache.
+logits(ids) is the convenience API of DESIGN.md: the whole sequence with the family's
+attention kind and the logit shift applied, so logits[:, i] predicts token i.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .kernels import reference
+
+KV = Tuple[torch.Tensor, torch.Tensor]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h, d = cfg.hidden_size, cfg.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, d
+        self.q_proj = nn.Linear(h, cfg.num_heads * d, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(h, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(h, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.num_heads * d, h, bias=cfg.mlp_bias)
+
+    def forward(self, x, cos, sin, past: Optional[KV], mask, kernels) -> Tuple[torch.Tensor, KV]:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)    # [B,Hq,T,D]
+        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B,Hk,T,D]
+        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = kernels.apply_rope(q, k, cos, sin)
+        new_kv = (k, v)
+        if past is not None and past[0].shape[2]:
+            k = torch.cat([past[0], k], dim=2)                                           # [B,Hk,S+T,D]
+            v = torch.cat([past[1], v], dim=2)
+        if self.num_kv_heads != self.num_heads:
+            rep = self.num_heads // self.num_kv_heads
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)                    # [B,Hq,T,D]
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), new_kv
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h, i = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj = nn.Linear(h, i, bias=cfg.mlp_bias)
+        self.up_proj = nn.Linear(h, i, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(i, h, bias=cfg.mlp_bias)
+
+    def forward(self, x, kernels):
+        return self.down_proj(kernels.swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+
+class DecoderModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, kernels: ModuleType = reference):
+        super().__init__()
+        self.cfg = cfg
+        self.kernels = kernels
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        d = cfg.head_dim
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    def rope(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]                      # [T, D/2]
+        emb = torch.cat([freqs, freqs], dim=-1)                                           # [T, D]
+        return emb.cos(), emb.sin()
+
+    def hidden(self, ids: torch.Tensor, positions: torch.Tensor, past: Optional[Sequence[KV]] = None,
+               mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, List[KV]]:
+        """Final hidden states [1, T, H] (after the last norm) and new per-layer (k, v)."""
+        kern = self.kernels
+        cos, sin = self.rope(positions)
+        x = self.embed_tokens(ids)                                                        # [1, T, H]
+        residual = None
+        new_kvs: List[KV] = []
+        for i, layer in enumerate(self.layers):
+            h, residual = kern.rms_norm(x, layer.input_layernorm.weight, layer.input_layernorm.eps, residual)
+            h, kv = layer.self_attn(h, cos, sin, past[i] if past else None, mask, kern)
+            new_kvs.append(kv)
+            h2, residual = kern.rms_norm(h, layer.post_attention_layernorm.weight,
+                                         layer.post_attention_layernorm.eps, residual)
+            x = layer.mlp(h2, kern)
+        out, _ = kern.rms_norm(x, self.norm.weight, self.norm.eps, residual)
+        return out, new_kvs
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight)                                                   # [.., V]
+
+    def forward(self, ids, positions, past=None, mask=None):
+        hidden, new_kvs = self.hidden(ids, positions, past, mask)
+        return self.head(hidden), new_kvs
+
+    @torch.no_grad()
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """[1, T] -> [1, T, V], logits[:, i] predicts token i (family shift applied)."""
+        t = ids.shape[1]
+        positions = torch.arange(t, device=ids.device)
+        mask = None
+        if self.cfg.attention == "block_causal":
+            mask = block_causal_mask(torch.arange(t, device=ids.device) // self.cfg.block_size)
+        raw, _ = self.forward(ids, positions, None, mask)
+        return shift_logits(raw) if self.cfg.logit_shift else raw
+
+
+def shift_logits(raw: torch.Tensor) -> torch.Tensor:
+    """Dream convention: logits for token i come from hidden state i-1; position 0 keeps its own."""
+    return torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
+
+
+def block_causal_mask(query_blocks: torch.Tensor, key_blocks: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """bool [Tq, Tk]: query i may attend key j iff block(j) <= block(i)."""
+    key_blocks = query_blocks if key_blocks is None else key_blocks
+    return key_blocks[None, :] <= query_blocks[:, None]
