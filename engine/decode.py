@@ -34,6 +34,8 @@ from .model import DecoderModel
 from .policies import choose
 from .tokenizer import StableText, TextTokenizer
 
+NEVER = -1e30   # logit given to the mask token: it is never a prediction
+
 
 @dataclass
 class Span:
@@ -103,7 +105,7 @@ class Decoder:
     def _decide(self, rows: torch.Tensor):
         """rows [n, V] logits -> (conf [n], token [n], entropy [n]) on the CPU."""
         rows = rows.float()
-        rows[:, self.cfg.mask_id] = float("-inf")
+        rows[:, self.cfg.mask_id] = NEVER      # finite, so p*log p stays 0 rather than NaN
         if self.generator is None:
             conf, token, entropy, _ = self.model.kernels.decision(rows)
         else:
@@ -221,7 +223,7 @@ class Decoder:
         others = [i for i in range(len(positions)) if i not in set(skip)]
         if others:
             guess = rows[others].float()
-            guess[:, self.cfg.mask_id] = float("-inf")
+            guess[:, self.cfg.mask_id] = NEVER
             for i, tok in zip(others, guess.argmax(-1).tolist()):
                 span.predicted[positions[i]] = tok
 
