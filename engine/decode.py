@@ -199,15 +199,16 @@ class Decoder:
                         past = kv_cat(kv_slice(full_kv, 0, w0), kv_slice(full_kv, w1))
                     else:
                         past = kv_slice(full_kv, 0, w0)
-                raw, kvs = self.model(ids[:, w0:w1], positions[w0:w1], past)            # [1, W, V]
-                self.forwards += 1
-                if mode != "none" and full_kv is None:
-                    full_kv = kvs
                 # span index p is predicted by canvas row s + p - shift
                 lo = max(0, w0 - s + shift)
                 hi = min(span.end, w1 - s + shift)
                 open_all = [p for p in range(lo, hi) if not span.committed[p]]
-                rows = raw[0, [s + p - shift - w0 for p in open_all]]
+                first_row = s + open_all[0] - shift - w0                               # project from here
+                raw, kvs = self.model(ids[:, w0:w1], positions[w0:w1], past, None, first_row)  # [1, W', V]
+                self.forwards += 1
+                if mode != "none" and full_kv is None:
+                    full_kv = kvs
+                rows = raw[0, [s + p - shift - w0 - first_row for p in open_all]]
                 in_block = [i for i, p in enumerate(open_all) if bs <= p < be]
                 self._predict(span, open_all, rows, skip=in_block)
                 self._commit(span, [open_all[i] for i in in_block], rows[in_block])
@@ -285,16 +286,17 @@ class Decoder:
                 if len(set(q_blocks)) > 1:
                     own = qb[None, :] <= qb[:, None]                                      # [Tq, Tq]
                     mask = torch.cat([torch.ones(len(q_ids), kv_len(past), dtype=torch.bool, device=dev), own], 1)
-                raw, kvs = self.model(torch.tensor([q_ids], device=dev), torch.tensor(q_pos, device=dev), past, mask)
-                self.forwards += 1
                 n_pending = len(q_ids) - (be - bs)
+                raw, kvs = self.model(torch.tensor([q_ids], device=dev), torch.tensor(q_pos, device=dev),
+                                      past, mask, n_pending)                               # [1, be-bs, V]
+                self.forwards += 1
                 if exact_cache and pending:
                     past = kv_cat(past, kv_slice(kvs, 0, n_pending))
                     if pending[-1] < len(ctx):
                         self.context_cache.store(ctx, past)
                     pending, pending_blocks = [], []
                 open_pos = span.open_positions(bs, be)
-                rows = raw[0, [n_pending + p - bs for p in open_pos]]
+                rows = raw[0, [p - bs for p in open_pos]]
                 self._commit(span, open_pos, rows)
                 if not span.done():
                     yield self._update(span, len(canvas) - len(ctx) + be - bs)

@@ -104,8 +104,11 @@ class DecoderModel(nn.Module):
         return self.embed_tokens.weight.dtype
 
     def rope(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions.float()[:, None] * self.inv_freq[None, :]                      # [T, D/2]
-        emb = torch.cat([freqs, freqs], dim=-1)                                           # [T, D]
+        """positions [T] -> cos/sin [T, D]; per-row positions [B, T] (training) -> [B, 1, T, D]."""
+        freqs = positions.float()[..., None] * self.inv_freq                              # [.., T, D/2]
+        emb = torch.cat([freqs, freqs], dim=-1)                                           # [.., T, D]
+        if emb.dim() == 3:
+            emb = emb[:, None]                                                            # [B, 1, T, D]
         return emb.cos(), emb.sin()
 
     def hidden(self, ids: torch.Tensor, positions: torch.Tensor, past: Optional[Sequence[KV]] = None,
@@ -130,9 +133,11 @@ class DecoderModel(nn.Module):
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(hidden, weight)                                                   # [.., V]
 
-    def forward(self, ids, positions, past=None, mask=None):
+    def forward(self, ids, positions, past=None, mask=None, logits_from: int = 0):
+        """Raw logits for inputs logits_from.. only ([1, T - logits_from, V]): the vocabulary
+        projection is the largest matrix, so rows nobody reads are not projected."""
         hidden, new_kvs = self.hidden(ids, positions, past, mask)
-        return self.head(hidden), new_kvs
+        return self.head(hidden[:, logits_from:]), new_kvs
 
     @torch.no_grad()
     def logits(self, ids: torch.Tensor) -> torch.Tensor:

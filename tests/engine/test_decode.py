@@ -30,10 +30,10 @@ class ScriptedModel:
         self.target, self.strength, self.default = target, strength, default
         self.calls = []
 
-    def __call__(self, ids, positions, past=None, mask=None):
+    def __call__(self, ids, positions, past=None, mask=None, logits_from=0):
         self.calls.append((ids.clone(), positions.clone(), 0 if past is None else past[0][0].shape[2]))
-        rows = torch.zeros(1, len(positions), V)
-        for i, p in enumerate(positions.tolist()):
+        rows = torch.zeros(1, len(positions) - logits_from, V)
+        for i, p in enumerate(positions.tolist()[logits_from:]):
             tok = self.target.get(p, self.default[0])
             rows[0, i, tok] = self.strength.get(p, self.default[1])
         kv = [(torch.zeros(1, 1, len(positions), 2), torch.zeros(1, 1, len(positions), 2))]
