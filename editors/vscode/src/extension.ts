@@ -1,0 +1,192 @@
+/**
+ * VS Code glue: starts `dllm-lsp --stdio` with vscode-languageclient and shows its suggestions as
+ * inline (ghost-text) completions that grow in place.
+ *
+ * Everything that can be decided without VS Code lives in pure modules (settings, merge, session,
+ * status) that are unit-tested under Node; this file only wires them to the editor:
+ *  - an InlineCompletionItemProvider sends `textDocument/inlineCompletion` (vscode-languageclient 9
+ *    has no built-in inline completion, so ours is the only provider) and, when a newer `stable`
+ *    text arrives in `dllm/inlineCompletionUpdate` for the same position, re-runs
+ *    `editor.action.inlineSuggest.trigger` so the editor asks again and shows the longer text;
+ *  - `dllm/status` drives the status bar item (loading / ready + last latency / error);
+ *  - shown/accepted suggestions are reported with `dllm/didShowCompletion` and
+ *    `dllm/didAcceptCompletion` (the server only keeps local counts);
+ *  - commands: toggle, trigger now, restart.
+ */
+import * as vscode from "vscode";
+import { LanguageClient, LanguageClientOptions, ServerOptions, State, TransportKind } from "vscode-languageclient/node";
+
+import { RequestKey, StreamUpdate } from "./merge";
+import { CancelSignal, SessionManager } from "./session";
+import { isLanguageEnabled, needsRestart, SECTION_KEYS, serverCommand, toServerSettings } from "./settings";
+import { parseStatus, ServerStatus, statusView } from "./status";
+
+const ACCEPTED_COMMAND = "dllm._accepted";
+
+let client: LanguageClient | undefined;
+let sessions: SessionManager | undefined;
+let output: vscode.OutputChannel;
+let statusItem: vscode.StatusBarItem;
+let lastStatus: ServerStatus = { state: "starting" };
+
+/** The `dllm` section as a flat object keyed like package.json (`server.command`, `model`, ...). */
+function readSection(): Record<string, unknown> {
+  const config = vscode.workspace.getConfiguration("dllm");
+  const raw: Record<string, unknown> = {};
+  for (const key of SECTION_KEYS) raw[key] = config.get(key);
+  return raw;
+}
+
+function enabled(): boolean {
+  return vscode.workspace.getConfiguration("dllm").get<boolean>("enable", true);
+}
+
+function mappedSettings(): Record<string, unknown> {
+  const { settings, problems } = toServerSettings(readSection());
+  for (const problem of problems) output.appendLine(`[settings] ${problem}`);
+  return settings;
+}
+
+function showStatus(status: ServerStatus): void {
+  lastStatus = status;
+  const view = statusView(status, enabled());
+  statusItem.text = view.text;
+  statusItem.tooltip = view.tooltip;
+  statusItem.backgroundColor = view.error ? new vscode.ThemeColor("statusBarItem.errorBackground") : undefined;
+  statusItem.show();
+}
+
+function keyOf(document: vscode.TextDocument, position: vscode.Position): RequestKey {
+  return { uri: document.uri.toString(), version: document.version, position: { line: position.line, character: position.character } };
+}
+
+/** Is `key` still what the user looks at (same document version and cursor)? */
+function isCurrent(key: RequestKey): boolean {
+  const editor = vscode.window.activeTextEditor;
+  if (!editor) return false;
+  const cursor = editor.selection.active;
+  return editor.document.uri.toString() === key.uri && editor.document.version === key.version &&
+    cursor.line === key.position.line && cursor.character === key.position.character;
+}
+
+async function sendInlineRequest(key: RequestKey, signal: CancelSignal, explicit: boolean): Promise<unknown> {
+  if (!client) return null;
+  const source = new vscode.CancellationTokenSource();
+  signal.onCancel(() => source.cancel());
+  try {
+    return await client.sendRequest("textDocument/inlineCompletion", {
+      textDocument: { uri: key.uri },
+      position: key.position,
+      context: { triggerKind: explicit ? 1 : 2 },
+    }, source.token);
+  } finally {
+    source.dispose();
+  }
+}
+
+function makeProvider(): vscode.InlineCompletionItemProvider {
+  let explicitNext = false;
+  sessions = new SessionManager(
+    (key, signal) => sendInlineRequest(key, signal, explicitNext),
+    (key) => {
+      if (isCurrent(key)) void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+    },
+    (key, text) => void client?.sendNotification("dllm/didShowCompletion", { uri: key.uri, position: key.position, text }),
+    (message) => output.appendLine(message),
+  );
+  return {
+    async provideInlineCompletionItems(document, position, context, token) {
+      if (!client || !enabled() || !isLanguageEnabled(readSection().enabledLanguages, document.languageId)) return undefined;
+      explicitNext = context.triggerKind === vscode.InlineCompletionTriggerKind.Invoke;
+      const manager = sessions!;
+      const session = manager.begin(keyOf(document, position));
+      if (!session.text && !session.done) {
+        // nothing to show yet: wait for the first stable text or the answer (or VS Code giving up)
+        await Promise.race([session.nextChange(), new Promise<void>((resolve) => token.onCancellationRequested(() => resolve()))]);
+      }
+      if (token.isCancellationRequested) return undefined;
+      const items = session.items.map((item) => {
+        const range = item.range
+          ? new vscode.Range(item.range.start.line, item.range.start.character, item.range.end.line, item.range.end.character)
+          : new vscode.Range(position, position);
+        const completion = new vscode.InlineCompletionItem(item.text, range);
+        completion.command = { title: "accepted", command: ACCEPTED_COMMAND, arguments: [session.key, [...item.text].length] };
+        return completion;
+      });
+      manager.provided(session, session.text);
+      return items;
+    },
+  };
+}
+
+function startClient(context: vscode.ExtensionContext): LanguageClient {
+  const { command, args } = serverCommand(readSection());
+  const serverOptions: ServerOptions = { command, args, transport: TransportKind.stdio };
+  const clientOptions: LanguageClientOptions = {
+    documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
+    initializationOptions: mappedSettings(),
+    outputChannel: output,
+    middleware: {
+      workspace: {
+        // the server may pull section `dllm`: answer with the mapped (server-side) names
+        configuration: (params, token, next) =>
+          params.items.map((item) => (item.section === "dllm" ? mappedSettings() : null)),
+      },
+    },
+  };
+  const languageClient = new LanguageClient("dllm", "dLLM", serverOptions, clientOptions);
+  languageClient.onNotification("dllm/status", (params) => showStatus(parseStatus(params)));
+  languageClient.onNotification("dllm/inlineCompletionUpdate", (params: StreamUpdate) => sessions?.onUpdate(params));
+  languageClient.onDidChangeState((event) => {
+    if (event.newState === State.Stopped) showStatus({ state: "stopped", message: "the server stopped; run `dLLM: Restart language server`" });
+  });
+  showStatus({ state: "starting" });
+  languageClient.start().catch((error) => {
+    showStatus({ state: "error", message: `could not start \`${command} ${args.join(" ")}\`: ${error?.message ?? error}` });
+  });
+  return languageClient;
+}
+
+async function restart(context: vscode.ExtensionContext): Promise<void> {
+  sessions?.cancel();
+  const old = client;
+  client = undefined;
+  if (old) await old.stop().catch(() => undefined);
+  client = startClient(context);
+}
+
+export function activate(context: vscode.ExtensionContext): void {
+  output = vscode.window.createOutputChannel("dLLM");
+  statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
+  statusItem.command = "dllm.toggle";
+  context.subscriptions.push(output, statusItem);
+
+  client = startClient(context);
+  context.subscriptions.push(
+    vscode.languages.registerInlineCompletionItemProvider({ pattern: "**" }, makeProvider()),
+    vscode.commands.registerCommand("dllm.toggle", async () => {
+      await vscode.workspace.getConfiguration("dllm").update("enable", !enabled(), vscode.ConfigurationTarget.Global);
+    }),
+    vscode.commands.registerCommand("dllm.trigger", () => vscode.commands.executeCommand("editor.action.inlineSuggest.trigger")),
+    vscode.commands.registerCommand("dllm.restart", () => restart(context)),
+    vscode.commands.registerCommand(ACCEPTED_COMMAND, (key: RequestKey, acceptedLength: number) => {
+      sessions?.accepted();
+      void client?.sendNotification("dllm/didAcceptCompletion", { uri: key.uri, position: key.position, acceptedLength });
+    }),
+    vscode.workspace.onDidChangeConfiguration((event) => {
+      if (!event.affectsConfiguration("dllm")) return;
+      const changed = SECTION_KEYS.filter((key) => event.affectsConfiguration(`dllm.${key}`));
+      if (changed.includes("enable")) {
+        if (!enabled()) sessions?.cancel();
+        showStatus(lastStatus);
+      }
+      if (needsRestart(changed)) void restart(context);
+      else if (client) void client.sendNotification("workspace/didChangeConfiguration", { settings: { dllm: mappedSettings() } });
+    }),
+  );
+}
+
+export async function deactivate(): Promise<void> {
+  sessions?.cancel();
+  if (client) await client.stop();
+}

@@ -1,0 +1,79 @@
+import { test } from "node:test";
+import * as assert from "node:assert/strict";
+import { FakeLanguageClient, state } from "./fake_vscode";   // must come first: installs the fakes
+import { activate } from "../src/extension";
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+function editorAt(uri: string, version: number, line: number, character: number, languageId = "python") {
+  const document = { uri: { toString: () => uri }, version, languageId };
+  state.activeTextEditor = { document, selection: { active: { line, character } } };
+  return { document, position: { line, character } };
+}
+
+const token = () => ({ isCancellationRequested: false, onCancellationRequested: () => ({ dispose() {} }) });
+
+test("activate: starts the server with the mapped settings and streams a suggestion into the editor", async () => {
+  activate({ subscriptions: [] } as any);
+  const client = FakeLanguageClient.last;
+  assert.deepEqual(client.serverOptions.command, "/venv/bin/python");
+  assert.deepEqual(client.serverOptions.args, ["-m", "dllm_lsp.cli", "--stdio"]);
+  assert.deepEqual(client.clientOptions.initializationOptions,
+    { model: "/m", threshold: 0.8, enabledLanguages: { "*": true, markdown: false } });
+
+  client.notify("dllm/status", { state: "ready", message: "", model: "/m", lastLatencyMs: 12.2 });
+  assert.equal(state.statusItem.text, "$(check) dLLM 12 ms");
+
+  const provider = state.providers[0];
+  const { document, position } = editorAt("file:///a.py", 3, 1, 4);
+  const first = provider.provideInlineCompletionItems(document, position, { triggerKind: 1 }, token());
+  await tick();
+  assert.equal(client.requests.length, 1);
+  assert.equal(client.requests[0].method, "textDocument/inlineCompletion");
+  assert.deepEqual(client.requests[0].params.position, { line: 1, character: 4 });
+  assert.equal(client.requests[0].params.context.triggerKind, 2);
+
+  const update = { uri: "file:///a.py", version: 3, position: { line: 1, character: 4 }, draft: "", done: false };
+  client.notify("dllm/inlineCompletionUpdate", { ...update, stable: "return" });
+  const items = await first;                                  // the waiting provider returns the first stable text
+  assert.equal(items.length, 1);
+  assert.equal(items[0].insertText, "return");
+  assert.ok(state.executed.includes("editor.action.inlineSuggest.trigger"));
+
+  state.executed.length = 0;
+  client.notify("dllm/inlineCompletionUpdate", { ...update, stable: "return a +" });
+  assert.deepEqual(state.executed, ["editor.action.inlineSuggest.trigger"]);   // grows in place
+  const again = await provider.provideInlineCompletionItems(document, position, { triggerKind: 0 }, token());
+  assert.equal(again[0].insertText, "return a +");
+  assert.equal(client.requests.length, 1);                    // no second request for the same position
+
+  client.requests[0].resolve([{ insertText: "return a + b" }]);
+  await tick();
+  const final = await provider.provideInlineCompletionItems(document, position, { triggerKind: 0 }, token());
+  assert.equal(final[0].insertText, "return a + b");
+
+  // accepting runs the item's command: shown then accepted are reported, nothing else is sent
+  await state.commands.get(final[0].command.command)!(...final[0].command.arguments);
+  await tick();
+  assert.deepEqual(client.notifications.map((n) => n.method), ["dllm/didShowCompletion", "dllm/didAcceptCompletion"]);
+  assert.deepEqual(client.notifications[0].params, { uri: "file:///a.py", position: { line: 1, character: 4 }, text: "return a + b" });
+  assert.deepEqual(client.notifications[1].params, { uri: "file:///a.py", position: { line: 1, character: 4 }, acceptedLength: 12 });
+});
+
+test("disabled languages and the toggle stop requests; settings changes are pushed to the server", async () => {
+  const client = FakeLanguageClient.last;
+  const provider = state.providers[0];
+  const before = client.requests.length;
+  const md = editorAt("file:///r.md", 1, 0, 0, "markdown");
+  assert.equal(await provider.provideInlineCompletionItems(md.document, md.position, { triggerKind: 0 }, token()), undefined);
+
+  await state.commands.get("dllm.toggle")!();
+  assert.equal(state.config.enable, false);
+  assert.equal(state.statusItem.text, "$(circle-slash) dLLM");
+  const py = editorAt("file:///a.py", 9, 0, 0);
+  assert.equal(await provider.provideInlineCompletionItems(py.document, py.position, { triggerKind: 0 }, token()), undefined);
+  assert.equal(client.requests.length, before);
+  const pushed = client.notifications.filter((n) => n.method === "workspace/didChangeConfiguration");
+  assert.equal(pushed.length, 1);
+  assert.deepEqual(pushed[0].params.settings.dllm.threshold, 0.8);
+});

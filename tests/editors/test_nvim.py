@@ -1,0 +1,176 @@
+"""The Neovim plugin (editors/nvim), driven inside `nvim --headless`.
+
+nvim_driver.lua runs one scenario (open a file, enter insert mode, trigger, wait for the ghost
+text, accept / partially accept / dismiss) and writes what it saw to a JSON file; the assertions
+are here. Most tests run against fake_server.py (deterministic streamed text, logs what the plugin
+sends); `test_real_server_*` runs the real `python -m dllm_lsp.cli --stdio` with a tiny random
+model from engine.testing, and checks the local stats that `dllm-lsp stats` prints.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+REPO = HERE.parent.parent
+NVIM = shutil.which("nvim")
+pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim is not installed (CI: apt-get install -y neovim)")
+
+FAKE_CMD = [sys.executable, str(HERE / "fake_server.py")]
+SOURCE = "def add(a, b):\n    \n\nprint(add(1, 2))\n"
+
+
+def run_driver(tmp_path: Path, scenario: str, *, text: str = SOURCE, cursor=(2, 4), cmd=FAKE_CMD,
+               init: dict | None = None, env: dict | None = None, timeout: float = 60) -> dict:
+    """Run nvim_driver.lua; return its result, plus the fake server's log as result['log']."""
+    source = tmp_path / "sample.py"
+    source.write_text(text, encoding="utf-8")
+    result_file, log_file = tmp_path / f"{scenario}.json", tmp_path / f"{scenario}.log.jsonl"
+    full_env = {**os.environ, "DLLM_RTP": str(REPO / "editors" / "nvim"), "DLLM_CMD": json.dumps(cmd),
+                "DLLM_INIT": json.dumps(init or {"model": "fake-model"}), "DLLM_FILE": str(source),
+                "DLLM_CURSOR": f"{cursor[0]},{cursor[1]}", "DLLM_SCENARIO": scenario,
+                "DLLM_RESULT": str(result_file), "FAKE_LOG": str(log_file),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                **(env or {})}
+    proc = subprocess.run([NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n",
+                           "--cmd", f"luafile {HERE / 'nvim_driver.lua'}"],
+                          cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
+    assert result_file.exists(), f"nvim wrote no result (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    result = json.loads(result_file.read_text())
+    assert result["errors"] == [] and proc.returncode == 0, (result["errors"], proc.stderr[-2000:])
+    result["log"] = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
+    return result
+
+
+def insert_at(lines: list, row: int, col: int, text: str) -> list:
+    """The buffer `lines` with `text` typed at (1-based row, byte col)."""
+    whole = "\n".join(lines)
+    encoded = whole.encode()
+    offset = sum(len(line.encode()) + 1 for line in lines[: row - 1]) + col
+    return (encoded[:offset] + text.encode() + encoded[offset:]).decode().split("\n")
+
+
+def logged(result: dict, method: str) -> list:
+    return [entry["params"] for entry in result["log"] if entry["method"] == method]
+
+
+def test_streamed_suggestion_grows_in_place_then_accept_inserts_exactly_it(tmp_path):
+    result = run_driver(tmp_path, "accept", env={"FAKE_STREAM": "return a + b", "FAKE_STEPS": "3"})
+    assert result["mode"] == "i" and result["trigger_ok"]
+    shown = [entry["text"] for entry in result["history"] if entry["text"] is not None]
+    assert shown[:3] == ["retu", "return a", "return a + b"]        # the fake server's stable prefixes
+    drawn = [entry["ghost"]["first"] for entry in result["history"] if entry["ghost"] is not None]
+    assert drawn[:3] == ["retu", "return a", "return a + b"]        # each one drawn as an extmark
+    assert result["ghost"] == {"row": 1, "col": 4, "first": "return a + b", "more": []}
+    assert result["extmarks"] == 1 and result["extmarks_after"] == 0
+    assert result["after"] == insert_at(result["before"], 2, 4, "return a + b")
+    assert result["cursor_after"] == [2, 4 + len("return a + b")]
+    assert result["status"] == "dLLM 12ms"                          # from dllm/status
+    init = logged(result, "initialize")[0]
+    assert init["initializationOptions"] == {"model": "fake-model"}
+    assert logged(result, "textDocument/inlineCompletion")[0]["position"] == {"line": 1, "character": 4}
+    position = {"line": 1, "character": 4}
+    assert logged(result, "dllm/didShowCompletion") == [{"uri": (tmp_path / "sample.py").as_uri(),
+                                                         "position": position, "text": "return a + b"}]
+    assert [p["acceptedLength"] for p in logged(result, "dllm/didAcceptCompletion")] == [12]
+
+
+def test_multiline_suggestion_first_line_at_cursor_rest_as_virtual_lines(tmp_path):
+    suggestion = "total = a + b\n    return total"
+    result = run_driver(tmp_path, "accept", env={"FAKE_STREAM": suggestion, "FAKE_STEPS": "2"})
+    assert result["ghost"] == {"row": 1, "col": 4, "first": "total = a + b", "more": ["    return total"]}
+    assert result["after"] == insert_at(result["before"], 2, 4, suggestion)
+    assert result["cursor_after"] == [3, len("    return total")]
+
+
+def test_final_answer_replaces_a_longer_streamed_text(tmp_path):
+    result = run_driver(tmp_path, "accept", env={"FAKE_STREAM": "return a + b\nprint(", "FAKE_FINAL": "return a + b"})
+    texts = [entry["text"] for entry in result["history"] if entry["text"] is not None]
+    assert "return a + b\nprint(" in texts                         # streamed text was shown ...
+    assert result["suggestion"] == "return a + b"                  # ... and the answer trimmed it
+    assert result["after"] == insert_at(result["before"], 2, 4, "return a + b")
+
+
+def test_accept_next_word_then_next_line_then_the_rest(tmp_path):
+    suggestion = "total = add(a, b)\n    return total"
+    result = run_driver(tmp_path, "partial", env={"FAKE_STREAM": suggestion})
+    before = result["before"]
+    assert result["after_word"] == insert_at(before, 2, 4, "total")
+    assert result["rest_after_word"] == " = add(a, b)\n    return total"
+    assert result["after_line"] == insert_at(before, 2, 4, "total = add(a, b)")
+    assert result["rest_after_line"] == "\n    return total"
+    assert result["after"] == insert_at(before, 2, 4, suggestion)
+    assert [p["acceptedLength"] for p in logged(result, "dllm/didAcceptCompletion")] == [len(suggestion)]
+    assert [p["text"] for p in logged(result, "dllm/didShowCompletion")] == [suggestion]
+
+
+def test_typing_and_leaving_insert_mode_dismiss(tmp_path):
+    result = run_driver(tmp_path, "dismiss", env={"FAKE_STREAM": "return a + b", "FAKE_STEPS": "1"})
+    assert result["extmarks"] == 1
+    assert result["extmarks_after_typing"] == 0
+    assert result["after_typing"] == insert_at(result["before"], 2, 4, "z")     # only what was typed
+    assert result["trigger_again"] and result["extmarks_before_leave"] == 1
+    assert result["extmarks_after_leave"] == 0
+    assert result["after"] == result["after_typing"]
+    shows = logged(result, "dllm/didShowCompletion")
+    assert len(shows) == 2 and logged(result, "dllm/didAcceptCompletion") == []  # shown twice, never accepted
+
+
+def test_typing_asks_by_itself_after_the_debounce(tmp_path):
+    result = run_driver(tmp_path, "auto", env={"FAKE_STREAM": "return a + b", "FAKE_STEPS": "1"})
+    assert result["suggestion"] == "return a + b" and result["extmarks"] == 1
+    requests = logged(result, "textDocument/inlineCompletion")
+    assert requests and requests[-1]["context"]["triggerKind"] == 2              # automatic
+    assert requests[-1]["position"] == {"line": 1, "character": 5}               # after the typed "x"
+
+
+def test_positions_are_utf16_and_accepted_length_counts_code_points(tmp_path):
+    line = 's = "é🎉" + '
+    suggestion = '"ü✓"'
+    result = run_driver(tmp_path, "accept", text=f"{line}\n", cursor=(1, len(line.encode())),
+                        env={"FAKE_STREAM": suggestion, "FAKE_STEPS": "1"})
+    utf16 = len(line.encode("utf-16-le")) // 2
+    assert logged(result, "textDocument/inlineCompletion")[0]["position"] == {"line": 0, "character": utf16}
+    assert result["after"][0] == line + suggestion
+    assert [p["acceptedLength"] for p in logged(result, "dllm/didAcceptCompletion")] == [len(suggestion)]
+
+
+def test_text_helpers(tmp_path):
+    """Pure Lua helpers (next word / next line / merging), run by nvim_text_spec.lua."""
+    proc = subprocess.run([NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n",
+                           "--cmd", f"set rtp^={REPO / 'editors' / 'nvim'}",
+                           "--cmd", f"luafile {HERE / 'nvim_text_spec.lua'}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "text helpers: all passed" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from engine.testing import write_block_model
+    return write_block_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_real_server_streams_and_accept_is_counted(tmp_path, tiny_model):
+    """The plugin against `python -m dllm_lsp.cli --stdio` with a tiny random model."""
+    state_dir = tmp_path / "state"
+    env = {"DLLM_LSP_STATE_DIR": str(state_dir)}
+    result = run_driver(tmp_path, "accept", cmd=[sys.executable, "-m", "dllm_lsp.cli", "--stdio"],
+                        init={"model": str(tiny_model), "maxNewTokensLine": 12, "maxNewTokensBlock": 12},
+                        env=env, timeout=240)
+    suggestion = result["suggestion"]
+    assert suggestion, "the tiny model suggested nothing"
+    assert result["ghost"]["first"] == suggestion.split("\n")[0]
+    assert result["extmarks"] == 1 and result["extmarks_after"] == 0
+    assert result["after"] == insert_at(result["before"], 2, 4, suggestion)
+    stats = subprocess.run([sys.executable, "-m", "dllm_lsp.cli", "stats", "--json"], capture_output=True,
+                           text=True, env={**os.environ, **env, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert stats.returncode == 0, stats.stderr
+    counts = json.loads(stats.stdout)
+    assert counts["shown"] == 1 and counts["accepted"] == 1, counts
