@@ -29,6 +29,7 @@ import torch
 
 from .api import InfillRequest, InfillResult, InfillUpdate
 from .config import ModelConfig
+from .cuda_graph import step_function
 from .kvcache import ContextCache, kv_cat, kv_len, kv_slice
 from .model import DecoderModel
 from .policies import choose
@@ -82,6 +83,7 @@ class Decoder:
         self.model, self.tok, self.cfg = model, tokenizer, cfg
         self.context_cache = context_cache if context_cache is not None else ContextCache()
         self.device = model.device
+        self.step = step_function(model)        # model.forward, or its CUDA-graph replay (cuda_graph.py)
 
     # ---- shared step machinery -------------------------------------------------------------
     def _start(self, req: InfillRequest, cancel: Optional[threading.Event]):
@@ -186,28 +188,25 @@ class Decoder:
         shift = 1 if cfg.logit_shift else 0
         for bs in range(0, m, block):
             be = min(m, bs + block)
-            full_kv = None
+            block_past = None                                 # prefix/dual: KV kept from the block's first step
             while span.open_positions(bs, be):
                 if self._should_stop():
                     yield self._finish(span, span.end)
                     return
                 w0, w1, past = 0, ids.shape[1], None         # window of canvas rows to compute
-                if mode != "none" and full_kv is not None:
-                    w0 = s + bs - shift
-                    if mode == "dual":
-                        w1 = s + be
-                        past = kv_cat(kv_slice(full_kv, 0, w0), kv_slice(full_kv, w1))
-                    else:
-                        past = kv_slice(full_kv, 0, w0)
+                if block_past is not None:
+                    w0, w1, past = s + bs - shift, (s + be if mode == "dual" else ids.shape[1]), block_past
                 # span index p is predicted by canvas row s + p - shift
                 lo = max(0, w0 - s + shift)
                 hi = min(span.end, w1 - s + shift)
                 open_all = [p for p in range(lo, hi) if not span.committed[p]]
                 first_row = s + open_all[0] - shift - w0                               # project from here
-                raw, kvs = self.model(ids[:, w0:w1], positions[w0:w1], past, None, first_row)  # [1, W', V]
+                raw, kvs = self.step(ids[:, w0:w1], positions[w0:w1], past, None, first_row)  # [1, W', V]
                 self.forwards += 1
-                if mode != "none" and full_kv is None:
-                    full_kv = kvs
+                if mode != "none" and block_past is None:   # built once per block, reused by its steps
+                    cut = s + bs - shift
+                    block_past = (kv_cat(kv_slice(kvs, 0, cut), kv_slice(kvs, s + be)) if mode == "dual"
+                                  else kv_slice(kvs, 0, cut))
                 rows = raw[0, [s + p - shift - w0 - first_row for p in open_all]]
                 in_block = [i for i, p in enumerate(open_all) if bs <= p < be]
                 self._predict(span, open_all, rows, skip=in_block)
@@ -287,8 +286,8 @@ class Decoder:
                     own = qb[None, :] <= qb[:, None]                                      # [Tq, Tq]
                     mask = torch.cat([torch.ones(len(q_ids), kv_len(past), dtype=torch.bool, device=dev), own], 1)
                 n_pending = len(q_ids) - (be - bs)
-                raw, kvs = self.model(torch.tensor([q_ids], device=dev), torch.tensor(q_pos, device=dev),
-                                      past, mask, n_pending)                               # [1, be-bs, V]
+                raw, kvs = self.step(torch.tensor([q_ids], device=dev), torch.tensor(q_pos, device=dev),
+                                     past, mask, n_pending)                               # [1, be-bs, V]
                 self.forwards += 1
                 if exact_cache and pending:
                     past = kv_cat(past, kv_slice(kvs, 0, n_pending))

@@ -18,6 +18,7 @@ import torch
 
 from .api import InfillRequest, InfillResult, InfillUpdate
 from .config import ModelConfig
+from .cuda_graph import attach_cuda_graphs
 from .decode import Decoder
 from .errors import CheckpointError, ModelNotFoundError
 from .kernels import select_backend
@@ -92,7 +93,7 @@ class Engine:
 
     @classmethod
     def load(cls, path_or_name: Union[str, os.PathLike] = "default", device: str = "auto",
-             dtype: str = "auto", kernels: str = "auto") -> "Engine":
+             dtype: str = "auto", kernels: str = "auto", cuda_graphs="auto") -> "Engine":
         t0 = time.perf_counter()
         folder = resolve_model_path(path_or_name)
         cfg = ModelConfig.from_folder(folder)
@@ -102,6 +103,7 @@ class Engine:
         model = build_model(cfg, device, torch_dtype, kernels)
         state = load_state(cfg, folder, expected_shapes(model), torch_dtype, device)
         model.load_state_dict(state, strict=True, assign=True)
+        attach_cuda_graphs(model, cuda_graphs)      # "auto": on for CUDA unless DLLM_CUDA_GRAPHS=0
         if tokenizer.vocab_size > cfg.vocab_size:
             raise CheckpointError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model "
                                   f"only {cfg.vocab_size} embedding rows")

@@ -78,3 +78,13 @@ def test_bidirectional_cache_modes_run_and_single_block_first_step_agrees(reques
     # the first step of the first block is a full forward pass in every mode: identical commits
     first = {mode: ups[0].draft for mode, ups in results.items()}
     assert first["none"] == first["prefix"] == first["dual"]
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_bidirectional_cache_refreshed_every_step_is_exact(tiny_dream_model, mode):
+    """With one-token blocks every step starts a block (a full pass), so the approximations vanish."""
+    eng = Engine.load(tiny_dream_model, device="cpu")
+    req = dict(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=6, policy="quota", block_size=1, stop_at_eos=False)
+    exact = eng.infill(InfillRequest(**req, cache="none"))
+    approx = eng.infill(InfillRequest(**req, cache=mode))
+    assert approx.token_ids == exact.token_ids and approx.forwards == exact.forwards == 6
