@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(_module=module)
-        _load(module).add_arguments(p)
+        try:
+            _load(module).add_arguments(p)
+        except ImportError as exc:          # one missing subcommand must not break the others
+            p.set_defaults(_unavailable=f"`dllm-lsp {name}` is not available: {exc}")
     return parser
 
 
@@ -50,6 +53,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
         args = build_parser().parse_args(["serve"])
+    if getattr(args, "_unavailable", None):
+        print(args._unavailable, file=sys.stderr)
+        return 2
     return int(_load(args._module).run(args) or 0)
 
 

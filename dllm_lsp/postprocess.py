@@ -1,0 +1,193 @@
+"""Post-processing: engine output -> the text to insert at the cursor. Pure string functions.
+
+Applied in this order by `finish`:
+  1. clean          drop control characters (except tab/newline) and U+FFFD; CRLF -> LF
+  2. keep_scope     line mode: the first line only; block mode: stop at the first line that
+                    leaves the scope (indented at or left of the block opener's line, or, in
+                    brace languages, closing more braces than it opened)
+  3. drop_repeats   stop where the completion starts repeating the next lines of the document,
+                    and drop a tail that repeats the start of the rest of the cursor's line
+  4. balance        trim closing brackets that have no opener before them, given what the
+                    rest of the line already closes
+  5. strip          trailing whitespace on every line, trailing blank lines
+Nothing left (only whitespace) -> "" (no item).
+
+`stream_view` is the same for a partial (still growing) text, holding back the tail that a
+later token could still remove (trailing closers and whitespace, an overlap with the rest of
+the line, the unfinished last line of a block), so streamed text only grows.
+
+`is_settled` says when committed text already decides the result (line mode: the line has
+ended; block mode: a complete line left the scope or repeats the next line): decoding more
+cannot change what `finish` returns, so the caller stops the engine there.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+OPEN, CLOSE = "([{", ")]}"
+PAIR = {")": "(", "]": "[", "}": "{"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What post-processing needs to know about the place of the cursor."""
+    mode: str = "line"                  # "line" | "block"
+    line_prefix: str = ""               # text of the cursor's line before the cursor
+    line_suffix: str = ""               # text of the cursor's line after the cursor
+    next_lines: Sequence[str] = field(default_factory=tuple)   # the next non-blank lines after the cursor's line
+    scope_indent: Optional[int] = None  # block mode: lines indented <= this leave the scope (indentation languages)
+    braces: bool = False                # scope ends are braces (C-like) rather than indentation
+
+
+def indent_width(line: str) -> int:
+    expanded = line.expandtabs(4)
+    return len(expanded) - len(expanded.lstrip(" "))
+
+
+def clean(text: str) -> str:
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def keep_scope(text: str, shape: Shape) -> str:
+    lines = text.split("\n")
+    if shape.mode != "block":
+        return lines[0]
+    kept = [lines[0]]
+    depth = _depth_change(lines[0])               # relative to the block the cursor is in
+    closer_follows = bool(shape.next_lines) and shape.next_lines[0].strip()[:1] in CLOSE
+    for line in lines[1:]:
+        if line.strip():
+            if not shape.braces and shape.scope_indent is not None and indent_width(line) <= shape.scope_indent:
+                break
+            if shape.braces and _min_depth(line, depth) < 0:
+                if not closer_follows:             # nothing closes the block yet: keep this closing line
+                    kept.append(line)
+                break
+            depth += _depth_change(line)
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def _depth_change(s: str) -> int:
+    return sum(1 for c in s if c in OPEN) - sum(1 for c in s if c in CLOSE)
+
+
+def _min_depth(s: str, start: int) -> int:
+    depth = low = start
+    for c in s:
+        depth += (c in OPEN) - (c in CLOSE)
+        low = min(low, depth)
+    return low
+
+
+def drop_repeats(text: str, shape: Shape) -> str:
+    lines = text.split("\n")
+    upcoming = [l.strip() for l in shape.next_lines if l.strip()]
+    if upcoming and len(lines) > 1:
+        for i in range(1, len(lines)):
+            if lines[i].strip() and lines[i].strip() == upcoming[0]:
+                lines = lines[:i]
+                break
+    text = "\n".join(lines)
+    rest = shape.line_suffix.strip()
+    if rest and "\n" not in text:
+        stripped = text.rstrip()
+        k = len(rest) if stripped.endswith(rest) else _overlap(stripped, rest)
+        if k:
+            text = stripped[: len(stripped) - k]
+    if shape.mode == "line" and not shape.line_prefix.strip() and upcoming and text.strip() == upcoming[0]:
+        return ""
+    return text
+
+
+def _overlap(text: str, rest: str) -> int:
+    """Length of the longest tail of `text` (ending in a closer) that is a head of `rest`."""
+    for k in range(min(len(text), len(rest)), 0, -1):
+        if text.endswith(rest[:k]) and rest[k - 1] in CLOSE + ";,:\"'":
+            return k
+    return 0
+
+
+def _open_stack(s: str) -> List[str]:
+    """Unclosed openers in `s` (quotes ignored: a cheap, line-level approximation)."""
+    stack: List[str] = []
+    for c in s:
+        if c in OPEN:
+            stack.append(c)
+        elif c in CLOSE and stack and stack[-1] == PAIR[c]:
+            stack.pop()
+    return stack
+
+
+def balance(text: str, shape: Shape) -> str:
+    """Cut `text` before the first closer with nothing to close, counting what the line's rest closes.
+
+    Brace-scoped blocks are left alone: keep_scope already decided where their block ends.
+    """
+    if shape.mode == "block" and shape.braces:
+        return text
+    stack = _open_stack(shape.line_prefix)
+    # closers at the start of the rest of the line claim the innermost openers first
+    claimed = 0
+    for c in shape.line_suffix.lstrip():
+        if c not in CLOSE:
+            break
+        claimed += 1
+    for i, c in enumerate(text):
+        if c in OPEN:
+            stack.append(c)
+        elif c in CLOSE:
+            if not stack or stack[-1] != PAIR[c]:
+                return text[:i]
+            stack.pop()
+    # the text closed openers that the rest of the line also closes: trim those trailing closers
+    body = text.rstrip()
+    while claimed and body and body[-1] in CLOSE and len(_open_stack(shape.line_prefix + body)) < claimed:
+        body = body[:-1].rstrip()
+    return body if len(body) < len(text.rstrip()) else text
+
+
+def strip_trailing(text: str) -> str:
+    lines = [line.rstrip() for line in text.split("\n")]
+    while len(lines) > 1 and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+def finish(text: str, shape: Shape) -> str:
+    """Engine output -> text to insert ("" = no item)."""
+    text = clean(text)
+    text = keep_scope(text, shape)
+    text = drop_repeats(text, shape)
+    text = balance(text, shape)
+    text = strip_trailing(text)
+    return text if text.strip() else ""
+
+
+def stream_view(partial: str, shape: Shape) -> str:
+    """A prefix of what `finish` will return once `partial` has grown: safe to show now."""
+    text = clean(partial)
+    if shape.mode == "block" and "\n" in text:
+        text = text[: text.rfind("\n")]           # the last line is unfinished
+    text = finish(text, shape)
+    text = text.rstrip(" \t" + CLOSE)
+    rest = shape.line_suffix.strip()
+    for k in range(min(len(text), len(rest)), 0, -1):   # a tail that may turn into the rest of the line
+        if text.endswith(rest[:k]):
+            text = text[:-k]
+            break
+    return text.rstrip()
+
+
+def is_settled(stable: str, shape: Shape) -> bool:
+    """Has the committed text (`stable`, which only grows) already fixed what `finish` returns?"""
+    text = clean(stable)
+    if "\n" not in text:
+        return False
+    if shape.mode != "block":
+        return True
+    complete = text[: text.rfind("\n")]          # lines that can no longer change
+    return drop_repeats(keep_scope(complete, shape), shape) != complete

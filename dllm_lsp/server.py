@@ -1,0 +1,260 @@
+"""The language server: pygls wiring and thin handlers over service.CompletionService.
+
+Capabilities: inlineCompletionProvider (registered with InlineCompletionOptions, which is what
+makes pygls advertise it), completionProvider (fallback: one item, a textEdit at the cursor),
+incremental sync, position encoding negotiated by pygls (the client's first choice among
+utf-8/utf-16/utf-32; utf-16 when it offers none). Custom messages (see DESIGN / the contracts):
+dllm/inlineCompletionUpdate and dllm/status (server -> client), dllm/infill and dllm/metrics
+(requests), dllm/didShowCompletion and dllm/didAcceptCompletion (notifications).
+
+Settings come from initializationOptions and workspace/didChangeConfiguration (flat or under
+"dllm"); a change notification without settings makes the server pull the "dllm" section with
+workspace/configuration when the client supports it.
+
+Errors: a request whose params do not match the method's type gets InvalidParams (pygls by
+itself only logs those and never answers; DllmProtocol answers them); unknown methods get
+MethodNotFound; a position past the end of its line or document, or a document that is not
+open, gets InvalidParams. Handlers never let an exception take the server down. Only the
+protocol goes to stdout; logs go to stderr or --log-file.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any, Dict, Optional
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+
+from . import __version__
+from .positions import normalize_encoding, offset_at
+from .service import CompletionService, DocumentAt
+from .settings import VALIDATORS
+
+log = logging.getLogger(__name__)
+
+INFILL = "dllm/infill"
+METRICS = "dllm/metrics"
+DID_SHOW = "dllm/didShowCompletion"
+DID_ACCEPT = "dllm/didAcceptCompletion"
+_ANSWERED = object()        # a request already answered with an error while being parsed
+
+
+class DllmProtocol(LanguageServerProtocol):
+    """Answers requests whose params cannot be parsed (pygls would only log them)."""
+
+    def structure_message(self, data):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                self._send_response(data["id"], None, JsonRpcInvalidParams(
+                    f"invalid params for {data.get('method')}: {exc.__cause__ or exc}").to_response_error())
+                return _ANSWERED
+            raise
+
+    def handle_message(self, message):
+        if message is _ANSWERED:
+            return
+        super().handle_message(message)
+
+
+def invalid(message: str) -> JsonRpcInvalidParams:
+    return JsonRpcInvalidParams(message)
+
+
+def plain(obj: Any) -> Any:
+    """pygls hands custom params over as namedtuples; turn them back into dicts and lists."""
+    if hasattr(obj, "_asdict"):
+        return {k: plain(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+class PygLsClient:
+    """service.ClientPort on top of a pygls LanguageServer."""
+
+    def __init__(self, ls: LanguageServer):
+        self.ls = ls
+
+    def notify(self, method: str, params: Any) -> None:
+        self.ls.protocol.notify(method, params)
+
+    def show_message(self, kind: str, message: str) -> None:
+        level = {"error": types.MessageType.Error, "warning": types.MessageType.Warning}.get(kind, types.MessageType.Info)
+        log.log(logging.ERROR if kind == "error" else logging.WARNING, "%s", message)
+        self.ls.window_show_message(types.ShowMessageParams(type=level, message=message))
+
+    async def progress_begin(self, title: str) -> Optional[str]:
+        caps = self.ls.client_capabilities
+        if not (caps and caps.window and caps.window.work_done_progress):
+            return None
+        token = f"dllm-load-{uuid.uuid4().hex[:8]}"
+        try:
+            await self.ls.work_done_progress.create_async(token)
+        except Exception as exc:           # the client refused: no progress then
+            log.debug("progress create failed: %r", exc)
+            return None
+        self.ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=False))
+        return token
+
+    def progress_end(self, token: Optional[str], message: str) -> None:
+        if token is not None:
+            self.ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+
+
+class DllmServer(LanguageServer):
+    def __init__(self, default_model: Optional[str] = None):
+        super().__init__("dllm-lsp", __version__, protocol_cls=DllmProtocol,
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.service = CompletionService(PygLsClient(self), default_model=default_model)
+
+    def report_server_error(self, error, source):
+        log.error("server error (%s): %s", getattr(source, "__name__", source), error)
+
+    # ---- helpers used by the handlers -----------------------------------------------------
+    def document_at(self, uri: str, position: types.Position) -> DocumentAt:
+        docs = self.workspace.text_documents
+        if uri not in docs:
+            raise invalid(f"document {uri} is not open (send textDocument/didOpen first)")
+        doc = docs[uri]
+        encoding = normalize_encoding(self.workspace.position_encoding)
+        try:
+            offset = offset_at(doc.source, position.line, position.character, encoding)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        others = [(u, d.source) for u, d in docs.items()
+                  if u != uri and d.language_id == doc.language_id and d.source]
+        return DocumentAt(uri=uri, version=doc.version, text=doc.source, offset=offset,
+                          language_id=doc.language_id or language_from_uri(uri),
+                          position={"line": position.line, "character": position.character}, others=others)
+
+
+def supports_configuration_pull(ls: LanguageServer) -> bool:
+    caps = ls.client_capabilities
+    return bool(caps and caps.workspace and caps.workspace.configuration)
+
+
+def language_from_uri(uri: str) -> str:
+    ext = uri.rsplit(".", 1)[-1].lower() if "." in uri else ""
+    return {"py": "python", "pyi": "python", "js": "javascript", "jsx": "javascriptreact", "ts": "typescript",
+            "tsx": "typescriptreact", "go": "go", "rs": "rust", "java": "java", "c": "c", "h": "c",
+            "cc": "cpp", "cpp": "cpp", "hpp": "cpp", "cxx": "cpp"}.get(ext, ext or "plaintext")
+
+
+def build_server(default_model: Optional[str] = None) -> DllmServer:
+    server = DllmServer(default_model)
+    svc = server.service
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: DllmServer, params: types.InitializeParams):
+        if params.initialization_options is not None:
+            svc.configure(params.initialization_options, initial=True)
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: DllmServer, params: types.InitializedParams):
+        svc.start()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: DllmServer, params: types.DidChangeConfigurationParams):
+        if isinstance(params.settings, dict) and params.settings:
+            svc.configure(params.settings)
+        elif supports_configuration_pull(ls):        # "settings changed, ask for them" (pull model)
+            items = [types.ConfigurationItem(section="dllm")]
+            result = await asyncio.wait_for(ls.workspace_configuration_async(
+                types.ConfigurationParams(items=items)), timeout=5)
+            if result and isinstance(result[0], dict):
+                svc.configure(result[0])
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: DllmServer, params: types.InlineCompletionParams):
+        doc = ls.document_at(params.text_document.uri, params.position)
+        answer = await svc.complete(doc, stream=True)
+        if not answer.text:
+            return types.InlineCompletionList(items=[])
+        edit_range = types.Range(start=params.position, end=params.position)
+        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=answer.text, range=edit_range)])
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
+    async def completion(ls: DllmServer, params: types.CompletionParams):
+        doc = ls.document_at(params.text_document.uri, params.position)
+        answer = await svc.complete(doc, stream=False)
+        if not answer.text:
+            return types.CompletionList(is_incomplete=True, items=[])
+        first = answer.text.strip().split("\n")[0]
+        label = first if len(first) <= 60 else first[:57] + "..."
+        edit = types.TextEdit(range=types.Range(start=params.position, end=params.position), new_text=answer.text)
+        item = types.CompletionItem(label=label or "dllm", kind=types.CompletionItemKind.Text, text_edit=edit,
+                                    detail="dllm-lsp", insert_text_format=types.InsertTextFormat.PlainText,
+                                    filter_text=doc.text[doc.text.rfind("\n", 0, doc.offset) + 1: doc.offset] + answer.text,
+                                    sort_text="0")
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    @server.feature(INFILL)
+    async def infill(ls: DllmServer, params):
+        p = plain(params)
+        if not isinstance(p, dict) or not isinstance(p.get("prefix"), str):
+            raise invalid("dllm/infill needs params {prefix: string, suffix?: string, options?: object}")
+        suffix, options = p.get("suffix", ""), p.get("options") or {}
+        if not isinstance(suffix, str) or not isinstance(options, dict):
+            raise invalid("dllm/infill: suffix must be a string and options an object")
+        try:
+            request_options = infill_options(options, svc.settings)
+        except ValueError as exc:
+            raise invalid(f"dllm/infill: {exc}") from None
+        return await svc.infill(p["prefix"], suffix, request_options)
+
+    @server.feature(METRICS)
+    def metrics(ls: DllmServer, params):
+        return {**svc.metrics.as_json(), "state": svc.host.state, "model": svc.settings.model,
+                "positionEncoding": normalize_encoding(ls.workspace.position_encoding)}
+
+    @server.feature(DID_SHOW)
+    def did_show(ls: DllmServer, params):
+        p = plain(params)
+        if isinstance(p, dict) and isinstance(p.get("text"), str):
+            svc.shown(p["text"])
+
+    @server.feature(DID_ACCEPT)
+    def did_accept(ls: DllmServer, params):
+        p = plain(params)
+        if isinstance(p, dict) and isinstance(p.get("acceptedLength"), int):
+            svc.accepted(p["acceptedLength"])
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: DllmServer, params):
+        svc.close()
+
+    return server
+
+
+def infill_options(options: Dict[str, Any], settings) -> Dict[str, Any]:
+    """dllm/infill options (camelCase) -> InfillRequest keyword arguments; ValueError on a bad value."""
+    checks = {"maxNewTokens": ("max_new_tokens", VALIDATORS["max_new_tokens_block"]),
+              "policy": ("policy", VALIDATORS["policy"]), "threshold": ("threshold", VALIDATORS["threshold"]),
+              "entropyBound": ("entropy_bound", VALIDATORS["entropy_bound"]),
+              "tokensPerStep": ("tokens_per_step", VALIDATORS["tokens_per_step"]),
+              "blockSize": ("block_size", VALIDATORS["block_size"]),
+              "deadlineMs": ("deadline_ms", lambda v: None if v is None else _positive(v))}
+    out = {"max_new_tokens": settings.max_new_tokens_block, "policy": settings.policy,
+           "threshold": settings.threshold, "entropy_bound": settings.entropy_bound,
+           "tokens_per_step": settings.tokens_per_step, "block_size": settings.block_size}
+    for key, value in options.items():
+        if key not in checks:
+            raise ValueError(f"unknown option '{key}' (known: {', '.join(checks)})")
+        name, check = checks[key]
+        try:
+            out[name] = check(value)
+        except ValueError as exc:
+            raise ValueError(f"option '{key}' {exc}") from None
+    return out
+
+
+def _positive(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError("must be a positive number")
+    return float(value)

@@ -1,0 +1,305 @@
+"""The server's behaviour without the protocol: settings, model loading, completions, counts.
+
+CompletionService is driven by server.py's handlers (all on the asyncio loop) and talks back
+through a small `ClientPort` (notify / show_message / progress), so it can be tested without
+pygls. Engine work goes to the EngineWorker thread; results come back as futures and
+streamed updates are posted onto the loop with call_soon_threadsafe, so every write to the
+client happens on the loop thread.
+
+    complete(doc) ─ not ready? ──────────────────────────▶ "" at once
+                  ─ type-along cache hit? ───────────────▶ the remainder, no forward pass
+                  ─ plan_completion() is None? ──────────▶ ""
+                  ─ debounce; a newer request came? ─────▶ ""
+                  ─ worker.submit(uri) … updates ─▶ dllm/inlineCompletionUpdate
+                  ─ finish_completion() ─▶ cache.store ─▶ final text (+ done notification)
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from urllib.parse import unquote, urlparse
+
+from .cache import TypeAlongCache
+from .completion import plan_completion
+from .engine_host import Decoded, EngineHost, decode_plan, model_key
+from .settings import Settings, parse_settings, section_of
+from .stats import StatsStore
+from .worker import EngineWorker, Superseded
+
+log = logging.getLogger(__name__)
+
+UPDATE = "dllm/inlineCompletionUpdate"
+STATUS = "dllm/status"
+MAX_SNIPPET_DOCS = 5
+STATUS_EVERY_S = 2.0          # at most this often, a dllm/status with the latest latency
+
+
+class ClientPort(Protocol):
+    def notify(self, method: str, params: Any) -> None: ...
+    def show_message(self, kind: str, message: str) -> None: ...     # kind: "error" | "warning" | "info"
+    async def progress_begin(self, title: str) -> Optional[str]: ...
+    def progress_end(self, token: Optional[str], message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class DocumentAt:
+    """A completion request, already resolved to Python string offsets."""
+    uri: str
+    version: Optional[int]
+    text: str
+    offset: int
+    language_id: str
+    position: Dict[str, int]                       # as the client sent it (its units)
+    others: Sequence[Tuple[str, str]] = ()         # (name, text) of other open documents
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    reason: str = "ok"            # ok | cached | not-ready | no-completion | superseded | cancelled | disabled
+    forwards: int = 0
+    ms: float = 0.0
+    first_text_ms: Optional[float] = None
+    mode: Optional[str] = None
+
+
+@dataclass
+class Metrics:
+    """Counters since start; `dllm/metrics` returns them (the benchmark reads deltas)."""
+    requests: int = 0
+    answered: int = 0
+    cache_hits: int = 0
+    engine_runs: int = 0
+    forwards: int = 0
+    new_tokens: int = 0
+    empty: int = 0
+    superseded: int = 0
+    cancelled: int = 0
+    not_ready: int = 0
+    last: Dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> Dict[str, Any]:
+        return {"requests": self.requests, "answered": self.answered, "cacheHits": self.cache_hits,
+                "engineRuns": self.engine_runs, "forwards": self.forwards, "newTokens": self.new_tokens,
+                "empty": self.empty, "superseded": self.superseded, "cancelled": self.cancelled,
+                "notReady": self.not_ready, "last": dict(self.last)}
+
+
+def document_name(uri: str) -> str:
+    path = unquote(urlparse(uri).path) or uri
+    return PurePosixPath(path).name or uri
+
+
+class CompletionService:
+    def __init__(self, client: ClientPort, stats: Optional[StatsStore] = None,
+                 default_model: Optional[str] = None):
+        self.client = client
+        self.default_model = default_model
+        self.settings = Settings() if default_model is None else Settings(model=default_model)
+        self.raw_settings: Dict[str, Any] = {}
+        self.init_settings: Dict[str, Any] = {}
+        self.host = EngineHost()
+        self.worker = EngineWorker()
+        self.cache = TypeAlongCache()
+        self.stats = stats if stats is not None else StatsStore()
+        self.metrics = Metrics()
+        self.generation: Dict[str, int] = defaultdict(int)
+        self.reported_error: Optional[Tuple] = None
+        self.last_latency_ms: Optional[float] = None
+        self._load_seq = itertools.count(1)
+        self._started = False
+        self._unsaved = 0
+        self._last_status_at = 0.0
+
+    # ---- settings and model --------------------------------------------------------------
+    def configure(self, raw: Any, initial: bool = False) -> List[str]:
+        """Apply camelCase settings (flat or under "dllm"); reload the model if it changed.
+
+        initializationOptions (initial=True) are the base; each workspace/didChangeConfiguration
+        carries the client's whole current section and replaces the previous change on top of it.
+        """
+        section = section_of(raw)
+        if initial:
+            self.init_settings = section
+        self.raw_settings = {**self.init_settings, **section}
+        base = Settings() if self.default_model is None else Settings(model=self.default_model)
+        new, messages = parse_settings(self.raw_settings, base)
+        old, self.settings = self.settings, new
+        if "logLevel" in self.raw_settings:          # otherwise the command line's -v decides
+            logging.getLogger("dllm_lsp").setLevel(new.log_level.upper())
+        for msg in messages:
+            self.client.show_message("warning", f"dllm-lsp: {msg}")
+        if old != new:
+            self.cache.clear()                   # suggestions depend on the settings that made them
+        if self._started and model_key(old) != model_key(new):
+            self.load()
+        return messages
+
+    def start(self) -> None:
+        self._started = True
+        self.load()
+
+    def load(self) -> None:
+        """Load (or reload) the model in the background; requests meanwhile get empty answers."""
+        settings = self.settings
+        seq = next(self._load_seq)
+        self._current_load = seq
+        self.host.state = "loading"
+        self.cache.clear()
+        self._status("loading", f"loading model {settings.model}")
+        loop = asyncio.get_running_loop()
+
+        async def run():
+            token = await self.client.progress_begin(f"dllm-lsp: loading model {settings.model}")
+            job = self.worker.run_exclusive(lambda cancel: self.host.load(settings, cancel), key="load")
+            try:
+                ok = await asyncio.wrap_future(job.future)
+            except Superseded:
+                self.client.progress_end(token, "superseded by a newer model setting")
+                return
+            if seq != self._current_load:
+                self.client.progress_end(token, "superseded by a newer model setting")
+                return
+            if ok:
+                self.client.progress_end(token, f"ready ({self.host.engine.load_ms:.0f} ms)")
+                self._status("ready", f"model {settings.model} ready")
+            else:
+                self.client.progress_end(token, f"failed: {self.host.error}")
+                self._status("error", self.host.error or "load failed")
+                key = (model_key(settings), self.host.error)
+                if key != self.reported_error:           # once per failing setting
+                    self.reported_error = key
+                    self.client.show_message("error", f"dllm-lsp: cannot load model '{settings.model}': "
+                                                      f"{self.host.error}. Completions are off until the "
+                                                      "`dllm.model` setting points at a loadable model.")
+
+        self._load_task = loop.create_task(run())
+
+    def _status(self, state: str, message: str) -> None:
+        self._last_status_at = time.monotonic()
+        self.client.notify(STATUS, {"state": state, "message": message, "model": self.settings.model,
+                                    "lastLatencyMs": self.last_latency_ms})
+
+    # ---- completions --------------------------------------------------------------------------
+    async def complete(self, doc: DocumentAt, stream: bool = True) -> Answer:
+        t0 = time.perf_counter()
+        self.metrics.requests += 1
+        self.generation[doc.uri] += 1
+        gen = self.generation[doc.uri]
+        stream = stream and self.settings.streaming
+        answer = await self._complete(doc, stream, gen, t0)
+        if stream:
+            self._update(doc, answer.text, answer.text, done=True)
+        self._account(answer, t0)
+        return answer
+
+    async def _complete(self, doc: DocumentAt, stream: bool, gen: int, t0: float) -> Answer:
+        settings = self.settings
+        if not settings.language_enabled(doc.language_id):
+            return Answer("", "disabled")
+        if not self.host.ready:
+            return Answer("", "not-ready")
+        before, after = doc.text[: doc.offset], doc.text[doc.offset:]
+        hit = self.cache.lookup(before, after)
+        if hit is not None:
+            return Answer(hit.text, "cached", ms=(time.perf_counter() - t0) * 1000)
+        others = [(document_name(u), t) for u, t in doc.others] if settings.snippet_tokens else []
+        plan = plan_completion(doc.text, doc.offset, doc.language_id, settings, self.host.tokenizer,
+                               snippets=others[:MAX_SNIPPET_DOCS])
+        if plan is None:
+            return Answer("", "no-completion")
+        if settings.debounce_ms:
+            await asyncio.sleep(settings.debounce_ms / 1000)
+            if self.generation[doc.uri] != gen:
+                return Answer("", "superseded")
+        loop = asyncio.get_running_loop()
+        engine = self.host.engine
+
+        def on_update(stable: str, draft: str, forwards: int) -> None:
+            if stream:
+                loop.call_soon_threadsafe(self._update, doc, stable, draft, False)
+
+        job = self.worker.submit(doc.uri, lambda cancel: decode_plan(engine, plan, cancel, on_update))
+        try:
+            decoded: Decoded = await asyncio.wrap_future(job.future)
+        except Superseded:
+            return Answer("", "superseded", mode=plan.mode)
+        except asyncio.CancelledError:
+            job.cancel.set()
+            self.metrics.cancelled += 1
+            raise
+        self.metrics.engine_runs += 1
+        self.metrics.forwards += decoded.forwards
+        self.metrics.new_tokens += decoded.new_tokens
+        if job.cancel.is_set() or decoded.finish_reason == "cancelled":
+            return Answer("", "superseded", forwards=decoded.forwards, mode=plan.mode)
+        self.cache.store(before, after, decoded.text)
+        return Answer(decoded.text, "ok", forwards=decoded.forwards, ms=(time.perf_counter() - t0) * 1000,
+                      first_text_ms=decoded.first_text_ms, mode=plan.mode)
+
+    def _update(self, doc: DocumentAt, stable: str, draft: str, done: bool) -> None:
+        self.client.notify(UPDATE, {"uri": doc.uri, "version": doc.version, "position": doc.position,
+                                    "stable": stable, "draft": draft, "done": done})
+
+    def _account(self, answer: Answer, t0: float) -> None:
+        m = self.metrics
+        ms = (time.perf_counter() - t0) * 1000
+        m.answered += 1
+        m.cache_hits += answer.reason == "cached"
+        m.empty += not answer.text
+        m.superseded += answer.reason == "superseded"
+        m.not_ready += answer.reason == "not-ready"
+        m.last = {"reason": answer.reason, "forwards": answer.forwards, "ms": round(ms, 2),
+                  "firstTextMs": None if answer.first_text_ms is None else round(answer.first_text_ms, 2),
+                  "mode": answer.mode, "chars": len(answer.text)}
+        if answer.reason in ("ok", "cached"):
+            self.last_latency_ms = round(ms, 1)
+            self.stats.record_latency(ms, cached=answer.reason == "cached")
+            self._unsaved += 1
+            if self._unsaved >= 20:
+                self.flush()
+            now = time.monotonic()
+            if now - self._last_status_at >= STATUS_EVERY_S and self.host.ready:
+                self._status("ready", f"model {self.settings.model} ready")     # carries lastLatencyMs
+
+    # ---- dllm/infill ------------------------------------------------------------------------
+    async def infill(self, prefix: str, suffix: str, request_options: Dict[str, Any]) -> Dict[str, Any]:
+        """Raw engine infill for plugins that build their own context; request_options: InfillRequest kwargs."""
+        if not self.host.ready:
+            return {"text": "", "forwards": 0, "ms": 0.0, "finishReason": "not-ready"}
+        from engine.api import InfillRequest
+        req = InfillRequest(prefix=prefix, suffix=suffix, **request_options)
+        engine = self.host.engine
+        job = self.worker.submit("dllm/infill", lambda cancel: engine.infill(req, cancel))
+        try:
+            res = await asyncio.wrap_future(job.future)
+        except Superseded:
+            return {"text": "", "forwards": 0, "ms": 0.0, "finishReason": "cancelled"}
+        except asyncio.CancelledError:
+            job.cancel.set()
+            raise
+        self.metrics.forwards += res.forwards
+        return {"text": res.text, "forwards": res.forwards, "ms": round(res.ms, 2), "finishReason": res.finish_reason}
+
+    # ---- shown / accepted ---------------------------------------------------------------------
+    def shown(self, text: str) -> None:
+        self.stats.record_shown(text)
+        self.flush()
+
+    def accepted(self, length: int) -> None:
+        self.stats.record_accepted(length)
+        self.flush()
+
+    def flush(self) -> None:
+        self._unsaved = 0
+        self.stats.save()
+
+    def close(self) -> None:
+        self.flush()
+        self.worker.stop(timeout=2.0)

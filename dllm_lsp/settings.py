@@ -1,0 +1,169 @@
+"""Server settings: one defaulted, frozen dataclass; camelCase in, validated, bad values -> defaults.
+
+Settings arrive from `initializationOptions` and `workspace/didChangeConfiguration`, either
+flat (`{"model": ...}`) or under the section `dllm` (`{"dllm": {"model": ...}}`). Every key
+is camelCase on the wire and snake_case here. `parse_settings` never raises: a value of the
+wrong type or out of range keeps its default and yields one human-readable message (the
+server shows these with `window/showMessage`); unknown keys are reported the same way.
+
+`Settings()` is valid on its own; its defaults suit the embedded model on a laptop CPU.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+SECTION = "dllm"
+POLICIES = ("threshold", "quota", "entropy")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+LOG_LEVELS = ("error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "default"               # "default" (embedded), a model folder, or an HF repo id in the local cache
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"                  # auto | float32 | bfloat16 | float16
+    threads: int = 0                     # CPU threads for the engine; 0 = auto (half the cores, at least 1)
+    policy: str = "threshold"            # threshold | quota | entropy
+    threshold: float = 0.9               # threshold policy: commit masks with top-1 probability >= this
+    entropy_bound: float = 0.5           # entropy policy: summed entropy per step
+    tokens_per_step: int = 1             # quota policy: tokens committed per forward pass
+    block_size: Optional[int] = None     # None: the model's own block size
+    max_new_tokens_line: int = 24        # masked span for a single-line completion
+    max_new_tokens_block: int = 64       # masked span for a block completion
+    prefix_tokens: int = 640             # context budget before the cursor
+    suffix_tokens: int = 192             # context budget after the cursor
+    snippet_tokens: int = 128            # budget for snippets from other open documents (0 = none)
+    debounce_ms: int = 0                 # wait this long before decoding; a newer request in between wins
+    enabled_languages: Dict[str, bool] = field(default_factory=lambda: {"*": True})
+    streaming: bool = True               # send dllm/inlineCompletionUpdate while decoding
+    log_level: str = "warning"
+
+    def engine_threads(self) -> int:
+        """CPU threads for torch: two OpenMP threads fighting for two busy cores cost 10-100x here."""
+        return self.threads or max(1, (os.cpu_count() or 2) // 2)
+
+    def language_enabled(self, language_id: str) -> bool:
+        langs = self.enabled_languages
+        return bool(langs.get(language_id, langs.get("*", True)))
+
+    def max_new_tokens(self, mode: str) -> int:
+        return self.max_new_tokens_block if mode == "block" else self.max_new_tokens_line
+
+
+def camel_case(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+
+
+# ---- validators: value -> checked value, or ValueError with the reason ------------------------
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value.strip()
+
+
+def _choice(options: Tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+    return check
+
+
+def _device(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+        raise ValueError("must be auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _number(lo: float, hi: float, integer: bool = False) -> Callable[[Any], Any]:
+    def check(value: Any):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+            raise ValueError(f"must be {'an integer' if integer else 'a number'} in [{lo:g}, {hi:g}]")
+        if not lo <= value <= hi:
+            raise ValueError(f"must be in [{lo:g}, {hi:g}]")
+        return int(value) if integer else float(value)
+    return check
+
+
+def _optional_int(lo: int, hi: int) -> Callable[[Any], Optional[int]]:
+    inner = _number(lo, hi, integer=True)
+    return lambda value: None if value is None else inner(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _languages(value: Any) -> Dict[str, bool]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, bool) for k, v in value.items()):
+        raise ValueError('must map language ids to true/false, e.g. {"*": true, "markdown": false}')
+    return {"*": True, **value}
+
+
+VALIDATORS: Dict[str, Callable[[Any], Any]] = {
+    "model": _str,
+    "device": _device,
+    "dtype": _choice(DTYPES),
+    "threads": _number(0, 1024, integer=True),
+    "policy": _choice(POLICIES),
+    "threshold": _number(0.0, 1.0),
+    "entropy_bound": _number(0.0, 100.0),
+    "tokens_per_step": _number(1, 64, integer=True),
+    "block_size": _optional_int(1, 256),
+    "max_new_tokens_line": _number(1, 256, integer=True),
+    "max_new_tokens_block": _number(1, 1024, integer=True),
+    "prefix_tokens": _number(16, 32768, integer=True),
+    "suffix_tokens": _number(0, 32768, integer=True),
+    "snippet_tokens": _number(0, 32768, integer=True),
+    "debounce_ms": _number(0, 5000, integer=True),
+    "enabled_languages": _languages,
+    "streaming": _bool,
+    "log_level": _choice(LOG_LEVELS),
+}
+assert set(VALIDATORS) == {f.name for f in fields(Settings)}
+
+
+def section_of(raw: Any) -> Dict[str, Any]:
+    """The `dllm` section of a settings payload (or the payload itself when it is flat)."""
+    if not isinstance(raw, dict):
+        return {}
+    inner = raw.get(SECTION)
+    return dict(inner) if isinstance(inner, dict) else dict(raw)
+
+
+def parse_settings(raw: Optional[dict], base: Optional[Settings] = None) -> Tuple[Settings, List[str]]:
+    """camelCase dict -> (Settings, messages about values that were rejected and kept at default)."""
+    messages: List[str] = []
+    if raw is not None and not isinstance(raw, dict):
+        return base or Settings(), [f"settings must be an object, not {type(raw).__name__}; using defaults"]
+    defaults = Settings()
+    changes: Dict[str, Any] = {}
+    for key, value in section_of(raw).items():
+        name = snake_case(key)
+        check = VALIDATORS.get(name)
+        if check is None:
+            messages.append(f"unknown setting '{SECTION}.{key}' ignored")
+            continue
+        try:
+            changes[name] = check(value)
+        except ValueError as exc:
+            changes[name] = getattr(defaults, name)
+            messages.append(f"setting '{SECTION}.{camel_case(name)}' {exc}; got {value!r}, "
+                            f"using the default {getattr(defaults, name)!r}")
+    return replace(base or defaults, **changes), messages
+
+
+def to_camel_dict(settings: Settings) -> Dict[str, Any]:
+    return {camel_case(f.name): getattr(settings, f.name) for f in fields(settings)}

@@ -1,0 +1,142 @@
+"""One engine thread: every engine call runs here, the newest request per document wins.
+
+    worker = EngineWorker()
+    job = worker.submit("file:///a.py", lambda cancel: engine.infill(req, cancel))
+    result = await asyncio.wrap_future(job.future)      # or job.future.result()
+
+Waiting work is a dict with one slot per key (a document): a newer job for the same key
+replaces the waiting one (which is resolved with `Superseded`) and sets the cancel flag of
+the running one, which the engine checks before every forward pass. The number of waiting
+slots is capped (`max_pending`): past it the oldest waiting job is superseded, so there is
+never an unbounded queue. `run_exclusive` (model loading) jumps ahead of waiting jobs and
+cancels the running one.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[threading.Event], Any]
+
+
+class Superseded(Exception):
+    """The job was replaced by a newer one for the same document before it ran."""
+
+
+@dataclass
+class Job:
+    key: str
+    work: Work
+    cancel: threading.Event = field(default_factory=threading.Event)
+    future: Future = field(default_factory=Future)
+
+    def supersede(self) -> None:
+        self.cancel.set()
+        if self.future.set_running_or_notify_cancel():
+            self.future.set_exception(Superseded(self.key))
+
+
+class EngineWorker:
+    def __init__(self, max_pending: int = 8, name: str = "dllm-engine"):
+        self.max_pending = max_pending
+        self._pending: "OrderedDict[str, Job]" = OrderedDict()
+        self._exclusive: Optional[Job] = None
+        self._running: Optional[Job] = None
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    # ---- producer side (any thread) --------------------------------------------------------
+    def submit(self, key: str, work: Work) -> Job:
+        """Queue `work(cancel_event)` for `key`, superseding older work for the same key."""
+        job = Job(key, work)
+        with self._cond:
+            if self._stopped:
+                job.supersede()
+                return job
+            old = self._pending.pop(key, None)
+            if old is not None:
+                old.supersede()
+            if self._running is not None and self._running.key == key:
+                self._running.cancel.set()
+            self._pending[key] = job
+            while len(self._pending) > self.max_pending:
+                _, oldest = self._pending.popitem(last=False)
+                oldest.supersede()
+            self._cond.notify()
+        return job
+
+    def run_exclusive(self, work: Work, key: str = "__exclusive__") -> Job:
+        """Run `work` next, before waiting jobs, cancelling whatever runs now (e.g. a model load)."""
+        job = Job(key, work)
+        with self._cond:
+            if self._exclusive is not None:
+                self._exclusive.supersede()
+            if self._running is not None:
+                self._running.cancel.set()
+            self._exclusive = job
+            self._cond.notify()
+        return job
+
+    def cancel(self, key: str) -> None:
+        """Cancel the waiting and the running job for `key`."""
+        with self._cond:
+            old = self._pending.pop(key, None)
+            if old is not None:
+                old.supersede()
+            if self._running is not None and self._running.key == key:
+                self._running.cancel.set()
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopped = True
+            for job in list(self._pending.values()) + ([self._exclusive] if self._exclusive else []):
+                job.supersede()
+            self._pending.clear()
+            self._exclusive = None
+            if self._running is not None:
+                self._running.cancel.set()
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    # ---- the engine thread -----------------------------------------------------------------
+    def _next(self) -> Optional[Job]:
+        with self._cond:
+            while not self._stopped and self._exclusive is None and not self._pending:
+                self._cond.wait()
+            if self._stopped:
+                return None
+            if self._exclusive is not None:
+                job, self._exclusive = self._exclusive, None
+            else:
+                _, job = self._pending.popitem(last=False)
+            self._running = job
+            return job
+
+    def _loop(self) -> None:
+        while True:
+            job = self._next()
+            if job is None:
+                return
+            try:
+                if job.future.set_running_or_notify_cancel():
+                    try:
+                        job.future.set_result(job.work(job.cancel))
+                    except BaseException as exc:  # the job's owner decides what an error means
+                        log.debug("job %s failed: %r", job.key, exc)
+                        job.future.set_exception(exc)
+            finally:
+                with self._cond:
+                    self._running = None

@@ -1,0 +1,91 @@
+"""Post-processing rules on handwritten engine outputs."""
+from dllm_lsp.postprocess import Shape, balance, clean, drop_repeats, finish, keep_scope, stream_view, strip_trailing
+
+LINE = Shape(mode="line", line_prefix="x = ")
+
+
+def test_line_mode_keeps_the_first_line_and_strips():
+    assert finish("compute(1, 2)   \nprint(x)\n", LINE) == "compute(1, 2)"
+    assert finish("\nprint(x)", LINE) == ""                       # nothing on this line -> no item
+    assert finish("   \t ", LINE) == ""
+
+
+def test_control_characters_and_replacement_chars_are_dropped():
+    assert clean("a\x06b\ufffdc\r\nd") == "abc\nd"
+    assert finish("val\x03ue", LINE) == "value"
+
+
+def test_block_mode_cuts_at_the_end_of_the_indented_scope():
+    shape = Shape(mode="block", line_prefix="    ", scope_indent=0, next_lines=("print(f(1))",))
+    out = finish("y = x * 2\n    return y\n\ndef g():\n    pass\n", shape)
+    assert out == "y = x * 2\n    return y"
+    nested = Shape(mode="block", line_prefix="        ", scope_indent=4)
+    assert finish("a = 1\n        b = 2\n    def other(self):\n", nested) == "a = 1\n        b = 2"
+
+
+def test_block_from_the_end_of_the_opener_line_keeps_the_leading_newline():
+    shape = Shape(mode="block", line_prefix="def f(x):", scope_indent=0)
+    assert finish("\n    return x + 1\nprint(1)", shape) == "\n    return x + 1"
+    assert finish("\nprint(1)", shape) == ""
+
+
+def test_brace_scope_ends_at_the_closing_brace_when_the_suffix_closes_it():
+    shape = Shape(mode="block", line_prefix="  ", braces=True, next_lines=("}",))
+    assert finish("let y = 1;\n  return y;\n}\nfunction g() {}", shape) == "let y = 1;\n  return y;"
+    open_end = Shape(mode="block", line_prefix="  ", braces=True, next_lines=())
+    assert finish("return 1;\n}\nfoo();", open_end) == "return 1;\n}"
+
+
+def test_text_repeating_the_rest_of_the_line_is_dropped():
+    shape = Shape(mode="line", line_prefix="print(", line_suffix=")")
+    assert finish("x, y)", shape) == "x, y"
+    shape = Shape(mode="line", line_prefix="f(a", line_suffix="):")
+    assert finish(", b):", shape) == ", b"
+    assert drop_repeats("a) + 1", Shape(mode="line", line_prefix="g(", line_suffix=") + 1")) == "a"
+
+
+def test_text_repeating_the_next_lines_is_dropped():
+    shape = Shape(mode="block", line_prefix="    ", scope_indent=0, next_lines=("    return total",))
+    assert finish("total = a + b\n    return total\n", shape) == "total = a + b"
+    line = Shape(mode="line", line_prefix="    ", next_lines=("    return total",))
+    assert finish("return total", line) == ""
+
+
+def test_brackets_are_balanced_against_the_suffix():
+    assert balance("foo())", Shape(line_prefix="x = ")) == "foo()"               # stray closer cut
+    assert finish("a[0]]", Shape(line_prefix="y = ")) == "a[0]"
+    kept = Shape(mode="line", line_prefix="foo(bar(", line_suffix=")")
+    assert finish("x))", kept) == "x)"                                          # one for bar(, suffix closes foo(
+    claimed = Shape(mode="line", line_prefix="foo(bar(", line_suffix="))")
+    assert finish("x))", claimed) == "x"
+
+
+def test_keep_scope_and_strip_trailing_directly():
+    assert keep_scope("a\nb", Shape(mode="line")) == "a"
+    assert strip_trailing("a  \nb\t\n\n") == "a\nb"
+
+
+def test_stream_view_is_a_prefix_of_the_final_text():
+    shape = Shape(mode="line", line_prefix="print(", line_suffix=")")
+    final = finish("total, end='')", shape)
+    for k in range(len("total, end='')") + 1):
+        view = stream_view("total, end='')"[:k], shape)
+        assert final.startswith(view), (k, view, final)
+    block = Shape(mode="block", line_prefix="    ", scope_indent=0)
+    assert stream_view("a = 1\n    b = 2\n    ret", block) == "a = 1\n    b = 2"
+
+
+def test_stream_view_never_shows_what_finish_removes_on_random_text():
+    import random
+    rng = random.Random(0)
+    pieces = list("abc xy()[]{}:,=\n'\"#") + ["return ", "    ", "\n    ", "\n"]
+    shapes = [Shape(mode="line", line_prefix="print(", line_suffix=")"), Shape(mode="line", line_prefix="x = "),
+              Shape(mode="block", line_prefix="    ", scope_indent=0, next_lines=("print(1)",)),
+              Shape(mode="block", line_prefix="  ", braces=True, next_lines=("}",)),
+              Shape(mode="line", line_prefix="f(a, ", line_suffix="):", next_lines=("    pass",))]
+    for _ in range(500):
+        shape = rng.choice(shapes)
+        out = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
+        final = finish(out, shape)
+        for k in range(len(out) + 1):
+            assert final.startswith(stream_view(out[:k], shape)), (shape, out[:k], final)
