@@ -13,6 +13,7 @@ const SERVER_KEYS: Record<string, "string" | "number" | "integer" | "boolean" | 
   model: "string",
   device: "string",
   dtype: "string",
+  threads: "integer",
   policy: "string",
   threshold: "number",
   entropyBound: "number",
