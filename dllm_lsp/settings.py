@@ -34,8 +34,8 @@ class Settings:
     block_size: Optional[int] = None     # None: the model's own block size
     max_new_tokens_line: int = 24        # masked span for a single-line completion
     max_new_tokens_block: int = 64       # masked span for a block completion
-    prefix_tokens: int = 640             # context budget before the cursor
-    suffix_tokens: int = 192             # context budget after the cursor
+    prefix_tokens: int = 384             # context budget before the cursor (the embedded model trained on <= 384)
+    suffix_tokens: int = 128             # context budget after the cursor (the embedded model trained on <= 128)
     snippet_tokens: int = 128            # budget for snippets from other open documents (0 = none)
     debounce_ms: int = 0                 # wait this long before decoding; a newer request in between wins
     enabled_languages: Dict[str, bool] = field(default_factory=lambda: {"*": True})

@@ -133,6 +133,19 @@ class Decoder:
             span.tokens[p], span.committed[p] = int(token[c]), True
             if span.tokens[p] in self.stop_ids:
                 span.end = p
+        if req.policy != "quota" and span.end < len(span.tokens):
+            span.end = self._stop_run_start(span)
+
+    def _stop_run_start(self, span: Span) -> int:
+        """Where the span really ends: the committed stop token plus the open positions just
+        before it whose current prediction is also a stop token. A model that ends a middle
+        predicts eos/pad for the whole tail, but rarely with enough confidence to commit it
+        all at once; without this, each tail position would cost one forward pass. The quota
+        policy (the one-token-per-step baseline) is left exact."""
+        end = span.end
+        while end > 0 and not span.committed[end - 1] and span.predicted.get(end - 1) in self.stop_ids:
+            end -= 1
+        return end
 
     def _update(self, span: Span, total: int, result: Optional[InfillResult] = None) -> InfillUpdate:
         stable = self.stable.update(span.stable_ids())

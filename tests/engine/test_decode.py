@@ -236,3 +236,24 @@ def test_block_causal_layout_and_query_shapes(tok):
     assert second_ids[0].tolist() == [20] * 4 + [MASK] * 4
     assert second_pos.tolist() == list(range(len(ctx), len(ctx) + 8)) and second_past == len(ctx)
     assert ups[-1].result.forwards == 2 and ups[-1].result.new_tokens == 8
+
+
+def test_a_predicted_stop_run_ends_the_span_in_one_step(tok):
+    """Threshold policy: the tail predicted as pad ends with the one confident stop token."""
+    s = span_start(tok, "a")
+    ids = tok.encode(" b")
+    m = 8
+    target = {s + i: t for i, t in enumerate(ids)}
+    strength = {s + i: 1.0 for i in range(m)}
+    for i in range(len(ids), m):
+        target[s + i] = PAD
+    strength[s + m - 1] = 30.0                                        # only the last pad is confident
+    model = ScriptedModel(target, strength)
+    ups = run(model, bidi_cfg(), tok, InfillRequest("a", "", max_new_tokens=m, policy="threshold", threshold=0.9))
+    res = ups[-1].result
+    assert res.finish_reason == "eos" and res.text == " b"
+    assert res.forwards == 1 + len(ids)                               # the whole tail in the first step
+    # the quota baseline stays exact: it spends forward passes on tail positions one at a time
+    quota = run(ScriptedModel(target, strength), bidi_cfg(), tok,
+                InfillRequest("a", "", max_new_tokens=m, policy="quota"))[-1].result
+    assert quota.text == " b" and quota.forwards > res.forwards
