@@ -85,6 +85,13 @@ def render(config: dict, log: Sequence[dict], manifest: Optional[dict], evals: S
     lines += ["## Evaluation", ""]
     if not evals:
         lines += ["Not evaluated yet.", ""]
+    evals = sorted(evals, key=lambda ev: ("inserting nothing" in ev["eval"], not ev["eval"].startswith("humaneval"),
+                                          "multi-line" in ev["eval"],
+                                          ev["eval"]))
+    lines += _floor_comparison(evals)
+    if evals:
+        lines += ["Latency is the engine's time per completion with the context cache cleared before every task",
+                  "(a cold request, context prefill included), on the hardware named under each table.", ""]
     for ev in evals:
         limit = f", a seeded sample of {ev['tasks']} tasks (--limit {ev['limit']})" if ev.get("limit") else f", {ev['tasks']} tasks"
         lines += [f"**{ev['eval']}**{limit}", "",
@@ -107,6 +114,20 @@ def render(config: dict, log: Sequence[dict], manifest: Optional[dict], evals: S
               "```", (commands or {}).get("train") or "dllm-lsp train --minutes 95 --out my-model",
               "python scripts/export_default_model.py --run runs/main", "```", ""]
     return "\n".join(lines)
+
+
+def _floor_comparison(evals: Sequence[dict]) -> List[str]:
+    """One line per HumanEval split that has both a model row and the empty-insertion floor."""
+    floors = {ev["eval"].split(":")[0]: ev["rows"]["empty insertion (floor)"]["pass_at_1"]
+              for ev in evals if "inserting nothing" in ev["eval"]}
+    out = []
+    for ev in evals:
+        if ev["eval"] in floors:
+            for name, row in ev["rows"].items():
+                if "pass_at_1" in row:
+                    out.append(f"- {ev['eval']}, {name}: pass@1 {row['pass_at_1'] * 100:.1f}% against "
+                               f"{floors[ev['eval']] * 100:.1f}% for inserting nothing")
+    return out + [""] if out else []
 
 
 def load_evals(paths: Sequence[Path]) -> List[dict]:
