@@ -233,7 +233,8 @@ class Decoder:
 
     def _predict(self, span: Span, positions: List[int], rows: torch.Tensor, skip: List[int]) -> None:
         """Record argmax guesses for open positions outside the block (for the draft only)."""
-        others = [i for i in range(len(positions)) if i not in set(skip)]
+        skipped = set(skip)
+        others = [i for i in range(len(positions)) if i not in skipped]
         if others:
             guess = rows[others].float()
             guess[:, self.cfg.mask_id] = NEVER
