@@ -100,6 +100,9 @@ def run(args) -> int:
                           "tokensPerForward": round(decoded.new_tokens / decoded.forwards, 3) if decoded.forwards else 0.0}))
     elif not live:
         print(decoded.text)
+    if not args.json and not decoded.text:
+        print(f"(the model suggests nothing here: {decoded.finish_reason} after {decoded.forwards} forward "
+              f"pass{'es' if decoded.forwards != 1 else ''})", file=sys.stderr)
     return 0
 
 
