@@ -7,7 +7,8 @@
 No LSP types, no threads, no engine calls: the server, `dllm-lsp complete`, the benchmark
 and the evaluation all run this same pipeline. `plan_completion` decides the mode with
 syntax.decide_mode (line: the rest of the current line; block: one or more lines), which sets
-the length of the masked span (settings.max_new_tokens_line / _block), builds the context
+the length of the masked span (settings.max_new_tokens_line / _block); on a blank line the
+request asks for at least one token (min_new_tokens), as the user wants a line there, builds the context
 windows (context.windows, prefix favoured) and prepends snippets from other open documents
 as a comment header within settings.snippet_tokens.
 """
@@ -33,11 +34,11 @@ class Plan:
     snippet_header: str = ""     # the part of `prefix` that came from other documents
 
 
-def _request(prefix: str, suffix: str, mode: str, settings: Settings) -> InfillRequest:
+def _request(prefix: str, suffix: str, mode: str, settings: Settings, min_new_tokens: int = 0) -> InfillRequest:
     return InfillRequest(prefix=prefix, suffix=suffix, max_new_tokens=settings.max_new_tokens(mode),
                          policy=settings.policy, threshold=settings.threshold,
                          entropy_bound=settings.entropy_bound, tokens_per_step=settings.tokens_per_step,
-                         block_size=settings.block_size)
+                         block_size=settings.block_size, min_new_tokens=min_new_tokens)
 
 
 def shape_at(text: str, offset: int, mode: str, language_id: str, lookahead: int = 3) -> postprocess.Shape:
@@ -86,8 +87,12 @@ def plan_completion(text: str, offset: int, language_id: str, settings: Settings
     prefix_budget = max(16, settings.prefix_tokens - (count(header) if header else 0))
     prefix, suffix = context.windows(text, offset, prefix_budget, settings.suffix_tokens, count)
     prefix = header + prefix
-    return Plan(prefix=prefix, suffix=suffix, mode=mode, request=_request(prefix, suffix, mode, settings),
-                language_id=language_id, shape=shape_at(text, offset, mode, language_id), snippet_header=header)
+    shape = shape_at(text, offset, mode, language_id)
+    # on a blank line the user asks for a line: the model may not answer with nothing at once
+    blank_line = not shape.line_prefix.strip() and not shape.line_suffix.strip()
+    request = _request(prefix, suffix, mode, settings, min_new_tokens=1 if blank_line else 0)
+    return Plan(prefix=prefix, suffix=suffix, mode=mode, request=request,
+                language_id=language_id, shape=shape, snippet_header=header)
 
 
 def finish_completion(plan: Plan, generated: str) -> str:

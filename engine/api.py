@@ -28,6 +28,8 @@ class InfillRequest:
                block-causal models always use their exact cache ("auto" picks the best)
     temperature 0 = greedy; > 0 samples with `seed`
     deadline_ms stop after this long and return the current best guess
+    min_new_tokens the first this many span tokens may not be eos/pad (an editor asking on a
+               blank line wants a line, not nothing); 0 = the model may answer with nothing
     """
 
     prefix: str
@@ -43,6 +45,7 @@ class InfillRequest:
     seed: int = 0
     deadline_ms: Optional[float] = None
     stop_at_eos: bool = True
+    min_new_tokens: int = 0
 
 
 @dataclass(frozen=True)

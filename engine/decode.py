@@ -120,6 +120,11 @@ class Decoder:
 
     def _commit(self, span: Span, positions: List[int], rows: torch.Tensor) -> None:
         """Decide on `positions` (span indices, one logits row each in rows [n, V]) and commit."""
+        early = [i for i, p in enumerate(positions) if p < self.req.min_new_tokens]
+        if early and self.stop_ids:             # the span may not end before min_new_tokens
+            rows = rows.float().clone()
+            rows[torch.tensor(early, device=rows.device)[:, None],
+                 torch.tensor(sorted(self.stop_ids), device=rows.device)[None, :]] = NEVER
         conf, token, entropy = self._decide(rows)
         for i, p in enumerate(positions):
             span.predicted[p] = int(token[i])

@@ -41,7 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--total-steps", type=int, default=None,
                    help="length of the cosine schedule in steps (default: follow --minutes)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    t.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast (GPU; also faster on CPUs with AVX512-BF16 or AMX)")
+    t.add_argument("--ar-fraction", type=float, default=None,
+                   help="share of context slots given an auxiliary next-token target (0 = off; default 0.25)")
+    t.add_argument("--ar-weight", type=float, default=None, help="weight of that loss (default 0.5)")
     t.add_argument("--checkpoint-every", type=float, default=4.0, help="minutes between checkpoints")
     t.add_argument("--export-dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
@@ -56,7 +60,9 @@ def session_config(args):
     train = TrainConfig(rows=args.rows, capacity=args.capacity, lr=args.lr or (5e-4 if fine_tune else 2e-3),
                         warmup_steps=args.warmup if args.warmup is not None else (20 if fine_tune else 100),
                         total_steps=args.total_steps or args.max_steps or 10 ** 9, time_budget_s=budget,
-                        seed=args.seed, bf16=args.bf16, checkpoint_every_s=args.checkpoint_every * 60)
+                        seed=args.seed, bf16=args.bf16, checkpoint_every_s=args.checkpoint_every * 60,
+                        **{k: v for k, v in (("ar_fraction", args.ar_fraction), ("ar_weight", args.ar_weight))
+                           if v is not None})
     shape = ModelShape(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
                        intermediate=args.intermediate, block_size=args.block_size)
     run_dir = args.run or f"{args.out.rstrip('/')}.run"

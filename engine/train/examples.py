@@ -19,6 +19,13 @@ Several examples are packed into one row; a document id keeps them apart. In eac
 block every token is masked with a per-block rate t ~ U(eps, 1), at least one; the loss is
 cross-entropy on the masked tokens (eos and pad included, so the model learns where a
 middle stops and that pad follows eos).
+
+Auxiliary next-token targets (`ar_fraction` > 0): the context is token-causal, so the hidden
+state of context token i has seen exactly tokens <= i and can be asked for token i + 1 (the
+<fim_middle> slot for the first middle token) at no extra forward cost. Only ~1 slot in 5 of a
+row carries a diffusion target; a sampled fraction of the context positions adds dense
+supervision for the shared body and head. The decoder never reads these predictions: a mask
+slot's input embedding tells the model which of the two questions a position is asked.
 """
 from __future__ import annotations
 
@@ -71,6 +78,9 @@ class Batch:
     targets: torch.Tensor    # [N] the clean token there
     rates: torch.Tensor      # [N] the masking rate t of its block
     tokens: int              # real (non-padding) slots in the batch
+    ar_rows: torch.Tensor = torch.empty(0, dtype=torch.long)     # [M] next-token targets: row,
+    ar_cols: torch.Tensor = torch.empty(0, dtype=torch.long)     # [M] the context slot predicting,
+    ar_targets: torch.Tensor = torch.empty(0, dtype=torch.long)  # [M] the token after it
 
 
 def row_layout(examples: Sequence[Example], block_size: int, capacity: int):
@@ -112,18 +122,33 @@ def attention_mask(doc: torch.Tensor, blk: torch.Tensor, copy: torch.Tensor) -> 
     return same_doc & (clean_key | noisy_key)
 
 
+def next_token_slots(doc: torch.Tensor, mid_ix: torch.Tensor, copy: torch.Tensor) -> torch.Tensor:
+    """[C] layout -> slots i of context tokens whose next slot i + 1 holds the token that follows
+    them in the example (more context, or the clean first middle token after <fim_middle>)."""
+    is_ctx = (doc >= 0) & (mid_ix < 0)                                     # [C]
+    nxt_ok = (doc[1:] == doc[:-1]) & ((mid_ix[1:] < 0) | ((mid_ix[1:] == 0) & (copy[1:] == 0)))
+    return (is_ctx[:-1] & nxt_ok).nonzero().flatten()
+
+
 def make_batch(rows: Sequence[Sequence[Example]], block_size: int, capacity: int, mask_id: int,
-               generator: torch.Generator, eps: float = 1e-3) -> Batch:
+               generator: torch.Generator, eps: float = 1e-3, ar_fraction: float = 0.0) -> Batch:
     """Pack rows of examples, mask each noisy block at its own rate; see the module docstring."""
     all_ids, all_pos, masks = [], [], []
     loss_rows, loss_cols, targets, rates = [], [], [], []
+    ar_rows, ar_cols, ar_targets = [], [], []
     tokens = 0
     for r, row in enumerate(rows):
-        ids, pos, doc, blk, copy, _ = row_layout(row, block_size, capacity)
+        ids, pos, doc, blk, copy, mid_ix = row_layout(row, block_size, capacity)
         ids_t = torch.tensor(ids)
         blk_t, copy_t, doc_t = torch.tensor(blk), torch.tensor(copy), torch.tensor(doc)
         masks.append(attention_mask(doc_t, blk_t, copy_t))
         tokens += sum(1 for d in doc if d >= 0)
+        if ar_fraction > 0:
+            slots = next_token_slots(doc_t, torch.tensor(mid_ix), copy_t)         # [n_ctx]
+            slots = slots[torch.rand(slots.numel(), generator=generator) < ar_fraction]
+            ar_rows.append(torch.full((slots.numel(),), r, dtype=torch.long))
+            ar_cols.append(slots)
+            ar_targets.append(ids_t[slots + 1].clone())                            # before masking
         cols = copy_t.nonzero().flatten()                                   # [n_noisy]
         if cols.numel():
             groups = (blk_t[cols] * 64 + copy_t[cols]) * 4096 + doc_t[cols]  # one id per (doc, copy, block)
@@ -146,7 +171,9 @@ def make_batch(rows: Sequence[Sequence[Example]], block_size: int, capacity: int
     cat = (lambda xs, dt: torch.cat(xs) if xs else torch.empty(0, dtype=dt))
     return Batch(ids=torch.stack(all_ids), positions=torch.stack(all_pos), mask=torch.stack(masks)[:, None],
                  loss_rows=cat(loss_rows, torch.long), loss_cols=cat(loss_cols, torch.long),
-                 targets=cat(targets, torch.long), rates=cat(rates, torch.float32), tokens=tokens)
+                 targets=cat(targets, torch.long), rates=cat(rates, torch.float32), tokens=tokens,
+                 ar_rows=cat(ar_rows, torch.long), ar_cols=cat(ar_cols, torch.long),
+                 ar_targets=cat(ar_targets, torch.long))
 
 
 def pack_rows(examples: Sequence[Example], n_rows: int, capacity: int) -> Tuple[List[List[Example]], List[Example]]:

@@ -5,7 +5,8 @@ One step = take examples from the stream, pack them into `rows` rows of `capacit
 training attention mask [R, 1, C, C], the LM head applied only at the masked slots, mean
 cross-entropy over them (optionally weighted by 1/t as in MDLM; off by default: it raises the
 variance of a small-batch estimate and the decoder cares about every masking rate alike),
-AdamW, grad clip 1.0, warmup then cosine to 10% of the peak over `total_steps`.
+plus `ar_weight` x the mean next-token cross-entropy on a sampled `ar_fraction` of the
+context slots (examples.py: dense supervision at no extra forward cost; off when 0), AdamW, grad clip 1.0, warmup then cosine to 10% of the peak over `total_steps`.
 
 A checkpoint (torch.save of tensors, dicts and numbers only, read back with weights_only=True)
 holds the model, the optimizer, the step, tokens seen, the stream state, the noising RNG and
@@ -56,10 +57,13 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
     total_steps: int = 3000
-    time_budget_s: Optional[float] = None   # if set, the schedule follows training seconds instead of steps
+    time_budget_s: Optional[float] = None   # if set, the schedule follows this session's training
+                                            # seconds (warmup then cosine within the session)
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     inverse_t_weight: bool = False
+    ar_fraction: float = 0.0       # context slots given an auxiliary next-token target
+    ar_weight: float = 0.5         # its weight in the loss
     seed: int = 0
     bf16: bool = False             # autocast (GPU)
     log_every: int = 10
@@ -93,19 +97,32 @@ def init_weights(model: DecoderModel, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
 
 
-def batch_loss(model: DecoderModel, batch: Batch, inverse_t_weight: bool = False,
-               autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+def batch_losses(model: DecoderModel, batch: Batch, inverse_t_weight: bool = False,
+                 autocast_dtype: Optional[torch.dtype] = None):
+    """(diffusion loss, next-token loss or None): mean cross-entropies over the batch's targets."""
     dev = model.device
     ids, pos, mask = batch.ids.to(dev), batch.positions.to(dev), batch.mask.to(dev)
+    n_diff, n_ar = batch.targets.numel(), batch.ar_targets.numel()
+    rows = torch.cat([batch.loss_rows, batch.ar_rows]).to(dev)                          # [N + M]
+    cols = torch.cat([batch.loss_cols, batch.ar_cols]).to(dev)
     with torch.autocast(device_type=dev.type, dtype=autocast_dtype or torch.bfloat16,
                         enabled=autocast_dtype is not None):
         hidden, _ = model.hidden(ids, pos, None, mask)                                   # [R, C, H]
-        picked = hidden[batch.loss_rows.to(dev), batch.loss_cols.to(dev)]                 # [N, H]
-        logits = model.head(picked).float()                                               # [N, V]
-    losses = F.cross_entropy(logits, batch.targets.to(dev), reduction="none")            # [N]
+        logits = model.head(hidden[rows, cols]).float()                                   # [N + M, V]
+    targets = torch.cat([batch.targets, batch.ar_targets]).to(dev)
+    losses = F.cross_entropy(logits, targets, reduction="none")                          # [N + M]
+    diff = losses[:n_diff]
     if inverse_t_weight:
-        return (losses / batch.rates.to(dev)).sum() / max(1, losses.numel())
-    return losses.mean()
+        diff_loss = (diff / batch.rates.to(dev)).sum() / max(1, n_diff)
+    else:
+        diff_loss = diff.mean()
+    return diff_loss, (losses[n_diff:].mean() if n_ar else None)
+
+
+def batch_loss(model: DecoderModel, batch: Batch, inverse_t_weight: bool = False,
+               autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """The diffusion loss alone (what the held-out curve reports)."""
+    return batch_losses(model, batch, inverse_t_weight, autocast_dtype)[0]
 
 
 def lr_at(step: int, cfg: TrainConfig, wall_s: float = 0.0) -> float:
@@ -143,25 +160,40 @@ class Trainer:
         self.state = TrainState()
         self.heldout = heldout or []
         self.autocast = torch.bfloat16 if cfg.bf16 else None
+        self.ar_recent: List[float] = []     # next-token losses since the last log entry
+        self.session_start = (0, 0.0)        # (step, wall_s) when this session began
+        self.last_lr = 0.0
 
     # ---- one step --------------------------------------------------------------------------
+    def current_lr(self) -> float:
+        """Step schedules count over all sessions (a split run equals one run); a time budget is
+        this session's: a resumed `--minutes M` run warms up again and decays within its M minutes."""
+        st = self.state
+        if self.cfg.time_budget_s:
+            self.last_lr = lr_at(st.step - self.session_start[0], self.cfg, st.wall_s - self.session_start[1])
+        else:
+            self.last_lr = lr_at(st.step, self.cfg)
+        return self.last_lr
+
     def next_batch(self) -> Batch:
         cfg = self.cfg
         offered = self.stream.take(cfg.examples_per_fill)
         offered = [e for e in offered if e.length <= cfg.capacity]
         rows, left = pack_rows(offered, cfg.rows, cfg.capacity)
         self.stream.give_back(left)
-        return make_batch(rows, self.mcfg.block_size, cfg.capacity, self.mcfg.mask_id, self.gen)
+        return make_batch(rows, self.mcfg.block_size, cfg.capacity, self.mcfg.mask_id, self.gen,
+                          ar_fraction=cfg.ar_fraction)
 
     def step(self) -> float:
         t0 = time.perf_counter()
         batch = self.next_batch()
         self.model.train()
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.state.step, self.cfg, self.state.wall_s)
-        loss = batch_loss(self.model, batch, self.cfg.inverse_t_weight, self.autocast)
+            group["lr"] = self.current_lr()
+        loss, ar_loss = batch_losses(self.model, batch, self.cfg.inverse_t_weight, self.autocast)
+        total = loss if ar_loss is None else loss + self.cfg.ar_weight * ar_loss
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
         st = self.state
@@ -169,6 +201,8 @@ class Trainer:
         st.tokens_seen += batch.tokens
         st.loss_tokens += int(batch.targets.numel())
         st.wall_s += time.perf_counter() - t0
+        if ar_loss is not None:
+            self.ar_recent.append(float(ar_loss.detach()))
         return float(loss.detach())
 
     @torch.no_grad()
@@ -194,8 +228,11 @@ class Trainer:
             st = self.state
             if st.step % self.cfg.log_every == 0 or st.step == max_steps:
                 entry = {"step": st.step, "tokens": st.tokens_seen, "loss_tokens": st.loss_tokens,
-                         "loss": round(sum(recent) / len(recent), 4), "lr": lr_at(st.step - 1, self.cfg, st.wall_s),
+                         "loss": round(sum(recent) / len(recent), 4), "lr": self.last_lr,
                          "wall_s": round(st.wall_s, 1)}
+                if self.ar_recent:
+                    entry["ar_loss"] = round(sum(self.ar_recent) / len(self.ar_recent), 4)
+                    self.ar_recent = []
                 if self.cfg.eval_every and st.step % self.cfg.eval_every == 0:
                     entry["heldout_loss"] = self.heldout_loss()
                 st.log.append(entry)
@@ -231,6 +268,7 @@ class Trainer:
         self.state = TrainState(**blob["train_state"])
         self.stream.state = StreamState.from_dict(blob["stream"])
         self.gen.set_state(blob["rng"])
+        self.session_start = (self.state.step, self.state.wall_s)
 
 
 def export_model(model: DecoderModel, mcfg: ModelConfig, tokenizer_path: Path, folder: Path,

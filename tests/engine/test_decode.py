@@ -257,3 +257,29 @@ def test_a_predicted_stop_run_ends_the_span_in_one_step(tok):
     quota = run(ScriptedModel(target, strength), bidi_cfg(), tok,
                 InfillRequest("a", "", max_new_tokens=m, policy="quota"))[-1].result
     assert quota.text == " b" and quota.forwards > res.forwards
+
+
+@pytest.mark.parametrize("policy", ["quota", "threshold"])
+def test_min_new_tokens_forbids_ending_the_span_before_it(tok, policy):
+    s = span_start(tok, "a")
+    ids = tok.encode(" b c")
+    m = 6
+    # the model's favourite first token is EOS; its runner-up there is ids[0]
+    target = {s: EOS, **{s + i: t for i, t in enumerate(ids) if i}, s + len(ids): EOS}
+    strength = {s + i: 5.0 for i in range(m)}
+    model = ScriptedModel(target, strength)
+    free = run(model, bidi_cfg(), tok, InfillRequest("a", "", max_new_tokens=m, policy=policy))[-1].result
+    assert free.text == "" and free.finish_reason == "eos"
+
+    class RunnerUp(ScriptedModel):
+        def __call__(self, ids_, positions, past=None, mask=None, logits_from=0):
+            rows, kv = super().__call__(ids_, positions, past, mask, logits_from)
+            for i, p in enumerate(positions.tolist()[logits_from:]):
+                if p == s:
+                    rows[0, i, ids[0]] = 4.0
+            return rows, kv
+
+    req = InfillRequest("a", "", max_new_tokens=m, policy=policy, min_new_tokens=1)
+    res = run(RunnerUp(target, strength), bidi_cfg(), tok, req)[-1].result
+    assert res.token_ids[0] == ids[0]
+    assert res.text == " b c" and res.finish_reason == "eos"

@@ -77,3 +77,40 @@ def test_schedule_warmup_then_cosine():
     assert abs(lr_at(60, cfg) - 0.55) < 1e-9 and abs(lr_at(110, cfg) - 0.1) < 1e-9
     timed = TrainConfig(lr=1.0, warmup_steps=0, time_budget_s=100.0, min_lr_ratio=0.0)
     assert abs(lr_at(5, timed, wall_s=50.0) - 0.5) < 1e-9 and lr_at(5, timed, wall_s=500.0) == 0.0
+
+
+def test_a_resumed_timed_session_warms_up_and_decays_within_its_own_budget(code_dir, tmp_path):
+    cfg = _cfg(code_dir, tmp_path / "run", time_budget_s=1000.0)
+    first = session.build(cfg, say=_quiet)
+    first.run(max_steps=3, checkpoint=tmp_path / "run" / "ckpt.pt")
+    assert first.state.step == 3
+    resumed = session.build(_cfg(code_dir, tmp_path / "run", time_budget_s=1000.0), say=_quiet)
+    resumed.state.wall_s += 5000.0            # long past the budget, counted over all sessions
+    resumed.session_start = (resumed.state.step, resumed.state.wall_s)
+    assert resumed.current_lr() == lr_at(0, resumed.cfg)           # warmup starts again
+    resumed.state.step += 2
+    resumed.state.wall_s += 500.0                                   # half of this session's budget
+    assert abs(resumed.current_lr() - lr_at(2, resumed.cfg, wall_s=500.0)) < 1e-12
+    assert resumed.current_lr() > resumed.cfg.lr * resumed.cfg.min_lr_ratio
+
+
+def test_next_token_targets_are_context_slots_predicting_the_following_token():
+    from engine.train.examples import Example, make_batch, row_layout
+    ex = Example(context=(10, 11, 12, 13), middle=(20, 21, 0, 1), copies=2)
+    batch = make_batch([[ex, ex]], 4, 40, 2, torch.Generator().manual_seed(0), ar_fraction=1.0)
+    ids, _, doc, _, _, _ = row_layout([ex, ex], 4, 40)
+    # each example: context slots 0..3 predict 11, 12, 13 and (from <fim_middle>) the first middle token
+    per_example = [11, 12, 13, 20]
+    assert batch.ar_targets.tolist() == per_example * 2
+    assert all(ids[c + 1] == t for c, t in zip(batch.ar_cols.tolist(), batch.ar_targets.tolist()))
+    assert all(doc[c] == doc[c + 1] for c in batch.ar_cols.tolist())
+    none = make_batch([[ex, ex]], 4, 40, 2, torch.Generator().manual_seed(0))
+    assert none.ar_targets.numel() == 0
+    assert torch.equal(none.ids, make_batch([[ex, ex]], 4, 40, 2, torch.Generator().manual_seed(0)).ids)
+
+
+def test_the_next_token_loss_trains_alongside_the_diffusion_loss(code_dir, tmp_path):
+    trainer = session.build(_cfg(code_dir, tmp_path / "run", ar_fraction=0.5), say=_quiet)
+    trainer.run(max_steps=4)
+    assert all("ar_loss" in e and e["ar_loss"] > 0 for e in trainer.state.log)
+    assert all(e["loss"] > 0 for e in trainer.state.log)
