@@ -67,6 +67,9 @@ def main(argv=None) -> int:
     facts = {"steps": st["step"], "tokens_seen": st["tokens_seen"], "loss_tokens": st["loss_tokens"],
              "wall_s": round(st["wall_s"], 1), "parameters": sum(p.numel() for p in model.parameters()),
              "hardware": hardware, "final_loss": log[-1]["loss"] if log else None}
+    tcfg = blob.get("train_config", {})
+    if tcfg.get("ar_fraction"):
+        facts.update(ar_fraction=tcfg["ar_fraction"], ar_weight=tcfg.get("ar_weight"))
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     export_model(model, mcfg, run / "tokenizer.json", out, facts, dtype)
     manifest = None

@@ -56,7 +56,12 @@ def render(config: dict, log: Sequence[dict], manifest: Optional[dict], evals: S
              "noisy copies of the middle; a noisy block sees the context, earlier clean blocks and itself; each noisy",
              "block is masked at its own rate t ~ U(0.001, 1) (at least one token); cross-entropy on the masked tokens",
              "(eos and pad included, so the model learns where a middle stops), unweighted. Middles: rest of a line,",
-             "whole lines, 2-8 lines, indented blocks, empty middles, and left-to-right continuations (empty suffix).", ""]
+             "whole lines, 2-8 lines, indented blocks, empty middles, and left-to-right continuations (empty suffix)."]
+    if facts.get("ar_fraction"):
+        lines += [f"Auxiliary next-token loss (weight {facts.get('ar_weight', '?')}): a random {facts['ar_fraction']:.0%} of the",
+                  "token-causal context slots also predict the token after them, from the same forward pass; the decoder",
+                  "never reads those predictions (a mask slot's input tells the model which question it is asked)."]
+    lines += [""]
     if manifest:
         counts, size = manifest.get("counts", {}), manifest.get("bytes", {})
         lines += ["## Data", "",

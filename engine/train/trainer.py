@@ -62,7 +62,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     inverse_t_weight: bool = False
-    ar_fraction: float = 0.0       # context slots given an auxiliary next-token target
+    ar_fraction: float = 0.25      # context slots given an auxiliary next-token target (0 = off)
     ar_weight: float = 0.5         # its weight in the loss
     seed: int = 0
     bf16: bool = False             # autocast (GPU)

@@ -29,7 +29,7 @@ def test_export_writes_folder_and_card_with_real_numbers(code_dir, tmp_path):
     from engine.train import cli
     run = tmp_path / "run"
     assert cli.main(["--data", str(code_dir), "--max-steps", "12", "--run", str(run), "--out", str(tmp_path / "m0"),
-                     "--no-progress", *TINY]) == 0
+                     "--no-progress", "--ar-fraction", "0.5", *TINY]) == 0
     evals = tmp_path / "evals"
     evals.mkdir()
     (evals / "single.json").write_text(json.dumps({
@@ -45,4 +45,6 @@ def test_export_writes_folder_and_card_with_real_numbers(code_dir, tmp_path):
     assert f"| {log[-1]['step']} |" in card and f"{log[-1]['loss']:.3f}" in card     # the loss curve
     assert "12.5%" in card and "1.70" in card and "21.5 ms" in card                  # the evaluation row
     assert "test box" in card and "steps: 12" in card
+    assert "Auxiliary next-token loss (weight 0.5): a random 50% of the" in card
+    assert all("ar_loss" in e for e in log)
     assert sum(f.stat().st_size for f in out.glob("*.safetensors")) <= 48 * 2 ** 20
