@@ -8,7 +8,8 @@ No LSP types, no threads, no engine calls: the server, `dllm-lsp complete`, the 
 and the evaluation all run this same pipeline. `plan_completion` decides the mode with
 syntax.decide_mode (line: the rest of the current line; block: one or more lines), which sets
 the length of the masked span (settings.max_new_tokens_line / _block); on a blank line the
-request asks for at least one token (min_new_tokens), as the user wants a line there, builds the context
+request asks for at least settings.blank_line_min_tokens tokens (min_new_tokens; default 0, 1
+makes a strong model always offer a line there), builds the context
 windows (context.windows, prefix favoured) and prepends snippets from other open documents
 as a comment header within settings.snippet_tokens.
 """
@@ -88,9 +89,10 @@ def plan_completion(text: str, offset: int, language_id: str, settings: Settings
     prefix, suffix = context.windows(text, offset, prefix_budget, settings.suffix_tokens, count)
     prefix = header + prefix
     shape = shape_at(text, offset, mode, language_id)
-    # on a blank line the user asks for a line: the model may not answer with nothing at once
+    # on a blank line the user may want a line: blank_line_min_tokens > 0 forbids answering nothing
     blank_line = not shape.line_prefix.strip() and not shape.line_suffix.strip()
-    request = _request(prefix, suffix, mode, settings, min_new_tokens=1 if blank_line else 0)
+    min_tokens = min(settings.blank_line_min_tokens, settings.max_new_tokens(mode)) if blank_line else 0
+    request = _request(prefix, suffix, mode, settings, min_new_tokens=min_tokens)
     return Plan(prefix=prefix, suffix=suffix, mode=mode, request=request,
                 language_id=language_id, shape=shape, snippet_header=header)
 

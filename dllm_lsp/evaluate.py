@@ -211,6 +211,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="commit policy (default: the server's)")
         p.add_argument("--threshold", type=float, default=None)
         p.add_argument("--tokens-per-step", type=int, default=None)
+        p.add_argument("--blank-line-min-tokens", type=int, default=None,
+                       help="the server's blankLineMinTokens (default 1; 0 lets the model suggest nothing)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         p.add_argument("--device", default="auto")
@@ -222,7 +224,8 @@ def _settings(args):
     from .settings import Settings  # noqa: PLC0415
     s = Settings()
     changes = {k: v for k, v in (("policy", args.policy), ("threshold", args.threshold),
-                                 ("tokens_per_step", args.tokens_per_step)) if v is not None}
+                                 ("tokens_per_step", args.tokens_per_step),
+                                 ("blank_line_min_tokens", args.blank_line_min_tokens)) if v is not None}
     return replace(s, **changes)
 
 

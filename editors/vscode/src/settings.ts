@@ -21,6 +21,7 @@ const SERVER_KEYS: Record<string, "string" | "number" | "integer" | "boolean" | 
   blockSize: "integer",
   maxNewTokensLine: "integer",
   maxNewTokensBlock: "integer",
+  blankLineMinTokens: "integer",
   prefixTokens: "integer",
   suffixTokens: "integer",
   snippetTokens: "integer",
