@@ -120,8 +120,9 @@ class Decoder:
 
     def _commit(self, span: Span, positions: List[int], rows: torch.Tensor) -> None:
         """Decide on `positions` (span indices, one logits row each in rows [n, V]) and commit."""
-        early = [i for i, p in enumerate(positions) if p < self.req.min_new_tokens]
-        if early and self.stop_ids:             # the span may not end before min_new_tokens
+        n_min = self.req.min_new_tokens if self.stop_ids else 0
+        early = [i for i, p in enumerate(positions) if p < n_min] if n_min else []
+        if early:                               # the span may not end before min_new_tokens
             rows = rows.float().clone()
             rows[torch.tensor(early, device=rows.device)[:, None],
                  torch.tensor(sorted(self.stop_ids), device=rows.device)[None, :]] = NEVER

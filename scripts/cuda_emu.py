@@ -90,20 +90,29 @@ def fake_cupy(lib) -> types.ModuleType:
         def get_function(self, name):
             return Kernel(name)
 
-    class Context:
-        def __init__(self, *a, **k):
-            pass
+    return cupy_module(RawModule, _Array)
 
-        def __enter__(self):
-            return self
 
-        def __exit__(self, *exc):
-            return False
+class _NoContext:
+    """cupy.cuda.Device / ExternalStream stand-in: a context manager that does nothing."""
 
+    def __init__(self, *a, **k):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def cupy_module(raw_module, from_dlpack) -> types.ModuleType:
+    """A stand-in `cupy` module with what engine/kernels/cupy_ops.py uses: RawModule, from_dlpack
+    and no-op device/stream contexts (shared with tests/engine/test_cupy_host.py)."""
     mod = types.ModuleType("cupy")
-    mod.RawModule = RawModule
-    mod.from_dlpack = _Array
-    mod.cuda = types.SimpleNamespace(Device=Context, ExternalStream=Context)
+    mod.RawModule = raw_module
+    mod.from_dlpack = from_dlpack
+    mod.cuda = types.SimpleNamespace(Device=_NoContext, ExternalStream=_NoContext)
     return mod
 
 

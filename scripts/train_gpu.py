@@ -27,6 +27,7 @@ MAX_MINUTES = 10.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from engine.train.cli import add_shape_arguments  # noqa: PLC0415
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--init", default=None, help="ckpt.pt of a CPU run, a model folder, or 'default'")
     p.add_argument("--minutes", type=float, default=9.0, help=f"training minutes (at most {MAX_MINUTES:g})")
@@ -43,12 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--export-dtype", default="float32", choices=["float32", "bfloat16"])
     # shape, for training from scratch only
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--intermediate", type=int, default=704)
-    p.add_argument("--block-size", type=int, default=8)
+    add_shape_arguments(p)
     args = p.parse_args(argv)
     if not 0 < args.minutes <= MAX_MINUTES:
         p.error(f"--minutes must be in (0, {MAX_MINUTES:g}]")
@@ -78,7 +74,8 @@ def checkpoint_to_folder(ckpt: Path, folder: Path) -> Path:
 def session_config(args, init_folder):
     from engine.train.data import DataConfig  # noqa: PLC0415
     from engine.train.session import SessionConfig  # noqa: PLC0415
-    from engine.train.trainer import ModelShape, TrainConfig  # noqa: PLC0415
+    from engine.train.cli import shape_from_args  # noqa: PLC0415
+    from engine.train.trainer import TrainConfig  # noqa: PLC0415
     fine_tune = init_folder is not None
     bf16 = not args.no_bf16 and args.device.startswith("cuda")
     train = TrainConfig(rows=args.rows, capacity=args.capacity, examples_per_fill=args.rows * 3,
@@ -86,8 +83,7 @@ def session_config(args, init_folder):
                         warmup_steps=args.warmup if args.warmup is not None else (20 if fine_tune else 100),
                         time_budget_s=args.minutes * 60 * 0.97, total_steps=10 ** 9, seed=args.seed, bf16=bf16,
                         log_every=10, eval_every=50, checkpoint_every_s=120.0)
-    shape = ModelShape(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
-                       intermediate=args.intermediate, block_size=args.block_size)
+    shape = shape_from_args(args)
     return SessionConfig(run_dir=args.run, roots=args.data, init=str(init_folder) if init_folder else None,
                          shape=shape, train=train, data=DataConfig(block_size=args.block_size, seed=args.seed),
                          device=args.device)

@@ -26,12 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g = p.add_argument_group("model shape (ignored with --init)")
-    g.add_argument("--hidden", type=int, default=256)
-    g.add_argument("--layers", type=int, default=4)
-    g.add_argument("--heads", type=int, default=4)
-    g.add_argument("--kv-heads", type=int, default=2)
-    g.add_argument("--intermediate", type=int, default=704)
-    g.add_argument("--block-size", type=int, default=8)
+    add_shape_arguments(g)
     g.add_argument("--vocab-size", type=int, default=8192)
     t = p.add_argument_group("optimisation")
     t.add_argument("--rows", type=int, default=8, help="rows per batch")
@@ -51,10 +46,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
 
 
+def add_shape_arguments(g) -> None:
+    """The model-shape flags, defaulting to the embedded model's shape (also used by scripts/train_gpu.py)."""
+    g.add_argument("--hidden", type=int, default=256)
+    g.add_argument("--layers", type=int, default=4)
+    g.add_argument("--heads", type=int, default=4)
+    g.add_argument("--kv-heads", type=int, default=2)
+    g.add_argument("--intermediate", type=int, default=704)
+    g.add_argument("--block-size", type=int, default=8)
+
+
+def shape_from_args(args):
+    from .trainer import ModelShape  # noqa: PLC0415
+    return ModelShape(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
+                      intermediate=args.intermediate, block_size=args.block_size)
+
+
 def session_config(args):
     from .data import DataConfig  # noqa: PLC0415
     from .session import SessionConfig  # noqa: PLC0415
-    from .trainer import ModelShape, TrainConfig  # noqa: PLC0415
+    from .trainer import TrainConfig  # noqa: PLC0415
     fine_tune = args.init is not None
     budget = args.minutes * 60 if (args.minutes and not args.total_steps) else None
     train = TrainConfig(rows=args.rows, capacity=args.capacity, lr=args.lr or (5e-4 if fine_tune else 2e-3),
@@ -63,8 +74,7 @@ def session_config(args):
                         seed=args.seed, bf16=args.bf16, checkpoint_every_s=args.checkpoint_every * 60,
                         **{k: v for k, v in (("ar_fraction", args.ar_fraction), ("ar_weight", args.ar_weight))
                            if v is not None})
-    shape = ModelShape(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
-                       intermediate=args.intermediate, block_size=args.block_size)
+    shape = shape_from_args(args)
     run_dir = args.run or f"{args.out.rstrip('/')}.run"
     return SessionConfig(run_dir=run_dir, roots=[str(Path(d).expanduser()) for d in args.data], init=args.init,
                          vocab_size=args.vocab_size, shape=shape, train=train,

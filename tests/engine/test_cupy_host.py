@@ -8,9 +8,9 @@ types per dtype variant, exact numpy scalar types), and the launch geometry agai
 checked on the GPU box (tests/gpu); that the source compiles, by test_kernels_reference.
 """
 import importlib
+import importlib.util
 import re
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,9 @@ import pytest
 import torch
 
 CU = Path(__file__).resolve().parents[2] / "engine" / "kernels" / "fused.cu"
+_spec = importlib.util.spec_from_file_location("cuda_emu", CU.parents[2] / "scripts" / "cuda_emu.py")
+cuda_emu = importlib.util.module_from_spec(_spec)      # the CUDA emulator's stand-in cupy module
+_spec.loader.exec_module(cuda_emu)
 POINTER_DTYPES = {"float": torch.float32, "bf16_t": torch.int16, "int": torch.int32, "long long": torch.int64}
 SCALAR_TYPES = {"int": np.int32, "long long": np.int64, "float": np.float32}
 
@@ -68,21 +71,7 @@ def fake_ops(monkeypatch):
             assert name in sigs, f"no extern \"C\" kernel {name} in fused.cu"
             return FakeKernel(name, calls)
 
-    class Context:
-        def __init__(self, *a, **k):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    fake = types.ModuleType("cupy")
-    fake.RawModule = RawModule
-    fake.from_dlpack = FakeArray
-    fake.cuda = types.SimpleNamespace(Device=Context, ExternalStream=Context)
-    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupy", cuda_emu.cupy_module(RawModule, FakeArray))
     monkeypatch.delitem(sys.modules, "engine.kernels.cupy_ops", raising=False)
     ops = importlib.import_module("engine.kernels.cupy_ops")
     monkeypatch.setattr(ops, "_is_device_tensor", lambda t: True)
