@@ -1,7 +1,7 @@
 """`dllm-lsp bench engine` (also `python -m engine.bench`): decoding policies, step time, kernels.
 
-    python -m engine.bench --random-weights ../shared/model_configs/dream-v0-7b.json --context 2048 --block 32
-    python -m engine.bench --random-weights ../shared/model_configs/dream-v0-7b.json --layers 2 --hidden 256
+    python -m engine.bench --random-weights tests/fixtures/model_configs/dream-v0-7b.json --context 2048 --block 32
+    python -m engine.bench --random-weights tests/fixtures/model_configs/dream-v0-7b.json --layers 2 --hidden 256
     python -m engine.bench --model path/to/model --context 512 --span 32 --json
 
 Three sections, all from one process, one model, one canvas:
@@ -50,15 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="a model folder (config.json, tokenizer.json, *.safetensors)")
     src.add_argument("--random-weights", metavar="CONFIG",
-                     help="a config.json (or a folder with one), e.g. ../shared/model_configs/dream-v0-7b.json")
+                     help="a config.json (or a folder with one), e.g. tests/fixtures/model_configs/dream-v0-7b.json")
     parser.add_argument("--layers", type=int, help="random weights: override the number of layers")
     parser.add_argument("--hidden", type=int, help="random weights: override the hidden size (heads follow)")
     parser.add_argument("--intermediate", type=int, help="random weights: override the MLP size")
     parser.add_argument("--vocab", type=int, help="random weights: override the vocabulary size")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16")
-    parser.add_argument("--kernels", default="auto", choices=("auto", "torch", "cupy"))
-    parser.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"))
+    parser.add_argument("--kernels", default="auto", choices=("auto", "torch", "cupy"),
+                        help="kernels: auto (CuPy fused kernels on CUDA when installed, else torch) | torch | cupy")
+    parser.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"),
+                        help="CUDA-graph replay of the decode step: auto (DLLM_CUDA_GRAPHS=1 turns it on) | on | off")
     parser.add_argument("--context", type=int, default=1024, help="context tokens around the span")
     parser.add_argument("--span", type=int, default=32, help="tokens to generate")
     parser.add_argument("--block", type=int, default=32, help="block size of semi-autoregressive decoding")
@@ -69,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="let spans end at EOS (default: every run fills the whole span, so runs compare)")
     parser.add_argument("--reps", type=int, default=0, help="timing repetitions (0: 20 on CUDA, 5 on CPU)")
     parser.add_argument("--bw-mib", type=int, default=0, help="copy-bandwidth buffer (0: 1024 on CUDA, 256 on CPU)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the weights and the canvas")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--out", help="also write the JSON report to this file")
 

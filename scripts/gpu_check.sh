@@ -10,14 +10,13 @@
 #   bash scripts/gpu_check.sh --dry-run   the same plumbing on a CPU with tiny shapes (for CI)
 #
 # Needs: python3 with torch, numpy (and cupy-cuda12x/13x for the fused kernels). The model
-# configs come from ../shared/model_configs (or $MODEL_CONFIGS).
+# configs come from tests/fixtures/model_configs (or $MODEL_CONFIGS).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./gpu_out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-CONFIGS=${MODEL_CONFIGS:-../shared/model_configs}
-[ -d "$CONFIGS" ] || { [ -d shared/model_configs ] && CONFIGS=shared/model_configs; }
+CONFIGS=${MODEL_CONFIGS:-tests/fixtures/model_configs}
 DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 START=$(date +%s)

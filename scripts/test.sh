@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # The test command (README): installs everything on a fresh machine, then runs the whole suite:
 # engine (oracle vs transformers, decode, cache), server units, end-to-end over LSP, training,
-# editor integrations (VS Code extension via node, headless Neovim against the real server).
+# editor integrations (VS Code extension via node, headless Neovim against the real server, the
+# editor README's snippets), the scripts (setup, demo recording).
 # GPU tests are marked `gpu` and skip without CUDA; run them on a GPU box with scripts/gpu_check.sh.
+#
+# scripts/setup.sh dev makes (or reuses) .venv/ with $PYTHON (default python3); pytest runs with
+# that venv's python, so the suite tests what a user's setup gives. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh dev
 if ! command -v nvim >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && apt-get install -y -qq neovim >/dev/null) || echo "note: neovim could not be installed; its tests will skip"
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq neovim >/dev/null) \
+      || echo "note: neovim could not be installed; its tests will skip"
+  else
+    echo "note: nvim not found (Debian/Ubuntu: apt-get install neovim); its tests will skip"
   fi
 fi
 if ! command -v npm >/dev/null 2>&1; then
   echo "note: npm not found; the VS Code extension tests will skip"
 fi
-python3 -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"

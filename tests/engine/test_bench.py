@@ -1,7 +1,7 @@
 """`bench engine` on the CPU with tiny shapes: the numbers it reports must be consistent.
 
-The configs of released checkpoints live in ../shared/model_configs (next to the repo); a
-Dream-layout config is also written here so the tests run without that folder.
+The configs of released checkpoints (shapes and ids, no weights) are fixtures in
+tests/fixtures/model_configs.
 """
 import json
 import subprocess
@@ -13,18 +13,12 @@ import pytest
 from engine import bench, random_weights
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "model_configs"
-DREAM_LIKE = {"architectures": ["DreamModel"], "model_type": "Dream", "hidden_size": 3584, "intermediate_size": 18944,
-              "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-              "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "tie_word_embeddings": False, "mask_token_id": 151666,
-              "pad_token_id": 151643, "bos_token_id": 151665, "eos_token_id": 151643, "torch_dtype": "bfloat16"}
+CONFIGS = ROOT / "tests" / "fixtures" / "model_configs"
 
 
 @pytest.fixture(scope="module")
-def dream_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "dream-like.json"
-    path.write_text(json.dumps(DREAM_LIKE))
-    return path
+def dream_config():
+    return CONFIGS / "dream-v0-7b.json"
 
 
 def run_bench(argv, capsys):
@@ -84,10 +78,9 @@ def test_block_causal_checkpoint_exact_cache_equals_no_cache(tiny_block_model, c
     assert "step" not in report and "kernels" not in report
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/model_configs not present")
 @pytest.mark.parametrize("name", ["dream-v0-7b.json", "llada-8b.json", "open-dcoder-0.5b.json"])
 def test_real_configs_shrink_for_the_cpu(name):
-    cfg = random_weights.config_from(str(SHARED / name))
+    cfg = random_weights.config_from(str(CONFIGS / name))
     small = random_weights.resized_config(cfg, layers=2, hidden=256, vocab=1024)
     assert small.num_layers == 2 and small.hidden_size == small.num_heads * small.head_dim <= 256
     assert small.num_heads % small.num_kv_heads == 0
@@ -134,10 +127,9 @@ def test_bad_arguments_fail_cleanly(dream_config, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/model_configs not present")
 def test_gpu_check_script_dry_run(tmp_path):
     """scripts/gpu_check.sh --dry-run: the GPU box's one-go script end to end on the CPU, tiny shapes."""
-    env = dict(__import__("os").environ, OUT=str(tmp_path), MODEL_CONFIGS=str(SHARED), PYTHON=sys.executable)
+    env = dict(__import__("os").environ, OUT=str(tmp_path), MODEL_CONFIGS=str(CONFIGS), PYTHON=sys.executable)
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

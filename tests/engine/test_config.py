@@ -8,13 +8,11 @@ import pytest
 from engine.config import ModelConfig
 from engine.errors import ConfigError
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "model_configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "model_configs"   # released checkpoints' configs
 
 
 def _folder(tmp_path, name, extra_files=None):
-    if not (SHARED / name).is_file():
-        pytest.skip(f"shared model configs not found at {SHARED}")
-    shutil.copy(SHARED / name, tmp_path / "config.json")
+    shutil.copy(CONFIGS / name, tmp_path / "config.json")
     for fname, content in (extra_files or {}).items():
         (tmp_path / fname).write_text(json.dumps(content))
     return tmp_path
@@ -72,10 +70,8 @@ def test_unknown_model_type_names_file_and_key(tmp_path):
 
 
 def test_missing_key_names_file_and_key(tmp_path):
-    raw = json.loads((SHARED / "dream-v0-7b.json").read_text()) if (SHARED / "dream-v0-7b.json").is_file() else {
-        "model_type": "Dream", "hidden_size": 64, "num_attention_heads": 4, "vocab_size": 10,
-        "intermediate_size": 8, "mask_token_id": 2, "eos_token_id": 0}
-    raw.pop("num_hidden_layers", None)
+    raw = json.loads((CONFIGS / "dream-v0-7b.json").read_text())
+    raw.pop("num_hidden_layers")
     (tmp_path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match=r"config\.json: missing key 'num_hidden_layers'"):
         ModelConfig.from_folder(tmp_path)
