@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lsp.add_argument("--model", default="default", help="model for the server ('default', a folder, ...)")
     lsp.add_argument("--per-file", type=int, default=20, help="line positions sampled per file")
     lsp.add_argument("--blocks-per-file", type=int, default=5, help="block positions (after an opener) per file")
-    lsp.add_argument("--seed", type=int, default=0)
+    lsp.add_argument("--seed", type=int, default=0, help="seed of the position sample (default: 0)")
     lsp.add_argument("--type-chars", type=int, default=2, help="characters typed along after each suggestion")
     lsp.add_argument("--no-baseline", action="store_true", help="skip the one-token-per-step baseline pass")
     lsp.add_argument("--settings", default="{}", help="extra server settings as JSON (camelCase)")
@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # prefix_chars="+": every argument after `engine` (even --flags) is passed through to engine.bench
     eng = sub.add_parser("engine", help="engine benchmark (engine.bench); arguments after `engine` go to it",
                          add_help=False, prefix_chars="+")
-    eng.add_argument("engine_args", nargs=argparse.REMAINDER)
+    eng.add_argument("engine_args", nargs=argparse.REMAINDER, metavar="...",
+                     help="the options of the engine benchmark (`dllm-lsp bench engine --help` lists them)")
 
 
 def run(args) -> int:

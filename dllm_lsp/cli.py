@@ -6,9 +6,13 @@
     dllm-lsp eval humaneval-infill ...          evaluation
     dllm-lsp train ...                          train or fine-tune the small model
     dllm-lsp stats                              local acceptance / latency counts
+    dllm-lsp pull [MODEL]                       download a model into the user cache
 
-Each module exposes add_arguments(parser) and run(args) -> int; they are imported only
-when their subcommand runs, so `dllm-lsp --stdio` starts without loading the others.
+Each module exposes add_arguments(parser) and run(args) -> int; a module is imported when
+the parser is built (to list its options) and run only when its subcommand is chosen, so
+modules keep heavy imports (torch) inside run(). `dllm-lsp --help` lists every subcommand and,
+below them, the server's own flags (--stdio, --tcp, ...), which the top level passes to
+`serve`: any argument list that starts with an option other than -h/--version is served.
 """
 from __future__ import annotations
 
@@ -25,13 +29,24 @@ SUBCOMMANDS = {
     "train": ("engine.train.cli", "train or fine-tune the small model on your code"),
     "stats": ("dllm_lsp.stats", "print local acceptance and latency counts"),
     "serve": ("dllm_lsp.serve_cmd", "run the language server (the default)"),
+    "pull": ("dllm_lsp.pull_cmd", "download a model (default: qwen2.5-coder-0.5b) into the user cache"),
 }
 
 
+def server_flags_help() -> str:
+    """The `serve` options as help text, for the top-level --help (they work without `serve`)."""
+    serve = argparse.ArgumentParser(prog="dllm-lsp", add_help=False)
+    _load(SUBCOMMANDS["serve"][0]).add_arguments(serve)
+    text = serve.format_help()
+    return "language server (`dllm-lsp [serve] [--stdio | --tcp HOST:PORT] ...`, the default):\n" + \
+        text.split("options:\n", 1)[-1].rstrip() + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dllm-lsp", description="Diffusion-LLM code completion language server")
+    parser = argparse.ArgumentParser(prog="dllm-lsp", description="Diffusion-LLM code completion language server",
+                                     epilog=server_flags_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dllm-lsp {__import__('dllm_lsp').__version__}")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(_module=module)

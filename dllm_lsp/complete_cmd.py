@@ -2,9 +2,12 @@
 
 LINE and COL are 1-based; COL counts characters (code points). The same plan_completion ->
 Engine.stream -> finish_completion path as the server runs; on a terminal the suggestion
-grows in place (rich Live: committed text bold, the rest of the current guess dim), otherwise
-only the final text is printed. --json prints {text, mode, forwards, newTokens, ms, loadMs,
-firstTextMs, finishReason, tokensPerForward}.
+grows in place (rich Live, one frame per forward pass: committed text bold, the rest of the
+current guess dim, forward passes and elapsed ms below), otherwise only the final text is
+printed on stdout. Either way one line on stderr gives forward passes, tokens and latency (or
+says that the model suggests nothing). --json prints only {text, mode, forwards, newTokens, ms,
+loadMs, firstTextMs, finishReason, tokensPerForward}; firstTextMs is null when nothing was
+suggested.
 """
 from __future__ import annotations
 
@@ -16,18 +19,28 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .settings import DTYPES, POLICIES, Settings
+    d = Settings()
     parser.add_argument("location", metavar="FILE:LINE:COL", help="where to complete (1-based line and column)")
-    parser.add_argument("--model", default="default", help="'default' (embedded), a model folder, or an HF repo id in the local cache")
+    parser.add_argument("--model", default=d.model,
+                        help=f"'default' (the built-in default model), a model folder, or an HF repo id in the "
+                             f"local cache (default: {d.model})")
     parser.add_argument("--language", default=None, help="language id (default: from the file extension)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: half the cores, at least 1)")
-    parser.add_argument("--policy", default=None, choices=["threshold", "quota", "entropy"])
-    parser.add_argument("--threshold", type=float, default=None)
-    parser.add_argument("--mode", choices=["line", "block"], default=None, help="force single-line or block")
-    parser.add_argument("--json", action="store_true", help="print text, forwards and timings as JSON")
-    parser.add_argument("--log-file", default=None)
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("--device", default=d.device, help=f"auto | cpu | cuda | cuda:N (default: {d.device})")
+    parser.add_argument("--dtype", default=d.dtype, choices=DTYPES, help=f"weights and activations type (default: {d.dtype})")
+    parser.add_argument("--threads", type=int, default=d.threads,
+                        help=f"CPU threads (0: half the cores, at least 1; default: {d.threads})")
+    parser.add_argument("--policy", default=None, choices=POLICIES,
+                        help=f"which masked tokens to commit after each forward pass (default: {d.policy})")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"confidence threshold of the threshold policy (default: {d.threshold})")
+    parser.add_argument("--mode", choices=["line", "block"], default=None,
+                        help="force a single-line or a block completion (default: decided from the syntax)")
+    parser.add_argument("--json", action="store_true",
+                        help="print text, forwards and timings as one JSON object (firstTextMs is null when "
+                             "nothing is suggested)")
+    parser.add_argument("--log-file", default=None, help="write logs here instead of stderr")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
 
 
 def parse_location(location: str):
@@ -85,7 +98,8 @@ def run(args) -> int:
                        request=replace(plan.request, max_new_tokens=settings.max_new_tokens(args.mode)))
     if plan is None:
         if args.json:
-            print(json.dumps({"text": "", "mode": None, "reason": "no completion at this position"}))
+            print(json.dumps({"text": "", "mode": None, "forwards": 0, "firstTextMs": None,
+                              "reason": "no completion at this position"}))
         else:
             print("(no completion at this position)", file=sys.stderr)
         return 0
@@ -93,38 +107,63 @@ def run(args) -> int:
     live = sys.stdout.isatty() and not args.json
     decoded = _decode_live(engine, plan) if live else decode_plan(engine, plan)
     if args.json:
-        print(json.dumps({"text": decoded.text, "mode": plan.mode, "forwards": decoded.forwards,
-                          "newTokens": decoded.new_tokens, "ms": round(decoded.ms, 2), "loadMs": round(load_ms, 1),
-                          "firstTextMs": None if decoded.first_text_ms is None else round(decoded.first_text_ms, 2),
-                          "finishReason": decoded.finish_reason,
-                          "tokensPerForward": round(decoded.new_tokens / decoded.forwards, 3) if decoded.forwards else 0.0}))
-    elif not live:
+        print(json.dumps(summary(decoded, plan.mode, load_ms)))
+        return 0
+    if not live:
         print(decoded.text)
-    if not args.json and not decoded.text:
-        print(f"(the model suggests nothing here: {decoded.finish_reason} after {decoded.forwards} forward "
-              f"pass{'es' if decoded.forwards != 1 else ''})", file=sys.stderr)
+    print(stats_line(decoded, load_ms), file=sys.stderr)
     return 0
 
 
+def summary(decoded, mode: str, load_ms: float) -> dict:
+    """The --json object; firstTextMs is null when nothing was suggested (no text ever reached the user)."""
+    first = decoded.first_text_ms if decoded.text and decoded.first_text_ms is not None else None
+    return {"text": decoded.text, "mode": mode, "forwards": decoded.forwards, "newTokens": decoded.new_tokens,
+            "ms": round(decoded.ms, 2), "loadMs": round(load_ms, 1),
+            "firstTextMs": None if first is None else round(first, 2), "finishReason": decoded.finish_reason,
+            "tokensPerForward": round(decoded.new_tokens / decoded.forwards, 3) if decoded.forwards else 0.0}
+
+
+def _passes(n: int) -> str:
+    return f"{n} forward pass{'es' if n != 1 else ''}"
+
+
+def stats_line(decoded, load_ms: float) -> str:
+    """One line for stderr: forward passes and latency, or why nothing was suggested."""
+    if not decoded.text:
+        return f"(the model suggests nothing here: {decoded.finish_reason} after {_passes(decoded.forwards)})"
+    first = f", first text {decoded.first_text_ms:.0f} ms" if decoded.first_text_ms is not None else ""
+    return (f"[{_passes(decoded.forwards)}, {decoded.new_tokens} tokens, {decoded.ms:.0f} ms{first}; "
+            f"model loaded in {load_ms:.0f} ms]")
+
+
+def render(context: str, stable: str, draft: str, forwards: int, ms: float, done: bool = False):
+    """One frame of the live view: the line before the cursor (dim), the committed text (bold),
+    the rest of the model's current guess (dim italic), then forwards and elapsed ms.
+    The final frame (done) is the suggestion alone: the stats line follows on stderr."""
+    from rich.text import Text
+    out = Text()
+    out.append(context, style="dim")
+    out.append(stable, style="bold")
+    if not done:
+        if draft.startswith(stable):
+            out.append(draft[len(stable):], style="dim italic")
+        out.append(f"\n[{_passes(forwards)} · {ms:.0f} ms]", style="cyan")
+    return out
+
+
 def _decode_live(engine, plan):
+    """Decode with a rich Live view on the terminal, one frame per forward pass."""
     from rich.console import Console
     from rich.live import Live
-    from rich.text import Text
 
     from .engine_host import decode_plan
     console = Console()
     context = plan.shape.line_prefix
-
-    def render(stable: str, draft: str, forwards: int, done: bool = False) -> Text:
-        out = Text()
-        out.append(context, style="dim")
-        out.append(stable, style="bold")
-        if draft.startswith(stable) and not done:
-            out.append(draft[len(stable):], style="dim italic")
-        out.append(f"\n[{forwards} forward passes{' · done' if done else ''}]", style="cyan")
-        return out
-
-    with Live(render("", "", 0), console=console, refresh_per_second=30, transient=False) as live:
-        decoded = decode_plan(engine, plan, on_update=lambda s, d, f: live.update(render(s, d, f)))
-        live.update(render(decoded.text, decoded.text, decoded.forwards, done=True))
+    t0 = time.perf_counter()
+    with Live(render(context, "", "", 0, 0.0), console=console, auto_refresh=False, transient=False) as live:
+        def update(stable: str, draft: str, forwards: int) -> None:
+            live.update(render(context, stable, draft, forwards, (time.perf_counter() - t0) * 1000), refresh=True)
+        decoded = decode_plan(engine, plan, on_update=update)
+        live.update(render(context, decoded.text, decoded.text, decoded.forwards, decoded.ms, done=True), refresh=True)
     return decoded

