@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-(cd editors/vscode && npm ci --no-audit --no-fund && npm run compile && npm test \
-   && npx --no-install vsce package --skip-license -o "${TMPDIR:-/tmp}/dllm-lsp.vsix")
-python -m pytest -q tests/editors "$@"
+VSIX_OUT="${TMPDIR:-/tmp}/dllm-lsp.vsix" bash scripts/build_vsix.sh
+(cd editors/vscode && npm test)
+PY=python3
+[ -x .venv/bin/python ] && PY=.venv/bin/python
+"$PY" -m pytest -q -p no:cacheprovider tests/editors "$@"

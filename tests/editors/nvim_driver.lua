@@ -5,12 +5,19 @@
 --   DLLM_CMD       JSON list: the server command
 --   DLLM_INIT      JSON object: init_options for the server
 --   DLLM_FILE      the file to open;  DLLM_CURSOR  "row,col" (1-based row, 0-based byte col)
---   DLLM_SCENARIO  accept | partial | dismiss | auto
+--   DLLM_SCENARIO  accept | partial | dismiss | auto | snippet
+--   DLLM_SNIPPET   optional: a Lua file (the editor README's configuration) run instead of our
+--                  own runtimepath + setup(); it must put the plugin on the runtimepath itself
 --   DLLM_RESULT    where to write the JSON result
 -- The scenario runs as a coroutine: `wait_for` polls the event loop (LSP messages, timers, typed
 -- keys) until a condition holds. Every change of the ghost text is recorded from the plugin's
 -- `User DllmSuggestion` event. The pytest side makes all the assertions on the result file.
-vim.opt.runtimepath:prepend(os.getenv("DLLM_RTP"))
+local snippet = os.getenv("DLLM_SNIPPET")
+if snippet then
+  dofile(snippet)                            -- as a user's init.lua runs it
+else
+  vim.opt.runtimepath:prepend(os.getenv("DLLM_RTP"))
+end
 vim.opt.swapfile = false
 vim.opt.shortmess:append("F")
 
@@ -70,12 +77,14 @@ end
 local auto = os.getenv("DLLM_SCENARIO") == "auto"
 local dllm = require("dllm")
 local ghost = require("dllm.ghost")
-dllm.setup({
-  cmd = json_env("DLLM_CMD"),
-  init_options = json_env("DLLM_INIT", {}),
-  auto_trigger = auto,
-  debounce_ms = 20,
-})
+if not snippet then
+  dllm.setup({
+    cmd = json_env("DLLM_CMD"),
+    init_options = json_env("DLLM_INIT", {}),
+    auto_trigger = auto,
+    debounce_ms = 20,
+  })
+end
 
 api.nvim_create_autocmd("User", {
   pattern = "DllmSuggestion",
@@ -171,10 +180,18 @@ function scenarios.auto()
   feed("<Esc>")
 end
 
+function scenarios.snippet()
+  local client = attached_client()
+  result.client = { cmd = client.config.cmd, init_options = client.config.init_options }
+  result.rtp_has_plugin = #vim.api.nvim_get_runtime_file("lua/dllm/init.lua", false) == 1
+  suggest()
+  feed("<Esc>")
+end
+
 co = coroutine.create(function()
   vim.cmd("edit " .. vim.fn.fnameescape(os.getenv("DLLM_FILE")))
   wait_for("the dllm client to start", 60000, attached_client)
-  wait_for("the server to be ready", 60000, function()
+  wait_for("the server to be ready", 120000, function()
     return dllm.server_status().state == "ready"
   end)
   result.status = dllm.status()

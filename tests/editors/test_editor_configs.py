@@ -105,3 +105,12 @@ def test_vscode_settings_are_the_servers_settings_with_the_servers_defaults():
     settings_ts = (EDITORS / "vscode" / "src" / "settings.ts").read_text()
     mapped = set(re.findall(r"^  (\w+): \"(?:string|number|integer|boolean|object)\",$", settings_ts, flags=re.M))
     assert mapped == set(defaults)                    # toServerSettings forwards every server setting
+
+
+def test_vscode_readme_setting_points_at_the_venv_server_through_a_real_setting():
+    (block,) = code_blocks("jsonc")
+    setting = json.loads("{" + block.strip() + "}")
+    package = json.loads((EDITORS / "vscode" / "package.json").read_text())
+    props = package["contributes"]["configuration"]["properties"]
+    (key,) = setting
+    assert props[key]["type"] == "array" and setting[key] == ["/path/to/dllm-lsp/.venv/bin/dllm-lsp", "--stdio"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -174,3 +175,36 @@ def test_real_server_streams_and_accept_is_counted(tmp_path, tiny_model):
     assert stats.returncode == 0, stats.stderr
     counts = json.loads(stats.stdout)
     assert counts["shown"] == 1 and counts["accepted"] == 1, counts
+
+
+def readme_lua_block(first_line: str) -> str:
+    """The ```lua block of editors/README.md whose first line is `first_line`."""
+    readme = (REPO / "editors" / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```lua\n(.*?)```", readme, flags=re.S) if b.startswith(first_line + "\n")]
+    return block
+
+
+def as_installed(block: str) -> str:
+    """The README's placeholders filled in as a user would: this checkout, and its venv's dllm-lsp
+    (the interpreter running the tests: .venv/bin under scripts/test.sh)."""
+    return block.replace("/path/to/dllm-lsp/.venv/bin/dllm-lsp", str(Path(sys.executable).parent / "dllm-lsp")) \
+                .replace("/path/to/dllm-lsp", str(REPO))
+
+
+@pytest.mark.parametrize("first_line", ["-- init.lua (Neovim 0.7 and later)", "-- lazy.nvim (Neovim 0.8 and later)"])
+def test_readme_snippet_runs_as_written(tmp_path, first_line):
+    """The README's init.lua (and its lazy.nvim spec, loaded as lazy.nvim loads a `dir` plugin:
+    runtimepath, then config()) starts the real server with the embedded model and completes."""
+    block = as_installed(readme_lua_block(first_line))
+    if first_line.startswith("-- lazy.nvim"):
+        block = f"local spec = {block.split(chr(10), 1)[1]}\nvim.opt.runtimepath:append(spec.dir)\nspec.config()\n"
+    snippet = tmp_path / "init.lua"
+    snippet.write_text(block, encoding="utf-8")
+    server = str(Path(sys.executable).parent / "dllm-lsp")
+    assert Path(server).exists(), f"{server} is missing: run bash scripts/setup.sh"
+    result = run_driver(tmp_path, "snippet", env={"DLLM_SNIPPET": str(snippet), "DLLM_RTP": "",
+                                                  "DLLM_LSP_STATE_DIR": str(tmp_path / "state")}, timeout=240)
+    assert result["rtp_has_plugin"]
+    assert result["client"] == {"cmd": [server, "--stdio"], "init_options": {"model": "default", "threshold": 0.9}}
+    assert result["status"].startswith("dLLM ")                  # the server reported ready
+    assert isinstance(result["suggestion"], str)                 # the inline completion round trip finished

@@ -7,6 +7,7 @@ module; no VS Code or Electron is downloaded. `npm ci` runs first when node_modu
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import zipfile
@@ -36,11 +37,17 @@ def test_node_unit_tests_pass(node_modules):
     assert passed >= 20, proc.stdout[-2000:]
 
 
-def test_vsix_packs_the_compiled_extension_and_its_runtime_dependency(node_modules, tmp_path):
+def test_build_vsix_script_packs_the_compiled_extension_and_its_runtime_dependency(node_modules, tmp_path):
+    """scripts/build_vsix.sh (the README's one command) makes the .vsix and prints the settings line."""
     vsix = tmp_path / "dllm.vsix"
-    proc = subprocess.run(["npx", "--no-install", "vsce", "package", "--skip-license", "-o", str(vsix)],
-                          cwd=VSCODE, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(["bash", "scripts/build_vsix.sh"], cwd=VSCODE.parent.parent, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "VSIX_OUT": str(vsix)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    settings_line = proc.stdout.strip().splitlines()[-1].removeprefix("settings: ")
+    command = json.loads("{" + settings_line + "}")["dllm.server.command"]
+    assert command == [str(VSCODE.parent.parent / ".venv" / "bin" / "dllm-lsp"), "--stdio"]
+    package = json.loads((VSCODE / "package.json").read_text())
+    assert package["contributes"]["configuration"]["properties"]["dllm.server.command"]["type"] == "array"
     with zipfile.ZipFile(vsix) as archive:
         names = set(archive.namelist())
         manifest = json.loads(archive.read("extension/package.json"))
