@@ -17,10 +17,18 @@ from .errors import ConfigError
 
 LLADA_MASK_ID = 126336
 
+# Token texts that end a generation wherever they appear in a vocabulary (llama.cpp's
+# end-of-generation list for the families we load): FIM and chat terminators.
+END_OF_GENERATION_TEXTS = ("<|endoftext|>", "<|im_end|>", "<|fim_pad|>", "<|repo_name|>",
+                           "<|file_sep|>", "<|eot_id|>", "<|end_of_text|>", "<EOT>", "<|EOT|>")
+# FIM control tokens by naming convention (Qwen2.5-Coder; StarCoder and its descendants)
+FIM_TOKEN_TEXTS = (("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+                   ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: str                 # "llada" | "dream" | "qwen2" | "block"
+    family: str                 # "llada" | "dream" | "qwen2" | "block" | "ar" (AR-pretrained FIM)
     vocab_size: int             # rows of the embedding / lm head
     hidden_size: int
     num_layers: int
@@ -34,7 +42,7 @@ class ModelConfig:
     qkv_bias: bool
     mlp_bias: bool              # bias on o/gate/up/down projections (LLaDA include_bias)
     logit_shift: bool           # logits[:, i] computed from hidden state i-1
-    attention: str              # "bidirectional" | "block_causal"
+    attention: str              # "bidirectional" | "block_causal" | "causal"
     block_size: Optional[int]
     mask_id: int
     eos_id: int
@@ -45,6 +53,7 @@ class ModelConfig:
     fim_middle_id: Optional[int] = None
     max_position: int = 4096
     torch_dtype: str = "float32"
+    extra_stop_ids: tuple = ()  # further end-of-generation ids (AR models: <|fim_pad|>, <|file_sep|>, ...)
     path: Optional[str] = None
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -54,7 +63,7 @@ class ModelConfig:
 
     @property
     def stop_ids(self) -> frozenset:
-        return frozenset(i for i in (self.eos_id, self.pad_id) if i is not None)
+        return frozenset(i for i in (self.eos_id, self.pad_id, *self.extra_stop_ids) if i is not None)
 
     @staticmethod
     def from_folder(path) -> "ModelConfig":
@@ -163,6 +172,24 @@ class _Keys:
             self._vocab = vocab
         return self._vocab
 
+    def tokenizer_size(self) -> int:
+        """Ids the tokenizer can produce: its BPE vocabulary plus added tokens."""
+        tok = _read_json(self.folder / "tokenizer.json")
+        model_vocab = tok.get("model", {}).get("vocab", {}) if isinstance(tok, dict) else {}
+        ids = [v for v in model_vocab.values() if isinstance(v, int)] if isinstance(model_vocab, dict) else []
+        ids += [v for v in self.vocab().values() if isinstance(v, int)]
+        return max(ids) + 1 if ids else 0
+
+    def id_list(self, key: str) -> list:
+        """Every id under `key` in config.json and generation_config.json (int or list of ints)."""
+        out = []
+        for source in (self.config, self.generation):
+            value = source.get(key)
+            for v in (value if isinstance(value, list) else [value]):
+                if isinstance(v, int) and v not in out:
+                    out.append(v)
+        return out
+
     def mask_from_tokenizer(self) -> Optional[int]:
         named = self.tok_config.get("mask_token")
         if isinstance(named, dict):
@@ -231,6 +258,54 @@ def _parse_llada(k: _Keys) -> ModelConfig:
     )
 
 
+def _fim_ids(k: _Keys) -> Optional[tuple]:
+    vocab = k.vocab()
+    for names in FIM_TOKEN_TEXTS:
+        if all(vocab.get(n) is not None for n in names):
+            return tuple(int(vocab[n]) for n in names)
+    return None
+
+
+def _parse_ar(k: _Keys, default_bias: bool) -> ModelConfig:
+    """A left-to-right causal LM (Qwen2.5-Coder, a llama): decoded as its own verifier.
+
+    The FIM prompt is prefix-suffix-middle when FIM tokens are in the vocabulary, else the
+    prefix alone. The mask slot is the first embedding row the tokenizer never produces (an
+    id of ours for draft slots), or -1 when the embedding has no spare row."""
+    sizes = _qwen_sizes(k)
+    eos_ids = k.id_list("eos_token_id") or [k.token_id("eos_token_id")]
+    vocab = k.vocab()
+    stops = list(eos_ids) + k.id_list("stop_token_ids")
+    stops += [vocab[t] for t in END_OF_GENERATION_TEXTS if vocab.get(t) is not None]
+    pad = k.opt("pad_token_id")
+    n_tok = k.tokenizer_size()
+    fim = _fim_ids(k)
+    return ModelConfig(
+        family="ar",
+        qkv_bias=bool(k.opt("attention_bias", default_bias)),
+        mlp_bias=bool(k.opt("mlp_bias", False)),
+        logit_shift=True,
+        attention="causal",
+        block_size=None,
+        mask_id=n_tok if 0 < n_tok < sizes["vocab_size"] else -1,
+        eos_id=int(eos_ids[0]),
+        pad_id=int(pad) if isinstance(pad, int) else int(eos_ids[0]),
+        bos_id=k.token_id("bos_token_id", required=False),
+        fim_prefix_id=fim[0] if fim else None,
+        fim_suffix_id=fim[1] if fim else None,
+        fim_middle_id=fim[2] if fim else None,
+        extra_stop_ids=tuple(sorted(set(int(i) for i in stops) - {int(eos_ids[0])})),
+        **sizes,
+    )
+
+
+def _parse_qwen2(k: _Keys) -> ModelConfig:
+    """Qwen2 with a mask token is Open-dCoder-style (bidirectional); without one, an AR model."""
+    if k.opt("mask_token_id") is None and k.mask_from_tokenizer() is None:
+        return _parse_ar(k, default_bias=True)
+    return _parse_qwen_like(k, "qwen2")
+
+
 def _parse_qwen_like(k: _Keys, family: str) -> ModelConfig:
     sizes = _qwen_sizes(k)
     mask = k.opt("mask_token_id")
@@ -281,7 +356,8 @@ def _parse_block(k: _Keys) -> ModelConfig:
 _FAMILIES = {
     "llada": _parse_llada,
     "dream": lambda k: _parse_qwen_like(k, "dream"),
-    "qwen2": lambda k: _parse_qwen_like(k, "qwen2"),
+    "qwen2": _parse_qwen2,
+    "llama": lambda k: _parse_ar(k, default_bias=False),
     "dllm_block": _parse_block,
 }
 
@@ -294,7 +370,7 @@ def parse_config(folder: Path) -> ModelConfig:
     parser = _FAMILIES.get(str(model_type).lower())
     if parser is None:
         raise ConfigError(f"{keys.config_path}: unknown model_type '{model_type}' "
-                          f"(supported: LLaDA, Dream, qwen2 with a mask token, dllm_block)")
+                          f"(supported: LLaDA, Dream, qwen2, llama, dllm_block)")
     try:
         return replace(parser(keys), path=str(folder))
     except (TypeError, ValueError) as exc:

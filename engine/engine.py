@@ -1,7 +1,9 @@
-"""Engine: load a checkpoint folder once, then stream infills from it.
+"""Engine: load a checkpoint once, then stream infills from it.
 
-Engine.load resolves "default" (the embedded model shipped in engine/default_model), a
-model folder, or a Hugging Face repo id found offline in the local HF cache; it reads
+Engine.load resolves "default" (the pulled Qwen2.5-Coder-0.5B GGUF, see catalog.py), another
+pulled catalog name, "embedded" (the self-trained model shipped in engine/default_model), a
+model folder, a .gguf file (or a folder holding one: converted once into a cached folder,
+gguf_import.py), or a Hugging Face repo id found offline in the local HF cache; it reads
 config.json, the tokenizer and the safetensors weights (nothing else, no checkpoint code),
 picks the device, dtype and kernel backend once, and keeps the block-causal context cache
 between requests so that keystrokes reuse the keys/values of the unchanged context.
@@ -19,31 +21,42 @@ import torch
 from .api import InfillRequest, InfillResult, InfillUpdate
 from .config import ModelConfig
 from .cuda_graph import attach_cuda_graphs
+from .causal_decode import CausalDecoder
 from .decode import Decoder
+from .catalog import EMBEDDED_MODEL_DIR, catalog_entry, pulled_file
 from .errors import CheckpointError, ModelNotFoundError
+from .gguf_import import cached_folder, find_gguf
 from .kernels import select_backend
 from .kvcache import ContextCache
 from .model import DecoderModel
 from .tokenizer import TextTokenizer
 from .weights import expected_shapes, load_state
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+DEFAULT_MODEL_DIR = EMBEDDED_MODEL_DIR      # the embedded model's folder (name kept for callers)
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
 def resolve_model_path(name: Union[str, os.PathLike]) -> Path:
-    """'default' | a folder | an HF repo id in the local cache -> a folder with config.json."""
-    if str(name) == "default":
-        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-            raise ModelNotFoundError(f"the embedded default model is missing from {DEFAULT_MODEL_DIR}")
-        return DEFAULT_MODEL_DIR
+    """A model name or path -> a folder with config.json (a GGUF file is converted once first)."""
+    if str(name) == "embedded":
+        if not (EMBEDDED_MODEL_DIR / "config.json").is_file():
+            raise ModelNotFoundError(f"the embedded model is missing from {EMBEDDED_MODEL_DIR}")
+        return EMBEDDED_MODEL_DIR
+    if catalog_entry(str(name)) is not None:
+        return cached_folder(pulled_file(str(name)))
     path = Path(os.path.expanduser(str(name)))
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            gguf_file = find_gguf(path)
+            if gguf_file is not None:
+                return cached_folder(gguf_file)
         return path
+    if path.is_file() and path.suffix == ".gguf":
+        return cached_folder(path)
     if path.exists():
-        raise ModelNotFoundError(f"{path}: not a folder (a model is a folder with config.json, "
+        raise ModelNotFoundError(f"{path}: not a model (give a .gguf file, or a folder with config.json, "
                                  "tokenizer.json and *.safetensors)")
     parts = str(name).split("/")
     if len(parts) == 2 and all(parts):
@@ -55,8 +68,8 @@ def resolve_model_path(name: Union[str, os.PathLike]) -> Path:
             return found[-1]
         raise ModelNotFoundError(f"'{name}' is not in the local Hugging Face cache ({hub}); nothing is "
                                  "downloaded at run time: download it yourself and pass its folder")
-    raise ModelNotFoundError(f"model '{name}' not found: give 'default', a model folder, or a "
-                             "Hugging Face repo id that is in the local cache")
+    raise ModelNotFoundError(f"model '{name}' not found: give 'default', 'embedded', a .gguf file, a model "
+                             "folder, or a Hugging Face repo id that is in the local cache")
 
 
 def pick_device(device: str = "auto") -> str:
@@ -67,9 +80,14 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def pick_dtype(dtype: str, device: str) -> torch.dtype:
+def pick_dtype(dtype: str, device: str, cfg: Optional[ModelConfig] = None) -> torch.dtype:
+    """"auto": bf16 on CUDA; on the CPU, bf16 for an AR model stored in bf16 (a converted GGUF:
+    measured 2.3x faster per token than fp32 on this project's AVX-512 machine), else fp32."""
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        if device.startswith("cuda"):
+            return torch.bfloat16
+        stored_bf16 = cfg is not None and cfg.family == "ar" and cfg.torch_dtype == "bfloat16"
+        return torch.bfloat16 if stored_bf16 else torch.float32
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
     return _DTYPES[dtype]
@@ -98,7 +116,7 @@ class Engine:
         folder = resolve_model_path(path_or_name)
         cfg = ModelConfig.from_folder(folder)
         device = pick_device(device)
-        torch_dtype = pick_dtype(dtype, device)
+        torch_dtype = pick_dtype(dtype, device, cfg)
         tokenizer = TextTokenizer.from_folder(folder, special_ids=cfg.stop_ids | {cfg.mask_id})
         model = build_model(cfg, device, torch_dtype, kernels)
         state = load_state(cfg, folder, expected_shapes(model), torch_dtype, device)
@@ -114,7 +132,13 @@ class Engine:
     def stream(self, req: InfillRequest, cancel: Optional[threading.Event] = None) -> Iterator[InfillUpdate]:
         """Updates after every forward pass; the last one carries `.result` (an InfillResult)."""
         with self._lock:
-            yield from Decoder(self.model, self.tokenizer, self.cfg, self.context_cache).run(req, cancel)
+            yield from self.decoder().run(req, cancel)
+
+    def decoder(self) -> Decoder:
+        """A fresh decoder for one request (the context cache is the engine's)."""
+        if self.cfg.attention == "causal":
+            return CausalDecoder(self.model, self.tokenizer, self.cfg, self.context_cache)
+        return Decoder(self.model, self.tokenizer, self.cfg, self.context_cache)
 
     def infill(self, req: InfillRequest, cancel: Optional[threading.Event] = None) -> InfillResult:
         last = None

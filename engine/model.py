@@ -147,6 +147,8 @@ class DecoderModel(nn.Module):
         mask = None
         if self.cfg.attention == "block_causal":
             mask = block_causal_mask(torch.arange(t, device=ids.device) // self.cfg.block_size)
+        elif self.cfg.attention == "causal":
+            mask = causal_mask(t, 0, ids.device)
         raw, _ = self.forward(ids, positions, None, mask)
         return shift_logits(raw) if self.cfg.logit_shift else raw
 
@@ -160,3 +162,12 @@ def block_causal_mask(query_blocks: torch.Tensor, key_blocks: Optional[torch.Ten
     """bool [Tq, Tk]: query i may attend key j iff block(j) <= block(i)."""
     key_blocks = query_blocks if key_blocks is None else key_blocks
     return key_blocks[None, :] <= query_blocks[:, None]
+
+
+def causal_mask(t: int, past: int, device=None) -> Optional[torch.Tensor]:
+    """bool [t, past + t]: new token i (at absolute position past + i) sees keys 0..past + i.
+    None when t == 1 (one query sees everything before it)."""
+    if t == 1:
+        return None
+    own = torch.ones(t, t, dtype=torch.bool, device=device).tril()
+    return torch.cat([torch.ones(t, past, dtype=torch.bool, device=device), own], dim=1)

@@ -48,10 +48,26 @@ def test_open_dcoder_mask_from_tokenizer(tmp_path):
     assert (cfg.hidden_size, cfg.num_kv_heads, cfg.head_dim) == (896, 2, 64)
 
 
-def test_open_dcoder_without_mask_token_names_the_key(tmp_path):
-    folder = _folder(tmp_path, "open-dcoder-0.5b.json")
-    with pytest.raises(ConfigError, match="mask_token_id"):
-        ModelConfig.from_folder(folder)
+def test_qwen2_without_a_mask_token_is_an_ar_fim_model(tmp_path):
+    """Qwen2.5-Coder's own HF folder: no mask token, FIM tokens in the vocabulary."""
+    added = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_middle|>",
+             "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]
+    folder = _folder(tmp_path, "open-dcoder-0.5b.json", {
+        "generation_config.json": {"eos_token_id": [151645, 151643]},
+        "tokenizer.json": {"added_tokens": [{"id": 151643 + i, "content": t} for i, t in enumerate(added)]},
+    })
+    cfg = ModelConfig.from_folder(folder)
+    assert cfg.family == "ar" and cfg.attention == "causal" and cfg.logit_shift
+    assert (cfg.fim_prefix_id, cfg.fim_suffix_id, cfg.fim_middle_id) == (151646, 151648, 151647)
+    assert cfg.stop_ids == {151643, 151645, 151649, 151650, 151651}
+    assert cfg.mask_id == 151652            # the first embedding row past the tokenizer
+    (tmp_path / "bare").mkdir()
+    bare = _folder(tmp_path / "bare", "open-dcoder-0.5b.json", {
+        "tokenizer_config.json": {"eos_token": "<|endoftext|>"},
+        "tokenizer.json": {"added_tokens": [{"id": 151643, "content": "<|endoftext|>"}]}})
+    plain = ModelConfig.from_folder(bare)
+    assert plain.family == "ar" and plain.fim_middle_id is None   # no FIM tokens: prefix-only prompts
+    assert plain.eos_id == 151643
 
 
 def test_block_causal_roundtrip(tmp_path):

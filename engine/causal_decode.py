@@ -1,0 +1,179 @@
+"""Decoding an AR-pretrained FIM model (Qwen2.5-Coder) through a block of verified slots.
+
+The model is causal everywhere and its logits are shifted: the output at a slot holding a
+real token is the model's exact next-token distribution given everything before it, so the
+block after the context verifies itself. Canvas (prefix-suffix-middle, the order Qwen was
+trained on):
+
+    <|fim_prefix|> P <|fim_suffix|> S <|fim_middle|> | t0 d1 d2 ... dk
+                                                     ^ last committed token, then k drafts
+
+Each forward pass takes the inputs whose keys/values are not cached yet (the uncached context
+tail on the first pass, the last committed token afterwards) followed by the drafts, and reads
+the k + 1 output rows from the last input on:
+  1. verify: drafts are committed left to right while each equals the argmax of the row before
+     it; at the first disagreement the row's own argmax is committed instead, so every pass
+     commits at least one token and the text is token for token plain greedy decoding;
+  2. the keys/values of the committed inputs are kept, those of rejected drafts dropped;
+  3. an InfillUpdate streams `stable` (committed) and `draft` (committed + the drafts still
+     standing), which sharpens in place as drafts are confirmed or replaced.
+Where drafts come from is the `Drafter`'s business (drafts.py); with none, one token per pass.
+
+Sampling (temperature > 0) uses the speculative rejection rule for a deterministic draft: a
+draft x is kept with probability p(x), else a token is drawn from p with x removed, so the
+output distribution is the model's own.
+
+The context's KV (longest shared token prefix) is reused across requests through the
+ContextCache: with prefix-suffix-middle order a keystroke keeps the prefix up to the cursor
+and recomputes the rest of the prefix and the suffix.
+"""
+from __future__ import annotations
+
+from typing import Iterator, List, Optional
+
+import torch
+
+from .decode import Decoder, Span
+from .kvcache import kv_cat, kv_len, kv_slice
+from .model import causal_mask
+
+MIN_FLOAT = float("-inf")
+
+
+class CausalDecoder(Decoder):
+    """Decoder for cfg.attention == "causal"; `drafter` proposes tokens (None: one per pass)."""
+
+    def __init__(self, model, tokenizer, cfg, context_cache=None, drafter=None):
+        super().__init__(model, tokenizer, cfg, context_cache)
+        self.drafter = drafter
+
+    def run(self, req, cancel=None) -> Iterator:
+        self._start(req, cancel)
+        with torch.inference_mode():
+            yield from self._run_causal()
+
+    def context_ids(self, req) -> List[int]:
+        """The prompt: prefix-suffix-middle with the model's FIM tokens, or the prefix alone."""
+        cfg = self.cfg
+        prefix, suffix = self.tok.encode(req.prefix), self.tok.encode(req.suffix)
+        if cfg.fim_middle_id is not None:
+            prefix, suffix = self._fit(prefix, suffix, 3 + req.max_new_tokens)
+            return [cfg.fim_prefix_id] + prefix + [cfg.fim_suffix_id] + suffix + [cfg.fim_middle_id]
+        head = [cfg.bos_id] if cfg.bos_id is not None else []
+        prefix, _ = self._fit(prefix, [], len(head) + req.max_new_tokens)
+        return head + prefix
+
+    def prefill(self, ctx: List[int], chunk: int, cancel=None) -> int:
+        """Compute and cache the KV of `ctx` in chunks of `chunk` tokens (warm-up); returns how
+        many tokens were computed. Stops between chunks when `cancel` is set."""
+        n_cached, past = self.context_cache.lookup(ctx)
+        computed = 0
+        with torch.inference_mode():
+            while n_cached < len(ctx):
+                if cancel is not None and cancel.is_set():
+                    break
+                part = ctx[n_cached:n_cached + chunk]
+                pos = torch.arange(n_cached, n_cached + len(part), device=self.device)
+                _, kvs = self.model.hidden(torch.tensor([part], device=self.device), pos, past,
+                                           causal_mask(len(part), kv_len(past), self.device))
+                past = kv_cat(past, kvs)
+                n_cached += len(part)
+                computed += len(part)
+                self.context_cache.store(ctx[:n_cached], past)
+        return computed
+
+    # ---- one request ---------------------------------------------------------------------
+    def _run_causal(self) -> Iterator:
+        req, dev = self.req, self.device
+        m = req.max_new_tokens
+        ctx = self.context_ids(req)
+        exact = req.cache != "none"
+        n_cached, past = self.context_cache.lookup(ctx) if exact else (0, None)
+        if n_cached == len(ctx):                  # the last context token's output is needed
+            n_cached -= 1
+            past = kv_slice(past, 0, n_cached) if n_cached else None
+        pending = ctx[n_cached:]                  # inputs without cached KV
+        pos0 = n_cached                           # absolute position of pending[0]
+        span = Span.of_masks(m, -1)
+        done = 0                                  # span tokens committed
+        ctx_stored = not exact
+        self.drafted = self.accepted = 0
+        drafter = self.drafter if getattr(req, "drafting", False) else None
+        if drafter is not None:
+            drafter.start(ctx, req)
+        drafts = self._propose(drafter, span, done)
+        while True:
+            if self._should_stop():
+                yield self._finish(span, span.end)
+                return
+            q = pending + drafts
+            ids = torch.tensor([q], device=dev)
+            positions = torch.arange(pos0, pos0 + len(q), device=dev)
+            raw, kvs = self.step(ids, positions, past, causal_mask(len(q), kv_len(past), dev), len(pending) - 1)
+            self.forwards += 1
+            chosen, n_ok = self._verify(raw[0], drafts, done)                      # raw [1, k+1, V]
+            self.drafted += len(drafts)
+            self.accepted += n_ok
+            keep = len(pending) + n_ok
+            past = kv_cat(past, kv_slice(kvs, 0, keep))
+            if not ctx_stored and pos0 + keep >= len(ctx):
+                self.context_cache.store(ctx, kv_slice(past, 0, len(ctx)))
+                ctx_stored = True
+            pos0 += keep
+            for tok in chosen:
+                span.tokens[done], span.committed[done] = tok, True
+                done += 1
+                if tok in self.stop_ids:
+                    span.end = done - 1
+                    break
+            if span.end < m or done >= m:
+                break
+            if drafter is not None:
+                drafter.observe(chosen, n_ok, len(drafts))
+            pending = [chosen[-1]]
+            drafts = self._propose(drafter, span, done)
+            yield self._update(span, m)
+        span.predicted.clear()
+        yield self._finish(span, span.end)
+
+    def _propose(self, drafter, span: Span, done: int) -> List[int]:
+        """The drafts after the committed tokens (at most what the token budget leaves room
+        for), also recorded in span.predicted so that updates show them as the draft."""
+        span.predicted.clear()
+        room = self.req.max_new_tokens - done - 1
+        if drafter is None or room <= 0:
+            return []
+        drafts = list(drafter.propose(span.tokens[:done], room))[:room]
+        for i, d in enumerate(drafts):
+            span.predicted[done + i] = d
+        return drafts
+
+    def _verify(self, rows: torch.Tensor, drafts: List[int], done: int):
+        """rows [k+1, V]: the committed tokens of this pass and how many drafts were accepted."""
+        rows = rows.float()
+        n_min = self.req.min_new_tokens if self.stop_ids else 0
+        if done < n_min:                                      # no stop token before min_new_tokens
+            stops = torch.tensor(sorted(self.stop_ids), device=rows.device)
+            early = torch.arange(rows.shape[0], device=rows.device) + done < n_min
+            rows[early[:, None] & torch.isin(torch.arange(rows.shape[1], device=rows.device), stops)[None, :]] = MIN_FLOAT
+        if self.generator is None:
+            greedy = rows.argmax(-1).tolist()
+            n = 0
+            while n < len(drafts) and drafts[n] == greedy[n] and greedy[n] not in self.stop_ids:
+                n += 1
+            return drafts[:n] + [greedy[n]], n
+        probs = torch.softmax(rows / self.req.temperature, dim=-1).cpu()
+        out: List[int] = []
+        for i, d in enumerate(drafts):                        # speculative rejection, point-mass drafts
+            p = probs[i]
+            if torch.rand((), generator=self.generator).item() < float(p[d]):
+                out.append(d)
+                continue
+            residual = p.clone()
+            residual[d] = 0.0
+            if float(residual.sum()) <= 0.0:
+                residual = p
+            out.append(int(torch.multinomial(residual / residual.sum(), 1, generator=self.generator)))
+            return out, i
+        out.append(int(torch.multinomial(probs[len(drafts)], 1, generator=self.generator)))
+        return out, len(drafts)

