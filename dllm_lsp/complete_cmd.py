@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Settings()
     parser.add_argument("location", metavar="FILE:LINE:COL", help="where to complete (1-based line and column)")
     parser.add_argument("--model", default=d.model,
-                        help=f"'default' (the built-in default model), a model folder, or an HF repo id in the "
+                        help=f"'default' (the server's default model), a model folder, or an HF repo id in the "
                              f"local cache (default: {d.model})")
     parser.add_argument("--language", default=None, help="language id (default: from the file extension)")
     parser.add_argument("--device", default=d.device, help=f"auto | cpu | cuda | cuda:N (default: {d.device})")
