@@ -11,7 +11,8 @@ line break stays, and the cursor sits after the first line's indentation (auto-i
 expected insertion is the span without that indentation and without its last newline.
 
 Each task is completed like a keystroke in the server: completion.plan_completion (mode,
-context windows, request) -> Engine.infill -> completion.finish_completion (post-processing).
+context windows, request) -> engine_host.decode_plan (Engine.stream, stopped once the final
+text is settled) -> completion.finish_completion (post-processing).
 The completed program runs with the problem's tests in a fresh `python -I` subprocess with a
 timeout. Reported: pass@1 (greedy), exact match, tokens per forward, forwards and latency
 (p50/p90 of the engine's ms). --baseline runs the same tasks again with the one-token-per-step
@@ -145,13 +146,16 @@ class Outcome:
 
 
 def complete(engine, task: Task, settings) -> Outcome:
-    from .completion import finish_completion, plan_completion  # noqa: PLC0415
+    """One task as the server completes it: plan, decode with the server's early stop once the
+    final text is settled (engine_host.decode_plan), post-process."""
+    from .completion import plan_completion  # noqa: PLC0415
+    from .engine_host import decode_plan  # noqa: PLC0415
     plan = plan_completion(task.document, task.offset, "python", settings, tokenizer=engine.tokenizer)
     if plan is None:
         return Outcome(task, "", 0, 0, 0.0, planned=False)
     engine.context_cache.clear()                     # every task is a fresh document: no cache help
-    result = engine.infill(plan.request)
-    return Outcome(task, finish_completion(plan, result.text), result.forwards, result.new_tokens, result.ms, True)
+    decoded = decode_plan(engine, plan)
+    return Outcome(task, decoded.text, decoded.forwards, decoded.new_tokens, decoded.ms, True)
 
 
 def summarize(outcomes: Sequence[Outcome]) -> dict:

@@ -30,6 +30,12 @@ class InfillRequest:
     deadline_ms stop after this long and return the current best guess
     min_new_tokens the first this many span tokens may not be eos/pad (an editor asking on a
                blank line wants a line, not nothing); 0 = the model may answer with nothing
+    drafting   AR models (causal_decode.py): fill the block after the last committed token with
+               draft tokens that the same pass verifies, so one pass commits several tokens;
+               the text is identical either way (False: one token per forward pass)
+    max_draft_tokens at most this many drafts per pass (the block is 1 + this many slots)
+    draft_sources further token sequences to look drafts up in (other open files, the previous
+               suggestion); the prompt itself is always searched
     """
 
     prefix: str
@@ -46,6 +52,9 @@ class InfillRequest:
     deadline_ms: Optional[float] = None
     stop_at_eos: bool = True
     min_new_tokens: int = 0
+    drafting: bool = True
+    max_draft_tokens: int = 8
+    draft_sources: tuple = ()
 
 
 @dataclass(frozen=True)

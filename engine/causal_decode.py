@@ -34,6 +34,7 @@ from typing import Iterator, List, Optional
 import torch
 
 from .decode import Decoder, Span
+from .drafts import LookupDrafter
 from .kvcache import kv_cat, kv_len, kv_slice
 from .model import causal_mask
 
@@ -98,7 +99,12 @@ class CausalDecoder(Decoder):
         done = 0                                  # span tokens committed
         ctx_stored = not exact
         self.drafted = self.accepted = 0
-        drafter = self.drafter if getattr(req, "drafting", False) else None
+        drafter = None
+        if req.drafting and req.max_draft_tokens > 0:
+            drafter = self.drafter or LookupDrafter(max_draft=req.max_draft_tokens,
+                                                    sources=[self.tok.encode(t) if isinstance(t, str) else t
+                                                             for t in req.draft_sources])
+        self.drafter_used = drafter
         if drafter is not None:
             drafter.start(ctx, req)
         drafts = self._propose(drafter, span, done)

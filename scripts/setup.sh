@@ -131,4 +131,11 @@ else
 fi
 
 # ---- 5. the default model -------------------------------------------------------------------------
-# (reserved: the step that runs `dllm-lsp pull` to download the default model goes here)
+# Qwen2.5-Coder-0.5B (491 MB GGUF, sha256-checked, then converted once for the engine) into the
+# user cache; instant when already there. DLLM_SKIP_PULL=1 skips it (the tests then skip what
+# needs the real model).
+if [ "${DLLM_SKIP_PULL:-0}" = 1 ]; then
+  say "skipping the default model (DLLM_SKIP_PULL=1)"
+else
+  "$VENV/bin/dllm-lsp" pull || die "could not pull the default model (see above); re-run when online"
+fi

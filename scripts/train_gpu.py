@@ -7,7 +7,7 @@ Runs from the repository root without installing the package (imports `engine` f
 working tree); needs only torch, tokenizers and safetensors, and no network: the corpus is the
 box's own standard library and site-packages (or --data), the tokenizer comes from --init.
 --init takes a training checkpoint (ckpt.pt, next to its tokenizer.json) or a model folder
-("default" included); without it a new model and tokenizer are trained from scratch. The
+("embedded" included); without it a new model and tokenizer are trained from scratch. The
 weights are written in safetensors files of at most 16 MB each.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ MAX_MINUTES = 10.0
 def parse_args(argv=None) -> argparse.Namespace:
     from engine.train.cli import add_shape_arguments  # noqa: PLC0415
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--init", default=None, help="ckpt.pt of a CPU run, a model folder, or 'default'")
+    p.add_argument("--init", default=None, help="ckpt.pt of a CPU run, a model folder, or 'embedded'")
     p.add_argument("--minutes", type=float, default=9.0, help=f"training minutes (at most {MAX_MINUTES:g})")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps of this session")
     p.add_argument("--data", nargs="*", default=[], help="code folders (default: stdlib + site-packages)")

@@ -1,6 +1,6 @@
 """`dllm-lsp train`: train or fine-tune the small block-diffusion model on your own code.
 
-    dllm-lsp train --data ~/src/myproject --minutes 30 --init default --out ./my-model
+    dllm-lsp train --data ~/src/myproject --minutes 30 --init embedded --out ./my-model
 
 The run folder (--run, default <out>.run) keeps the corpus manifest, the tokenizer and a
 resumable checkpoint: running the same command again continues where it stopped. At the end
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folders of Python code to train on (default: the standard library and site-packages)")
     p.add_argument("--minutes", type=float, default=None, help="train for this many minutes (this session)")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step (counted over all sessions)")
-    p.add_argument("--init", default=None, help='fine-tune from a model folder or "default" (keeps its tokenizer and shape)')
+    p.add_argument("--init", default=None, help='fine-tune from a model folder or "embedded" (the self-trained 5M model; keeps its tokenizer and shape)')
     p.add_argument("--out", default="dllm-model", help="model folder to write (default: ./dllm-model)")
     p.add_argument("--run", default=None, help="run folder for checkpoints and logs (default: <out>.run)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")

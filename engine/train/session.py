@@ -8,7 +8,7 @@ Run folder layout:
   model/          the exported model folder (config.json, tokenizer.json, safetensors)
 
 A folder that already has ckpt.pt resumes from it. `init` names a model folder (or
-"default") to fine-tune from: its tokenizer and shape are kept and its weights loaded.
+"embedded") to fine-tune from: its tokenizer and shape are kept and its weights loaded.
 Used by `dllm-lsp train`, the background CPU run and scripts/train_gpu.py.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .trainer import ModelShape, TrainConfig, Trainer, init_weights, model_confi
 class SessionConfig:
     run_dir: str
     roots: Sequence[str] = ()                 # empty: the standard library and site-packages
-    init: Optional[str] = None                # model folder or "default" to fine-tune from
+    init: Optional[str] = None                # model folder or "embedded" to fine-tune from
     vocab_size: int = 8192
     tokenizer_bytes: int = 30_000_000         # training text sampled for the tokenizer
     heldout_percent: float = 2.0
@@ -89,7 +89,9 @@ def resolve_init(init: Optional[str]) -> Optional[Path]:
     if init is None:
         return None
     from ..engine import resolve_model_path  # noqa: PLC0415
-    return resolve_model_path(init)
+    # the trainer trains the self-trained block-diffusion model: "default" (a name older
+    # commands used for it) means the embedded model here, not the pulled Qwen default
+    return resolve_model_path("embedded" if init == "default" else init)
 
 
 def load_init_weights(model: DecoderModel, mcfg: ModelConfig, folder: Path) -> None:

