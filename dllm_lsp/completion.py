@@ -35,11 +35,17 @@ class Plan:
     snippet_header: str = ""     # the part of `prefix` that came from other documents
 
 
-def _request(prefix: str, suffix: str, mode: str, settings: Settings, min_new_tokens: int = 0) -> InfillRequest:
+MAX_DRAFT_SOURCE_CHARS = 20_000     # per other open document searched for drafts
+
+
+def _request(prefix: str, suffix: str, mode: str, settings: Settings, min_new_tokens: int = 0,
+             draft_sources: Sequence[str] = ()) -> InfillRequest:
     return InfillRequest(prefix=prefix, suffix=suffix, max_new_tokens=settings.max_new_tokens(mode),
                          policy=settings.policy, threshold=settings.threshold,
                          entropy_bound=settings.entropy_bound, tokens_per_step=settings.tokens_per_step,
-                         block_size=settings.block_size, min_new_tokens=min_new_tokens)
+                         block_size=settings.block_size, min_new_tokens=min_new_tokens,
+                         drafting=settings.drafting, max_draft_tokens=settings.max_draft_tokens,
+                         draft_sources=tuple(draft_sources))
 
 
 def shape_at(text: str, offset: int, mode: str, language_id: str, lookahead: int = 3) -> postprocess.Shape:
@@ -92,7 +98,8 @@ def plan_completion(text: str, offset: int, language_id: str, settings: Settings
     # on a blank line the user may want a line: blank_line_min_tokens > 0 forbids answering nothing
     blank_line = not shape.line_prefix.strip() and not shape.line_suffix.strip()
     min_tokens = min(settings.blank_line_min_tokens, settings.max_new_tokens(mode)) if blank_line else 0
-    request = _request(prefix, suffix, mode, settings, min_new_tokens=min_tokens)
+    sources = [t[-MAX_DRAFT_SOURCE_CHARS:] for _, t in snippets][:2] if settings.drafting else []
+    request = _request(prefix, suffix, mode, settings, min_new_tokens=min_tokens, draft_sources=sources)
     return Plan(prefix=prefix, suffix=suffix, mode=mode, request=request,
                 language_id=language_id, shape=shape, snippet_header=header)
 

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 INFILL = "dllm/infill"
 METRICS = "dllm/metrics"
+CURSOR = "dllm/cursor"          # client -> server: {uri, position}, the cursor moved (warm-up hint)
 DID_SHOW = "dllm/didShowCompletion"
 DID_ACCEPT = "dllm/didAcceptCompletion"
 _ANSWERED = object()        # a request already answered with an error while being parsed
@@ -117,6 +118,16 @@ class DllmServer(LanguageServer):
         log.error("server error (%s): %s", getattr(source, "__name__", source), error)
 
     # ---- helpers used by the handlers -----------------------------------------------------
+    def document_at_offset(self, uri: str, offset: Optional[int]) -> Optional[DocumentAt]:
+        """The open document with the cursor at `offset` (code points; None: the end), or None."""
+        doc = self.workspace.text_documents.get(uri)
+        if doc is None:
+            return None
+        text = doc.source
+        offset = len(text) if offset is None else max(0, min(offset, len(text)))
+        return DocumentAt(uri=uri, version=doc.version, text=text, offset=offset,
+                          language_id=doc.language_id or language_from_uri(uri), position={})
+
     def document_at(self, uri: str, position: types.Position) -> DocumentAt:
         docs = self.workspace.text_documents
         if uri not in docs:
@@ -169,6 +180,47 @@ def build_server(default_model: Optional[str] = None) -> DllmServer:
                 types.ConfigurationParams(items=items)), timeout=5)
             if result and isinstance(result[0], dict):
                 svc.configure(result[0])
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: DllmServer, params: types.DidOpenTextDocumentParams):
+        # the cursor is not known yet: warm where typing into a fresh file happens, its end
+        doc = ls.document_at_offset(params.text_document.uri, None)
+        if doc is not None:
+            svc.warm_soon(doc, delay_ms=0)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: DllmServer, params: types.DidChangeTextDocumentParams):
+        uri = params.text_document.uri
+        change = params.content_changes[-1] if params.content_changes else None
+        offset = None
+        if isinstance(change, types.TextDocumentContentChangePartial):   # the cursor follows the edit
+            doc = ls.workspace.text_documents.get(uri)
+            encoding = normalize_encoding(ls.workspace.position_encoding)
+            try:
+                offset = offset_at(doc.source, change.range.start.line, change.range.start.character,
+                                   encoding) + len(change.text)
+            except (ValueError, AttributeError):
+                offset = None
+        doc = ls.document_at_offset(uri, offset)
+        if doc is not None:
+            svc.warm_soon(doc)
+
+    @server.feature(CURSOR)
+    def cursor(ls: DllmServer, params):
+        p = plain(params)
+        if not isinstance(p, dict) or not isinstance(p.get("uri"), str) or not isinstance(p.get("position"), dict):
+            log.info("dllm/cursor ignored: params must be {uri: string, position: {line, character}}")
+            return
+        doc = ls.workspace.text_documents.get(p["uri"])
+        if doc is None:
+            return
+        pos = p["position"]
+        try:
+            offset = offset_at(doc.source, int(pos.get("line", 0)), int(pos.get("character", 0)),
+                               normalize_encoding(ls.workspace.position_encoding))
+        except (ValueError, TypeError):
+            return
+        svc.warm_soon(ls.document_at_offset(p["uri"], offset))
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: DllmServer, params: types.InlineCompletionParams):
@@ -239,10 +291,13 @@ def infill_options(options: Dict[str, Any], settings) -> Dict[str, Any]:
               "entropyBound": ("entropy_bound", VALIDATORS["entropy_bound"]),
               "tokensPerStep": ("tokens_per_step", VALIDATORS["tokens_per_step"]),
               "blockSize": ("block_size", VALIDATORS["block_size"]),
-              "deadlineMs": ("deadline_ms", lambda v: None if v is None else _positive(v))}
+              "deadlineMs": ("deadline_ms", lambda v: None if v is None else _positive(v)),
+              "drafting": ("drafting", VALIDATORS["drafting"]),
+              "maxDraftTokens": ("max_draft_tokens", VALIDATORS["max_draft_tokens"])}
     out = {"max_new_tokens": settings.max_new_tokens_block, "policy": settings.policy,
            "threshold": settings.threshold, "entropy_bound": settings.entropy_bound,
-           "tokens_per_step": settings.tokens_per_step, "block_size": settings.block_size}
+           "tokens_per_step": settings.tokens_per_step, "block_size": settings.block_size,
+           "drafting": settings.drafting, "max_draft_tokens": settings.max_draft_tokens}
     for key, value in options.items():
         if key not in checks:
             raise ValueError(f"unknown option '{key}' (known: {', '.join(checks)})")

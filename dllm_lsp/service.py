@@ -82,13 +82,16 @@ class Metrics:
     superseded: int = 0
     cancelled: int = 0
     not_ready: int = 0
+    warmups: int = 0              # background prefills that ran
+    warm_tokens: int = 0          # context tokens they computed
     last: Dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> Dict[str, Any]:
         return {"requests": self.requests, "answered": self.answered, "cacheHits": self.cache_hits,
                 "engineRuns": self.engine_runs, "forwards": self.forwards, "newTokens": self.new_tokens,
                 "empty": self.empty, "superseded": self.superseded, "cancelled": self.cancelled,
-                "notReady": self.not_ready, "last": dict(self.last)}
+                "notReady": self.not_ready, "warmups": self.warmups, "warmTokens": self.warm_tokens,
+                "last": dict(self.last)}
 
 
 def document_name(uri: str) -> str:
@@ -116,6 +119,7 @@ class CompletionService:
         self._started = False
         self._unsaved = 0
         self._last_status_at = 0.0
+        self._warm_timers: Dict[str, asyncio.TimerHandle] = {}
 
     # ---- settings and model --------------------------------------------------------------
     def configure(self, raw: Any, initial: bool = False) -> List[str]:
@@ -268,11 +272,43 @@ class CompletionService:
             if now - self._last_status_at >= STATUS_EVERY_S and self.host.ready:
                 self._status("ready", f"model {self.settings.model} ready")     # carries lastLatencyMs
 
+    # ---- warm-up ------------------------------------------------------------------------------
+    def warm_soon(self, doc: DocumentAt, delay_ms: Optional[int] = None) -> None:
+        """Prefill `doc`'s context at its cursor once the cursor has rested for warm_up_delay_ms:
+        each call (a keystroke, a cursor move) restarts the timer. The prefill runs on the engine
+        thread under the document's own key, so a real request for the document supersedes it
+        and waits at most one chunk."""
+        if not self.settings.warm_up or not self.host.ready:
+            return
+        old = self._warm_timers.pop(doc.uri, None)
+        if old is not None:
+            old.cancel()
+        delay = self.settings.warm_up_delay_ms if delay_ms is None else delay_ms
+        loop = asyncio.get_running_loop()
+        self._warm_timers[doc.uri] = loop.call_later(delay / 1000, self._warm, doc)
+
+    def _warm(self, doc: DocumentAt) -> None:
+        self._warm_timers.pop(doc.uri, None)
+        if not self.host.ready or not self.settings.language_enabled(doc.language_id):
+            return
+        plan = plan_completion(doc.text, doc.offset, doc.language_id, self.settings, self.host.tokenizer)
+        if plan is None:
+            return
+        engine = self.host.engine
+        job = self.worker.submit(doc.uri, lambda cancel: engine.warm(plan.request, cancel))
+
+        def done(future) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            self.metrics.warmups += 1
+            self.metrics.warm_tokens += future.result()
+        job.future.add_done_callback(done)
+
     # ---- dllm/infill ------------------------------------------------------------------------
     async def infill(self, prefix: str, suffix: str, request_options: Dict[str, Any]) -> Dict[str, Any]:
         """Raw engine infill for plugins that build their own context; request_options: InfillRequest kwargs."""
         if not self.host.ready:
-            return {"text": "", "forwards": 0, "ms": 0.0, "finishReason": "not-ready"}
+            return {"text": "", "forwards": 0, "newTokens": 0, "ms": 0.0, "finishReason": "not-ready"}
         from engine.api import InfillRequest
         req = InfillRequest(prefix=prefix, suffix=suffix, **request_options)
         engine = self.host.engine
@@ -280,12 +316,13 @@ class CompletionService:
         try:
             res = await asyncio.wrap_future(job.future)
         except Superseded:
-            return {"text": "", "forwards": 0, "ms": 0.0, "finishReason": "cancelled"}
+            return {"text": "", "forwards": 0, "newTokens": 0, "ms": 0.0, "finishReason": "cancelled"}
         except asyncio.CancelledError:
             job.cancel.set()
             raise
         self.metrics.forwards += res.forwards
-        return {"text": res.text, "forwards": res.forwards, "ms": round(res.ms, 2), "finishReason": res.finish_reason}
+        return {"text": res.text, "forwards": res.forwards, "newTokens": res.new_tokens, "ms": round(res.ms, 2),
+                "finishReason": res.finish_reason}
 
     # ---- shown / accepted ---------------------------------------------------------------------
     def shown(self, text: str) -> None:

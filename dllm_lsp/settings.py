@@ -6,7 +6,8 @@ is camelCase on the wire and snake_case here. `parse_settings` never raises: a v
 wrong type or out of range keeps its default and yields one human-readable message (the
 server shows these with `window/showMessage`); unknown keys are reported the same way.
 
-`Settings()` is valid on its own; its defaults suit the embedded model on a laptop CPU.
+`Settings()` is valid on its own; its defaults suit the default model (Qwen2.5-Coder-0.5B) on a
+laptop CPU.
 """
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ LOG_LEVELS = ("error", "warning", "info", "debug")
 
 @dataclass(frozen=True)
 class Settings:
-    model: str = "default"               # "default" (embedded), a model folder, or an HF repo id in the local cache
+    model: str = "default"               # "default" (the pulled Qwen2.5-Coder-0.5B), "qwen2.5-coder-1.5b", "embedded"
+                                         # (the self-trained 5M model), a .gguf file, a model folder, or an HF repo id
+                                         # in the local cache
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     dtype: str = "auto"                  # auto | float32 | bfloat16 | float16
     threads: int = 0                     # CPU threads for the engine; 0 = auto (half the cores, at least 1)
@@ -43,6 +46,11 @@ class Settings:
     debounce_ms: int = 0                 # wait this long before decoding; a newer request in between wins
     enabled_languages: Dict[str, bool] = field(default_factory=lambda: {"*": True})
     streaming: bool = True               # send dllm/inlineCompletionUpdate while decoding
+    drafting: bool = True                # AR models: verify draft tokens in the same pass (identical text,
+                                         # fewer passes); false = one token per forward pass
+    max_draft_tokens: int = 8            # drafts per pass (the block after the last committed token)
+    warm_up: bool = True                 # prefill the context in the background on didOpen and when the cursor rests
+    warm_up_delay_ms: int = 300          # "rests": this long after the last didChange / dllm/cursor
     log_level: str = "warning"
 
     def engine_threads(self) -> int:
@@ -134,6 +142,10 @@ VALIDATORS: Dict[str, Callable[[Any], Any]] = {
     "debounce_ms": _number(0, 5000, integer=True),
     "enabled_languages": _languages,
     "streaming": _bool,
+    "drafting": _bool,
+    "max_draft_tokens": _number(0, 64, integer=True),
+    "warm_up": _bool,
+    "warm_up_delay_ms": _number(0, 10000, integer=True),
     "log_level": _choice(LOG_LEVELS),
 }
 assert set(VALIDATORS) == {f.name for f in fields(Settings)}

@@ -151,6 +151,16 @@ class Engine:
             return CausalDecoder(self.model, self.tokenizer, self.cfg, self.context_cache)
         return Decoder(self.model, self.tokenizer, self.cfg, self.context_cache)
 
+    def warm(self, req: InfillRequest, cancel: Optional[threading.Event] = None, chunk: int = 32) -> int:
+        """Prefill the context KV of `req` (causal models) in chunks of `chunk` tokens, checking
+        `cancel` between chunks, so that the request itself later computes only what changed.
+        Returns the tokens computed (0 for other families, whose caches are per request)."""
+        if self.cfg.attention != "causal":
+            return 0
+        with self._lock:
+            dec = self.decoder()
+            return dec.prefill(dec.context_ids(req), chunk, cancel)
+
     def infill(self, req: InfillRequest, cancel: Optional[threading.Event] = None) -> InfillResult:
         last = None
         for last in self.stream(req, cancel):

@@ -15,6 +15,7 @@ from engine.gguf_import import cache_root
 
 torch.set_num_threads(1)
 USER_CACHE = cache_root()                       # where `dllm-lsp pull` stores models
+os.environ["DLLM_TEST_USER_CACHE"] = str(USER_CACHE)   # for servers that must load the pulled model
 os.environ["DLLM_LSP_CACHE"] = tempfile.mkdtemp(prefix="dllm-test-cache-")
 
 

@@ -28,6 +28,10 @@ const SERVER_KEYS: Record<string, "string" | "number" | "integer" | "boolean" | 
   debounceMs: "integer",
   enabledLanguages: "object",
   streaming: "boolean",
+  drafting: "boolean",
+  maxDraftTokens: "integer",
+  warmUp: "boolean",
+  warmUpDelayMs: "integer",
   logLevel: "string",
 };
 

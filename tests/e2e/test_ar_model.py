@@ -1,0 +1,93 @@
+"""End to end over stdio with AR-FIM models from GGUF files: warm-up, drafting, the real default.
+
+The tiny GGUF model (random weights) checks the protocol: a didOpen / dllm/cursor warms the
+context in the background, `dllm/infill` takes `drafting` and answers `newTokens`, and the text
+is the same with drafting on and off. The real default model (when pulled, as setup and CI
+do) must complete the README's demo hole correctly through a real LSP connection.
+"""
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+
+from e2e_helpers import capabilities, config, inline_params, make_client, open_doc, wait_for_state
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+STATE_DIR = tempfile.mkdtemp(prefix="dllm-state-")
+DOC = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return "
+
+
+@pytest_lsp.fixture(config=config(STATE_DIR), scope="module")
+async def client(lsp_client: LanguageClient, tiny_gguf_qwen2):
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=capabilities(), initialization_options={"dllm": {
+            "model": str(tiny_gguf_qwen2), "snippetTokens": 0, "maxNewTokensLine": 12, "warmUpDelayMs": 50}}))
+    await wait_for_state(lsp_client, "ready", "error", timeout=120)
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def metrics(client):
+    return await client.protocol.send_request_async("dllm/metrics", {})
+
+
+async def wait_metric(client, key, at_least, timeout=30.0):
+    for _ in range(int(timeout / 0.05)):
+        m = await metrics(client)
+        if getattr(m, key) >= at_least:
+            return m
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{key} stayed below {at_least}: {m}")
+
+
+async def test_open_and_cursor_warm_the_context(client: LanguageClient):
+    assert client.dllm_status[-1].state == "ready", client.dllm_status[-1]
+    before = await metrics(client)
+    open_doc(client, "file:///w.py", DOC)
+    m = await wait_metric(client, "warmups", before.warmups + 1)
+    assert m.warmTokens > before.warmTokens
+    client.protocol.notify("dllm/cursor", {"uri": "file:///w.py", "position": {"line": 9, "character": 11}})
+    m2 = await wait_metric(client, "warmups", m.warmups + 1)
+    # the cursor moved to the end of the file, which is where didOpen warmed: nothing new to compute
+    assert m2.warmTokens - m.warmTokens <= 2
+    result = await client.text_document_inline_completion_async(inline_params("file:///w.py", 9, 11))
+    assert isinstance(result, (types.InlineCompletionList, list))
+    client.protocol.notify("dllm/cursor", {"uri": "file:///nope.py", "position": {}})   # ignored, no crash
+    assert (await metrics(client)).state == "ready"
+
+
+async def test_infill_drafting_option_gives_the_same_text(client: LanguageClient):
+    params = {"prefix": DOC, "suffix": "\n\n\ndef div(a, b):\n    return a / b\n", "options": {"maxNewTokens": 16}}
+    off = await client.protocol.send_request_async("dllm/infill", {**params, "options": {"maxNewTokens": 16, "drafting": False}})
+    on = await client.protocol.send_request_async("dllm/infill", {**params, "options": {"maxNewTokens": 16, "drafting": True}})
+    assert on.text == off.text and on.newTokens == off.newTokens
+    assert off.forwards == off.newTokens + (off.finishReason == "eos")
+    assert on.forwards <= off.forwards
+
+
+@pytest.mark.slow
+async def test_the_real_default_model_completes_the_readme_demo(real_model_file):
+    """The README's main job through a real LSP connection, on the pulled default model."""
+    cfg = config(tempfile.mkdtemp(prefix="dllm-state-"))
+    client = make_client()
+    env = {**cfg.server_env, "DLLM_LSP_CACHE": os.environ["DLLM_TEST_USER_CACHE"]}   # where pull put it
+    await client.start_io(*cfg.server_command, env=env)
+    try:
+        await client.initialize_session(types.InitializeParams(
+            capabilities=capabilities(), initialization_options={"dllm": {"model": "default"}}))
+        status = await wait_for_state(client, "ready", "error", timeout=180)
+        assert status.state == "ready", status
+        demo = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
+        open_doc(client, "file:///demo.py", demo.read_text())
+        result = await asyncio.wait_for(client.text_document_inline_completion_async(
+            inline_params("file:///demo.py", 13, 27)), timeout=180)
+        texts = [i.insert_text for i in (result.items if isinstance(result, types.InlineCompletionList) else result)]
+        assert texts and "counts.get(word, 0) + 1" in texts[0], texts
+    finally:
+        await client.shutdown_session()
+        await client.stop()
