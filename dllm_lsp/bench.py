@@ -1,4 +1,5 @@
-"""`dllm-lsp bench lsp FILE...` and `dllm-lsp bench engine ...` (the latter lives in engine.bench).
+"""`dllm-lsp bench lsp FILE...`, `dllm-lsp bench decode ...` (bench_decode.py) and `dllm-lsp bench engine ...`
+(the latter lives in engine.bench).
 
 bench lsp replays completion requests through a real stdio connection to `dllm-lsp --stdio`.
 For each sampled line of each FILE, the document is the file with that line cut at a token
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lsp.add_argument("--no-baseline", action="store_true", help="skip the one-token-per-step baseline pass")
     lsp.add_argument("--settings", default="{}", help="extra server settings as JSON (camelCase)")
     lsp.add_argument("--json", action="store_true", help="print the results as JSON")
+    from . import bench_decode
+    bench_decode.add_arguments(sub.add_parser(
+        "decode", help="drafted vs one-token-per-pass decoding (and llama.cpp), tokens/forward and latency"))
     # prefix_chars="+": every argument after `engine` (even --flags) is passed through to engine.bench
     eng = sub.add_parser("engine", help="engine benchmark (engine.bench); arguments after `engine` go to it",
                          add_help=False, prefix_chars="+")
@@ -51,7 +55,10 @@ def run(args) -> int:
         return run_engine(args.engine_args)
     if args.bench_command == "lsp":
         return run_lsp(args)
-    print("usage: dllm-lsp bench {lsp FILE... | engine ...}", file=sys.stderr)
+    if args.bench_command == "decode":
+        from . import bench_decode
+        return bench_decode.run(args)
+    print("usage: dllm-lsp bench {lsp FILE... | decode ... | engine ...}", file=sys.stderr)
     return 2
 
 

