@@ -12,6 +12,10 @@ code after the cursor often holds the next tokens verbatim (a closing line, a re
 a name defined below). Further `sources` (other open files, the previous suggestion) are
 searched after the text itself. The index maps each n-gram to the positions where it ends
 and grows by the committed tokens, so a proposal costs a few dictionary lookups.
+
+Draft length follows the evidence, because on a CPU every extra row of a pass costs time: a
+match of >= 3 tokens may draft `max_draft` tokens, a 2-token match 4, a 1-token match 2; after
+a pass whose drafts were all rejected, only >= 3-token matches draft until one is accepted.
 """
 from __future__ import annotations
 
@@ -24,9 +28,17 @@ class LookupDrafter:
         self.max_draft, self.max_ngram, self.min_ngram = max_draft, max_ngram, min_ngram
         self.sources = [list(s) for s in sources if s]
         self.stats = {"proposed": 0, "accepted": 0, "passes": 0}
+        self.missed = False          # the last pass's drafts were all rejected
+
+    def length_for(self, n: int) -> int:
+        """Drafts allowed after a match of n tokens."""
+        if self.missed and n < 3:
+            return 0
+        return self.max_draft if n >= 3 else (4 if n == 2 else 2)
 
     # ---- the decoder's protocol ----------------------------------------------------------
     def start(self, context: Sequence[int], req=None) -> None:
+        self.missed = False
         self.seq: List[int] = list(context)
         self.index: Dict[Tuple[int, ...], List[int]] = {}
         for end in range(len(self.seq)):
@@ -49,15 +61,18 @@ class LookupDrafter:
             return []
         seq = self.seq
         for n in range(min(self.max_ngram, len(seq)), self.min_ngram - 1, -1):
+            allowed = min(limit, self.length_for(n))
+            if allowed <= 0:
+                break
             key = tuple(seq[len(seq) - n:])
             for end in reversed(self.index.get(key, ())):
                 if end < len(seq) - 1:                      # an earlier occurrence, not the tail itself
-                    draft = seq[end + 1:end + 1 + limit]
+                    draft = seq[end + 1:end + 1 + allowed]
                     if draft:
                         return draft
             for src, idx in self.extra:
                 for end in reversed(idx.get(key, ())):
-                    draft = src[end + 1:end + 1 + limit]
+                    draft = src[end + 1:end + 1 + allowed]
                     if draft:
                         return draft
         return []
@@ -66,6 +81,8 @@ class LookupDrafter:
         self.stats["proposed"] += proposed
         self.stats["accepted"] += accepted
         self.stats["passes"] += 1
+        if proposed:
+            self.missed = accepted == 0
 
     # ---- the index -------------------------------------------------------------------------
     def _add(self, end: int) -> None:

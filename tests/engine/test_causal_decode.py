@@ -168,3 +168,39 @@ def test_real_model_lookup_drafts_identical(real_engine):
         base = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=12, drafting=False))
         res = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=12))
         assert res.token_ids == base.token_ids, t.task_id
+
+
+def test_warm_prefills_in_chunks_and_the_request_then_computes_only_the_rest(tiny_ar):
+    prefix, suffix = "def add(a, b):\n    return a + b\n\n" * 3 + "def mul(a, b):\n    return ", "\n"
+    req = InfillRequest(prefix, suffix, max_new_tokens=8)
+    cold = tiny_ar.infill(req)
+    tiny_ar.context_cache.clear()
+    ctx = tiny_ar.decoder().context_ids(req)
+    cancel = threading.Event()
+    calls = []
+
+    class CancelAfterTwoChunks:
+        def is_set(self):
+            calls.append(1)
+            return len(calls) > 2
+    assert tiny_ar.warm(req, CancelAfterTwoChunks(), chunk=5) == 10          # stopped between chunks
+    assert tiny_ar.context_cache.ids == ctx[:10]
+    assert tiny_ar.warm(req, cancel, chunk=5) == len(ctx) - 10               # the rest, resumed
+    hits = tiny_ar.context_cache.hits
+    warm = tiny_ar.infill(req)
+    assert warm.token_ids == cold.token_ids
+    assert tiny_ar.context_cache.hits - hits == len(ctx)                     # the request reused all of it
+
+
+def test_draft_length_follows_the_match_and_backs_off_after_a_miss():
+    d = LookupDrafter(max_draft=8, max_ngram=4)
+    d.start([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 3, 4, 5])
+    assert d.propose([], 20) == [6, 7, 8, 9, 10, 11, 12, 3]        # "3 4 5" (3 tokens): a full draft
+    d.start([1, 2, 9, 9, 9, 9, 9, 9, 9, 9, 1, 2])
+    assert d.propose([], 20) == [9, 9, 9, 9]                       # "1 2": 4 drafts
+    d.start([7, 9, 9, 9, 9, 9, 9, 8, 7])
+    assert d.propose([], 20) == [9, 9]                             # "7": 2 drafts
+    d.observe([5], 0, 2)                                           # all rejected
+    assert d.propose([5], 20) == [] and d.propose([5, 7], 20) == []
+    d.observe([6], 1, 1)
+    assert d.propose([5, 7], 20) == [5, 7]                         # an accept lifts the back-off (latest "7")
