@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lsp.add_argument("--seed", type=int, default=0, help="seed of the position sample (default: 0)")
     lsp.add_argument("--type-chars", type=int, default=2, help="characters typed along after each suggestion")
     lsp.add_argument("--no-baseline", action="store_true", help="skip the one-token-per-step baseline pass")
+    lsp.add_argument("--warm", action="store_true",
+                     help="also replay each position after a background warm-up there (dllm/cursor, then wait)")
     lsp.add_argument("--settings", default="{}", help="extra server settings as JSON (camelCase)")
     lsp.add_argument("--json", action="store_true", help="print the results as JSON")
     from . import bench_decode
@@ -193,7 +195,18 @@ class BenchClient:
 
     async def metrics(self) -> Dict:
         m = await self.client.protocol.send_request_async("dllm/metrics", {})
-        return {"forwards": m.forwards, "cacheHits": m.cacheHits}
+        return {"forwards": m.forwards, "cacheHits": m.cacheHits, "warmups": getattr(m, "warmups", 0)}
+
+    async def warm_at(self, uri: str, line: int, character: int, timeout: float = 120.0) -> bool:
+        """Send dllm/cursor and wait until the server's background prefill there has run."""
+        before = (await self.metrics())["warmups"]
+        self.client.protocol.notify("dllm/cursor", {"uri": uri, "position": {"line": line, "character": character}})
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            await asyncio.sleep(0.02)
+            if (await self.metrics())["warmups"] > before:
+                return True
+        return False
 
     async def complete(self, uri: str, line: int, character: int):
         from lsprotocol import types
@@ -240,7 +253,9 @@ class BenchClient:
             await self.client.stop()
 
 
-async def replay(bc: BenchClient, samples: List[Sample], type_chars: int) -> Row:
+async def replay(bc: BenchClient, samples: List[Sample], type_chars: int, warm: bool = False) -> Row:
+    """Each sample: open (or replace) the document, [warm: dllm/cursor at the position and wait
+    for the background prefill], request, then type `type_chars` of the answer and request again."""
     row = Row()
     versions: Dict[str, int] = {}
     for s in samples:
@@ -250,6 +265,8 @@ async def replay(bc: BenchClient, samples: List[Sample], type_chars: int) -> Row
             bc.open(uri, s.text, 1)
         else:
             bc.replace(uri, s.text, versions[uri])
+        if warm:
+            await bc.warm_at(uri, s.line, s.character)
         before = await bc.metrics()
         text, ms, first = await bc.complete(uri, s.line, s.character)
         after = await bc.metrics()
@@ -288,16 +305,21 @@ async def bench_lsp(args) -> Dict:
     await bc.start(args.model, extra)
     results = {"model": args.model, "files": [str(p) for p in args.files],
                "positions": {"line": len(line_samples), "block": len(block_samples)}}
-    passes = [("server", extra)]
+    # cold: the context is prefilled inside the request (background warm-up off); warm: the
+    # cursor rested first (dllm/cursor) and the background prefill finished before the request
+    passes = [("server cold", {**extra, "warmUp": False}, False)]
+    if args.warm:
+        passes.append(("server warm", {**extra, "warmUp": True}, True))
     if not args.no_baseline:
-        passes.append(("baseline_one_token_per_step", {**extra, "policy": "quota", "tokensPerStep": 1}))
+        passes.append(("baseline_one_token_per_step", {**extra, "warmUp": False, "policy": "quota",
+                                                       "tokensPerStep": 1, "drafting": False}, False))
     try:
-        for name, settings in passes:
+        for name, settings, warm in passes:
             bc.configure({**settings, "model": args.model})
-            await replay(bc, line_samples[:2], 0)          # warm-up: first-call overheads, not counted
-            results[f"{name} line"] = (await replay(bc, line_samples, args.type_chars)).summary()
+            await replay(bc, line_samples[:2], 0)          # first-call overheads, not counted
+            results[f"{name} line"] = (await replay(bc, line_samples, args.type_chars, warm)).summary()
             if block_samples:
-                results[f"{name} block"] = (await replay(bc, block_samples, args.type_chars)).summary()
+                results[f"{name} block"] = (await replay(bc, block_samples, args.type_chars, warm)).summary()
     finally:
         await bc.stop()
     return results

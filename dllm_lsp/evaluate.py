@@ -145,15 +145,18 @@ class Outcome:
         return self.insertion.rstrip() == self.task.expected.rstrip()
 
 
-def complete(engine, task: Task, settings) -> Outcome:
+def complete(engine, task: Task, settings, reuse_context: bool = False) -> Outcome:
     """One task as the server completes it: plan, decode with the server's early stop once the
-    final text is settled (engine_host.decode_plan), post-process."""
+    final text is settled (engine_host.decode_plan), post-process. reuse_context keeps the
+    engine's exact context cache from the previous task (consecutive tasks of one problem share
+    the prompt): the same text, less prefill, but latencies that are no longer cold."""
     from .completion import plan_completion  # noqa: PLC0415
     from .engine_host import decode_plan  # noqa: PLC0415
     plan = plan_completion(task.document, task.offset, "python", settings, tokenizer=engine.tokenizer)
     if plan is None:
         return Outcome(task, "", 0, 0, 0.0, planned=False)
-    engine.context_cache.clear()                     # every task is a fresh document: no cache help
+    if not reuse_context:
+        engine.context_cache.clear()                 # every task is a fresh document: no cache help
     decoded = decode_plan(engine, plan)
     return Outcome(task, decoded.text, decoded.forwards, decoded.new_tokens, decoded.ms, True)
 
@@ -175,10 +178,10 @@ def summarize(outcomes: Sequence[Outcome]) -> dict:
 
 
 def evaluate(engine, tasks: Sequence[Task], settings, run_tests: bool, timeout_s: float = 10.0,
-             progress: Optional[Callable[[int, int], None]] = None) -> List[Outcome]:
+             progress: Optional[Callable[[int, int], None]] = None, reuse_context: bool = False) -> List[Outcome]:
     outcomes, verdicts = [], {}
     for k, task in enumerate(tasks):
-        outcome = complete(engine, task, settings)
+        outcome = complete(engine, task, settings, reuse_context)
         if run_tests:
             program = program_for(task, outcome.insertion)
             if program not in verdicts:
@@ -230,6 +233,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
         p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
         p.add_argument("--show", type=int, default=0, help="print the first N completions")
+        p.add_argument("--reuse-context", action="store_true",
+                       help="keep the exact context cache between tasks (same text, faster; latencies are then not cold)")
+        p.add_argument("--no-drafting", action="store_true",
+                       help="one token per forward pass (the setting drafting=false; the text is the same)")
 
 
 def _settings(args):
@@ -238,6 +245,8 @@ def _settings(args):
     changes = {k: v for k, v in (("policy", args.policy), ("threshold", args.threshold),
                                  ("tokens_per_step", args.tokens_per_step),
                                  ("blank_line_min_tokens", args.blank_line_min_tokens)) if v is not None}
+    if getattr(args, "no_drafting", False):
+        changes["drafting"] = False
     return replace(s, **changes)
 
 
@@ -293,12 +302,13 @@ def run(args) -> int:
           f"parameters), policy {settings.policy}", flush=True)
 
     def progress(done: int, total: int) -> None:
-        if done % 100 == 0 or done == total:
-            print(f"  {done}/{total}", file=sys.stderr, flush=True)
+        if done % 50 == 0 or done == total:
+            print(f"  {done}/{total} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     rows: Dict[str, dict] = {}
-    outcomes = evaluate(engine, tasks, settings, run_tests, getattr(args, "timeout", 10.0), progress)
+    outcomes = evaluate(engine, tasks, settings, run_tests, getattr(args, "timeout", 10.0), progress,
+                        reuse_context=args.reuse_context)
     rows[settings.policy] = summarize(outcomes)
     _print_row(settings.policy, rows[settings.policy])
     for o in outcomes[: args.show]:
@@ -306,7 +316,8 @@ def run(args) -> int:
               + ("" if o.passed is None else f"  {'PASS' if o.passed else 'fail'}"))
     if getattr(args, "baseline", False):
         base = replace(settings, policy="quota", tokens_per_step=1)
-        rows["one-token-per-step"] = summarize(evaluate(engine, tasks, base, run_tests, args.timeout, progress))
+        rows["one-token-per-step"] = summarize(evaluate(engine, tasks, base, run_tests, args.timeout, progress,
+                                                        reuse_context=args.reuse_context))
         _print_row("one-token-per-step", rows["one-token-per-step"])
         b, p = rows["one-token-per-step"].get("pass_at_1", 0), rows[settings.policy].get("pass_at_1", 0)
         if b:
