@@ -72,10 +72,12 @@ def shape_at(text: str, offset: int, mode: str, language_id: str, lookahead: int
 
 
 def plan_completion(text: str, offset: int, language_id: str, settings: Settings, tokenizer=None,
-                    snippets: Sequence[Tuple[str, str]] = ()) -> Optional[Plan]:
+                    snippets: Sequence[Tuple[str, str]] = (), draft_hints: Sequence[str] = ()) -> Optional[Plan]:
     """What to ask the engine for a completion at `offset` (code points) in `text`; None = none here.
 
-    snippets: (name, text) of other open documents, mined for a context header.
+    snippets: (name, text) of other open documents, mined for a context header and for drafts.
+    draft_hints: texts likely to hold the next tokens (the document's previous suggestion),
+    searched for drafts before the other documents.
     """
     if not 0 <= offset <= len(text):
         raise ValueError(f"offset {offset} outside the document (length {len(text)})")
@@ -98,7 +100,8 @@ def plan_completion(text: str, offset: int, language_id: str, settings: Settings
     # on a blank line the user may want a line: blank_line_min_tokens > 0 forbids answering nothing
     blank_line = not shape.line_prefix.strip() and not shape.line_suffix.strip()
     min_tokens = min(settings.blank_line_min_tokens, settings.max_new_tokens(mode)) if blank_line else 0
-    sources = [t[-MAX_DRAFT_SOURCE_CHARS:] for _, t in snippets][:2] if settings.drafting else []
+    sources = ([h for h in draft_hints if h] + [t[-MAX_DRAFT_SOURCE_CHARS:] for _, t in snippets][:2]
+               if settings.drafting else [])
     request = _request(prefix, suffix, mode, settings, min_new_tokens=min_tokens, draft_sources=sources)
     return Plan(prefix=prefix, suffix=suffix, mode=mode, request=request,
                 language_id=language_id, shape=shape, snippet_header=header)

@@ -120,6 +120,7 @@ class CompletionService:
         self._unsaved = 0
         self._last_status_at = 0.0
         self._warm_timers: Dict[str, asyncio.TimerHandle] = {}
+        self.last_suggestion: Dict[str, str] = {}      # uri -> the last suggestion made there (a draft source)
 
     # ---- settings and model --------------------------------------------------------------
     def configure(self, raw: Any, initial: bool = False) -> List[str]:
@@ -214,8 +215,9 @@ class CompletionService:
         if hit is not None:
             return Answer(hit.text, "cached", ms=(time.perf_counter() - t0) * 1000)
         others = [(document_name(u), t) for u, t in doc.others] if settings.snippet_tokens else []
+        hint = self.last_suggestion.get(doc.uri, "")
         plan = plan_completion(doc.text, doc.offset, doc.language_id, settings, self.host.tokenizer,
-                               snippets=others[:MAX_SNIPPET_DOCS])
+                               snippets=others[:MAX_SNIPPET_DOCS], draft_hints=(hint,) if hint else ())
         if plan is None:
             return Answer("", "no-completion")
         if settings.debounce_ms:
@@ -244,6 +246,8 @@ class CompletionService:
         if job.cancel.is_set() or decoded.finish_reason == "cancelled":
             return Answer("", "superseded", forwards=decoded.forwards, mode=plan.mode)
         self.cache.store(before, after, decoded.text)
+        if decoded.text:
+            self.last_suggestion[doc.uri] = decoded.text
         return Answer(decoded.text, "ok", forwards=decoded.forwards, ms=(time.perf_counter() - t0) * 1000,
                       first_text_ms=decoded.first_text_ms, mode=plan.mode)
 

@@ -67,3 +67,15 @@ def test_streamed_text_is_a_prefix_of_the_final_text():
     assert final == "'total:', total)"
     for k in range(len(out) + 1):
         assert final.startswith(stream_completion(plan, out[:k]))
+
+
+def test_drafting_sources_are_the_previous_suggestion_then_other_documents():
+    from dllm_lsp.completion import plan_completion
+    from dllm_lsp.settings import Settings
+    text = "def f(x):\n    return "
+    plan = plan_completion(text, len(text), "python", Settings(), snippets=[("b.py", "x = 1\n")],
+                           draft_hints=("x + 1",))
+    assert plan.request.drafting and plan.request.draft_sources == ("x + 1", "x = 1\n")
+    off = plan_completion(text, len(text), "python", Settings(drafting=False), snippets=[("b.py", "x = 1\n")],
+                          draft_hints=("x + 1",))
+    assert not off.request.drafting and off.request.draft_sources == ()
