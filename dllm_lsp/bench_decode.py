@@ -23,13 +23,14 @@ once the committed text holds a newline, the stop flag is set and the engine sto
 its next pass (no post-processing, unlike engine_host.decode_plan, so the stop point is the
 same plain rule as llama.cpp's). A pass may commit drafts beyond the newline; the tokens
 compared and counted are those up to and including the first token holding a newline. Block
-cases run to a stop token or the budget. Timing is wall time around the whole decode.
+cases run to a stop token or the budget. Timing: ours is wall time around the whole decode
+(Python overheads included); llama.cpp's is taken inside the worker around Llama.generate.
 
-Columns: tok/fwd = kept tokens / forward passes (cold runs), fwd/sugg = mean forward passes
-per suggestion, ms p50/p95 cold and warm, same = share of suggestions (cold and warm) whose
-token ids equal one-per-pass's cold ones (must be 1.0; for one-per-pass itself: warm vs
-cold; for llama.cpp: its cold answer vs ours, informative only, quantized kernels differ),
-accept = accepted / proposed drafts.
+Columns: tok/sugg = kept tokens per suggestion, tok/fwd = kept tokens / forward passes (cold
+runs), fwd/sugg = mean forward passes per suggestion, ms p50/p95 cold and warm, same = share
+of suggestions (cold and warm) whose token ids equal one-per-pass's cold ones (must be 1.0;
+for one-per-pass itself: warm vs cold; for llama.cpp: its cold answer vs ours, informative
+only, its quantized kernels round differently), accept = accepted / proposed drafts.
 
 llama.cpp (the anchor) runs in a subprocess, bench_llamacpp_worker.py under the Python given
 by --llamacpp-python (llama-cpp-python lives in its own venv, never in ours): same prompt
@@ -363,7 +364,7 @@ def headline(rows: Sequence[Dict]) -> Dict:
             "llamacpp_ratio": ratios.get("stdlib-line"), "llamacpp_ratios": ratios}
 
 
-COLUMNS = (("n", "suggestions"), ("tok/fwd", "tokens_per_forward"), ("fwd/sugg", "forwards_per_suggestion"),
+COLUMNS = (("n", "suggestions"), ("tok/sugg", "tokens_per_suggestion"), ("tok/fwd", "tokens_per_forward"), ("fwd/sugg", "forwards_per_suggestion"),
            ("cold p50", "cold_p50_ms"), ("cold p95", "cold_p95_ms"), ("warm p50", "warm_p50_ms"),
            ("warm p95", "warm_p95_ms"), ("same", "same"), ("accept", "acceptance"))
 
