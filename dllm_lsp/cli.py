@@ -71,7 +71,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if getattr(args, "_unavailable", None):
         print(args._unavailable, file=sys.stderr)
         return 2
-    return int(_load(args._module).run(args) or 0)
+    from engine.errors import EngineError
+    try:
+        return int(_load(args._module).run(args) or 0)
+    except EngineError as exc:        # a missing, corrupt or mismatched model: one line, no traceback
+        if getattr(args, "verbose", 0):
+            raise
+        print(f"dllm-lsp {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

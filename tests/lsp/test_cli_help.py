@@ -5,6 +5,7 @@ which `bench engine` hands its arguments to). `complete`'s output contract is ch
 pure pieces: the --json summary and the stderr stats line.
 """
 import argparse
+from pathlib import Path
 import re
 import subprocess
 import sys
@@ -102,3 +103,17 @@ def test_complete_text_mode_prints_the_text_on_stdout_and_the_stats_on_stderr(ti
                             stats), stats
     else:
         assert stats.startswith("(the model suggests nothing here")
+
+
+def test_a_missing_or_corrupt_model_is_one_line_without_a_traceback(tmp_path, monkeypatch, capsys):
+    from dllm_lsp.cli import main
+    monkeypatch.setenv("DLLM_LSP_CACHE", str(tmp_path / "empty-cache"))
+    demo = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
+    assert main(["complete", f"{demo}:14:28"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run `dllm-lsp pull`" in err[0] and "Traceback" not in err[0]
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not gguf" * 4)
+    assert main(["complete", f"{demo}:14:28", "--model", str(junk)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "junk.gguf: not a readable GGUF file" in err[0]
