@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from . import bench_decode
     bench_decode.add_arguments(sub.add_parser(
         "decode", help="drafted vs one-token-per-pass decoding (and llama.cpp), tokens/forward and latency"))
+    from . import bench_context
+    bench_context.add_arguments(sub.add_parser(
+        "context", help="cost of the prefix/suffix budgets: cold prefill and per keystroke (AR FIM models)"))
     # prefix_chars="+": every argument after `engine` (even --flags) is passed through to engine.bench
     eng = sub.add_parser("engine", help="engine benchmark (engine.bench); arguments after `engine` go to it",
                          add_help=False, prefix_chars="+")
@@ -60,7 +63,10 @@ def run(args) -> int:
     if args.bench_command == "decode":
         from . import bench_decode
         return bench_decode.run(args)
-    print("usage: dllm-lsp bench {lsp FILE... | decode ... | engine ...}", file=sys.stderr)
+    if args.bench_command == "context":
+        from . import bench_context
+        return bench_context.run(args)
+    print("usage: dllm-lsp bench {lsp FILE... | decode ... | context FILE... | engine ...}", file=sys.stderr)
     return 2
 
 

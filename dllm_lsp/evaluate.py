@@ -233,6 +233,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
         p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
         p.add_argument("--show", type=int, default=0, help="print the first N completions")
+        p.add_argument("--prefix-tokens", type=int, default=None,
+                       help=f"the server's prefixTokens context budget (default: {d.prefix_tokens})")
+        p.add_argument("--suffix-tokens", type=int, default=None,
+                       help=f"the server's suffixTokens context budget (default: {d.suffix_tokens})")
         p.add_argument("--reuse-context", action="store_true",
                        help="keep the exact context cache between tasks (same text, faster; latencies are then not cold)")
         p.add_argument("--no-drafting", action="store_true",
@@ -244,7 +248,9 @@ def _settings(args):
     s = Settings()
     changes = {k: v for k, v in (("policy", args.policy), ("threshold", args.threshold),
                                  ("tokens_per_step", args.tokens_per_step),
-                                 ("blank_line_min_tokens", args.blank_line_min_tokens)) if v is not None}
+                                 ("blank_line_min_tokens", args.blank_line_min_tokens),
+                                 ("prefix_tokens", getattr(args, "prefix_tokens", None)),
+                                 ("suffix_tokens", getattr(args, "suffix_tokens", None))) if v is not None}
     if getattr(args, "no_drafting", False):
         changes["drafting"] = False
     return replace(s, **changes)
