@@ -30,6 +30,7 @@ import numpy as np
 
 from .config import END_OF_GENERATION_TEXTS
 from .errors import CheckpointError
+from .weights import tensor_problems
 
 SUPPORTED_ARCHS = ("qwen2", "llama")
 CONVERTER_VERSION = 1          # bump when the folder layout changes: old copies are rebuilt
@@ -246,15 +247,9 @@ def read_state(reader, path: Path, cfg: dict) -> Dict[str, "object"]:
             data = np.array(data, copy=True, order="C")
         state[name] = torch.from_numpy(data).to(torch.bfloat16)
     missing = sorted(set(expected) - set(state) - misshaped_names)
-    problems = []
-    if missing:
-        problems.append(f"missing tensors: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
-    if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(sorted(unexpected)[:10])}")
-    if misshaped:
-        problems.append(f"wrong shapes: {', '.join(misshaped[:10])}")
+    problems = tensor_problems(missing, unexpected, misshaped, most=10)
     if problems:
-        raise CheckpointError(f"{path}: tensors do not match the metadata; " + "; ".join(problems))
+        raise CheckpointError(f"{path}: tensors do not match the metadata; {problems}")
     return state
 
 

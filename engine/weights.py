@@ -102,16 +102,22 @@ def load_state(cfg: ModelConfig, folder: Path, expected: Dict[str, torch.Size],
             raise CheckpointError(f"{path}: cannot read safetensors file ({type(exc).__name__}: {exc}); "
                                   "the file may be truncated or corrupt") from exc
     missing = sorted(checkpoint_name(cfg, n) for n in expected if n not in state)
+    problems = tensor_problems(missing, unexpected, misshaped)
+    if problems:
+        raise CheckpointError(f"{folder}: weights do not match config.json; {problems}")
+    return state
+
+
+def tensor_problems(missing: List[str], unexpected: List[str], misshaped: List[str], most: int = 20) -> str:
+    """One message listing every missing, unexpected and mis-shaped tensor ("" when none)."""
     problems = []
     if missing:
-        problems.append(f"missing tensors: {', '.join(missing[:20])}" + (" ..." if len(missing) > 20 else ""))
+        problems.append(f"missing tensors: {', '.join(missing[:most])}" + (" ..." if len(missing) > most else ""))
     if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(sorted(unexpected)[:20])}")
+        problems.append(f"unexpected tensors: {', '.join(sorted(unexpected)[:most])}")
     if misshaped:
-        problems.append(f"wrong shapes: {', '.join(misshaped[:20])}")
-    if problems:
-        raise CheckpointError(f"{folder}: weights do not match config.json; " + "; ".join(problems))
-    return state
+        problems.append(f"wrong shapes: {', '.join(misshaped[:most])}")
+    return "; ".join(problems)
 
 
 def save_state(cfg: ModelConfig, state: Dict[str, torch.Tensor], folder: Path,
