@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): installs everything on a fresh machine, then runs the whole suite:
 # engine (oracle vs transformers, decode, cache), server units, end-to-end over LSP, training,
-# editor integrations (VS Code extension via node, headless Neovim against the real server, the
-# editor README's snippets), the scripts (setup, demo recording).
+# editor integrations (VS Code extension via node, headless Neovim and Emacs eglot against the real
+# server, the editor README's snippets), the scripts (setup, demo recording).
 # GPU tests are marked `gpu` and skip without CUDA; run them on a GPU box with scripts/gpu_check.sh.
 #
 # scripts/setup.sh dev makes (or reuses) .venv/ with $PYTHON (default python3); pytest runs with
@@ -17,6 +17,18 @@ if ! command -v nvim >/dev/null 2>&1; then
       || echo "note: neovim could not be installed; its tests will skip"
   else
     echo "note: nvim not found (Debian/Ubuntu: apt-get install neovim); its tests will skip"
+  fi
+fi
+# Emacs with eglot: built into Emacs 29+, Debian bookworm's Emacs 28 needs elpa-eglot
+has_eglot() { command -v emacs >/dev/null 2>&1 && emacs --batch --eval '(kill-emacs (if (locate-library "eglot") 0 1))' >/dev/null 2>&1; }
+if ! has_eglot; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    emacs_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+    (apt-get update -qq && { command -v emacs >/dev/null 2>&1 || emacs_install emacs-nox; } \
+       && { has_eglot || emacs_install elpa-eglot; }) \
+      || echo "note: emacs with eglot could not be installed; the Emacs test will skip"
+  else
+    echo "note: emacs with eglot not found (Debian/Ubuntu: apt-get install emacs-nox elpa-eglot); the Emacs test will skip"
   fi
 fi
 if ! command -v npm >/dev/null 2>&1; then
