@@ -19,16 +19,19 @@ if ! command -v nvim >/dev/null 2>&1; then
     echo "note: nvim not found (Debian/Ubuntu: apt-get install neovim); its tests will skip"
   fi
 fi
-# Emacs with eglot: built into Emacs 29+, Debian bookworm's Emacs 28 needs elpa-eglot
-has_eglot() { command -v emacs >/dev/null 2>&1 && emacs --batch --eval '(kill-emacs (if (locate-library "eglot") 0 1))' >/dev/null 2>&1; }
-if ! has_eglot; then
+# Emacs with eglot (built into Emacs 29+; Debian bookworm's Emacs 28 needs elpa-eglot) and lsp-mode
+emacs_has() { command -v emacs >/dev/null 2>&1 \
+  && emacs --batch -f package-activate-all --eval "(kill-emacs (if (locate-library \"$1\") 0 1))" >/dev/null 2>&1; }
+if ! emacs_has eglot || ! emacs_has lsp-mode; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     emacs_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
     (apt-get update -qq && { command -v emacs >/dev/null 2>&1 || emacs_install emacs-nox; } \
-       && { has_eglot || emacs_install elpa-eglot; }) \
-      || echo "note: emacs with eglot could not be installed; the Emacs test will skip"
+       && { emacs_has eglot || emacs_install elpa-eglot; }) \
+      || echo "note: emacs with eglot could not be installed; the Emacs tests will skip"
+    emacs_has lsp-mode || ! command -v emacs >/dev/null 2>&1 || emacs_install elpa-lsp-mode \
+      || echo "note: lsp-mode could not be installed; its Emacs test will skip"
   else
-    echo "note: emacs with eglot not found (Debian/Ubuntu: apt-get install emacs-nox elpa-eglot); the Emacs test will skip"
+    echo "note: emacs with eglot / lsp-mode not found (Debian/Ubuntu: apt-get install emacs-nox elpa-eglot elpa-lsp-mode); the Emacs tests will skip"
   fi
 fi
 if ! command -v npm >/dev/null 2>&1; then
