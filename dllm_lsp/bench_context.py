@@ -83,6 +83,8 @@ def run(args) -> int:
     from engine import Engine
     torch.set_num_threads(max(1, args.threads))
     engine = Engine.load(args.model)
+    print(f"model {args.model} loaded in {engine.load_ms:.0f} ms ({engine.describe()['dtype']}, "
+          f"{args.threads} threads)", flush=True)
     if engine.cfg.attention != "causal":
         print("bench context measures AR FIM models (prefix-suffix-middle); this model is "
               f"{engine.cfg.family}", flush=True)
@@ -103,5 +105,6 @@ def run(args) -> int:
             print(f"{p:>7} {s:>7} {row['tokens_mean']:>7} {row['cold_p50_ms']:>10} {row['cold_p95_ms']:>10} "
                   f"{row['keystroke_p50_ms']:>10} {row['keystroke_p95_ms']:>10}", flush=True)
     if args.json:
-        print(json.dumps({"model": args.model, "positions": len(cursor), "threads": args.threads, "rows": rows}))
+        print(json.dumps({"model": args.model, "positions": len(cursor), "threads": args.threads,
+                          "load_ms": round(engine.load_ms), "rows": rows}))
     return 0
