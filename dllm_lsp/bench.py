@@ -203,14 +203,18 @@ class BenchClient:
         m = await self.client.protocol.send_request_async("dllm/metrics", {})
         return {"forwards": m.forwards, "cacheHits": m.cacheHits, "warmups": getattr(m, "warmups", 0)}
 
-    async def warm_at(self, uri: str, line: int, character: int, timeout: float = 120.0) -> bool:
-        """Send dllm/cursor and wait until the server's background prefill there has run."""
-        before = (await self.metrics())["warmups"]
-        self.client.protocol.notify("dllm/cursor", {"uri": uri, "position": {"line": line, "character": character}})
+    async def warm_at(self, uri: str, line: int, character: int, timeout: float = 60.0) -> bool:
+        """Send dllm/cursor with a fresh token and wait until the server's background prefill for
+        that token has run (metrics.lastWarm echoes it; earlier warm-ups, e.g. on didOpen, don't count)."""
+        token = f"bench-{time.perf_counter_ns()}"
+        self.client.protocol.notify("dllm/cursor", {"uri": uri, "position": {"line": line, "character": character},
+                                                    "token": token})
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < timeout:
             await asyncio.sleep(0.02)
-            if (await self.metrics())["warmups"] > before:
+            m = await self.client.protocol.send_request_async("dllm/metrics", {})
+            last = getattr(m, "lastWarm", None)
+            if last is not None and getattr(last, "token", None) == token:
                 return True
         return False
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 INFILL = "dllm/infill"
 METRICS = "dllm/metrics"
-CURSOR = "dllm/cursor"          # client -> server: {uri, position}, the cursor moved (warm-up hint)
+CURSOR = "dllm/cursor"          # client -> server: {uri, position, token?}, the cursor moved (warm-up hint)
 DID_SHOW = "dllm/didShowCompletion"
 DID_ACCEPT = "dllm/didAcceptCompletion"
 _ANSWERED = object()        # a request already answered with an error while being parsed
@@ -220,7 +220,8 @@ def build_server(default_model: Optional[str] = None) -> DllmServer:
                                normalize_encoding(ls.workspace.position_encoding))
         except (ValueError, TypeError):
             return
-        svc.warm_soon(ls.document_at_offset(p["uri"], offset))
+        token = p.get("token") if isinstance(p.get("token"), (str, int)) else None
+        svc.warm_soon(ls.document_at_offset(p["uri"], offset), token=token)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: DllmServer, params: types.InlineCompletionParams):

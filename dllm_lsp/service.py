@@ -84,6 +84,7 @@ class Metrics:
     not_ready: int = 0
     warmups: int = 0              # background prefills that ran
     warm_tokens: int = 0          # context tokens they computed
+    last_warm: Dict[str, Any] = field(default_factory=dict)   # {uri, token, tokens} of the last one done
     last: Dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> Dict[str, Any]:
@@ -91,6 +92,7 @@ class Metrics:
                 "engineRuns": self.engine_runs, "forwards": self.forwards, "newTokens": self.new_tokens,
                 "empty": self.empty, "superseded": self.superseded, "cancelled": self.cancelled,
                 "notReady": self.not_ready, "warmups": self.warmups, "warmTokens": self.warm_tokens,
+                "lastWarm": dict(self.last_warm),
                 "last": dict(self.last)}
 
 
@@ -277,11 +279,12 @@ class CompletionService:
                 self._status("ready", f"model {self.settings.model} ready")     # carries lastLatencyMs
 
     # ---- warm-up ------------------------------------------------------------------------------
-    def warm_soon(self, doc: DocumentAt, delay_ms: Optional[int] = None) -> None:
+    def warm_soon(self, doc: DocumentAt, delay_ms: Optional[int] = None, token: Any = None) -> None:
         """Prefill `doc`'s context at its cursor once the cursor has rested for warm_up_delay_ms:
         each call (a keystroke, a cursor move) restarts the timer. The prefill runs on the engine
         thread under the document's own key, so a real request for the document supersedes it
-        and waits at most one chunk."""
+        and waits at most one chunk. `token` (from dllm/cursor) is echoed in metrics.lastWarm
+        once this warm-up has run, so a client can tell it apart from earlier ones."""
         if not self.settings.warm_up or not self.host.ready:
             return
         old = self._warm_timers.pop(doc.uri, None)
@@ -289,9 +292,9 @@ class CompletionService:
             old.cancel()
         delay = self.settings.warm_up_delay_ms if delay_ms is None else delay_ms
         loop = asyncio.get_running_loop()
-        self._warm_timers[doc.uri] = loop.call_later(delay / 1000, self._warm, doc)
+        self._warm_timers[doc.uri] = loop.call_later(delay / 1000, self._warm, doc, token)
 
-    def _warm(self, doc: DocumentAt) -> None:
+    def _warm(self, doc: DocumentAt, token: Any = None) -> None:
         self._warm_timers.pop(doc.uri, None)
         if not self.host.ready or not self.settings.language_enabled(doc.language_id):
             return
@@ -306,6 +309,7 @@ class CompletionService:
                 return
             self.metrics.warmups += 1
             self.metrics.warm_tokens += future.result()
+            self.metrics.last_warm = {"uri": doc.uri, "token": token, "tokens": future.result()}
         job.future.add_done_callback(done)
 
     # ---- dllm/infill ------------------------------------------------------------------------

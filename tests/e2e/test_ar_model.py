@@ -51,8 +51,10 @@ async def test_open_and_cursor_warm_the_context(client: LanguageClient):
     open_doc(client, "file:///w.py", DOC)
     m = await wait_metric(client, "warmups", before.warmups + 1)
     assert m.warmTokens > before.warmTokens
-    client.protocol.notify("dllm/cursor", {"uri": "file:///w.py", "position": {"line": 9, "character": 11}})
+    client.protocol.notify("dllm/cursor", {"uri": "file:///w.py", "position": {"line": 9, "character": 11},
+                                           "token": "t-1"})
     m2 = await wait_metric(client, "warmups", m.warmups + 1)
+    assert m2.lastWarm.token == "t-1" and m2.lastWarm.uri == "file:///w.py"
     # the cursor moved to the end of the file, which is where didOpen warmed: nothing new to compute
     assert m2.warmTokens - m.warmTokens <= 2
     result = await client.text_document_inline_completion_async(inline_params("file:///w.py", 9, 11))
