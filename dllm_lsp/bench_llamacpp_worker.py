@@ -12,7 +12,10 @@ Greedy (temp 0, top_k 1, no penalties). A stop id ends the answer without being 
 with stop_newline the answer ends after the first token whose bytes hold a newline.
 Cold: llm.reset() first, so nothing of an earlier prompt is reused. Warm: the same prompt
 again at once; Llama.generate keeps the longest shared token prefix of its last input (all
-but the prompt's last token here), so only that token and the answer are computed.
+but the prompt's last token here), so only that token and the answer are computed; when the
+cold answer ended after its first token, no token past the prompt was evaluated and its
+logits are still live, so the warm run samples without any evaluation (ours still recomputes
+the last context token: a one-token answer is cheaper warm for llama.cpp than for us).
 stdout is kept for the protocol: file descriptor 1 is pointed at stderr while llama.cpp runs.
 """
 import json
