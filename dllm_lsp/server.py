@@ -126,7 +126,14 @@ class DllmServer(LanguageServer):
         text = doc.source
         offset = len(text) if offset is None else max(0, min(offset, len(text)))
         return DocumentAt(uri=uri, version=doc.version, text=text, offset=offset,
-                          language_id=doc.language_id or language_from_uri(uri), position={})
+                          language_id=doc.language_id or language_from_uri(uri), position={},
+                          others=self.other_documents(uri))
+
+    def other_documents(self, uri: str):
+        """(uri, text) of the other open documents of the same language (snippets, drafts)."""
+        docs = self.workspace.text_documents
+        lang = docs[uri].language_id if uri in docs else None
+        return [(u, d.source) for u, d in docs.items() if u != uri and d.language_id == lang and d.source]
 
     def document_at(self, uri: str, position: types.Position) -> DocumentAt:
         docs = self.workspace.text_documents
@@ -138,11 +145,10 @@ class DllmServer(LanguageServer):
             offset = offset_at(doc.source, position.line, position.character, encoding)
         except ValueError as exc:
             raise invalid(str(exc)) from None
-        others = [(u, d.source) for u, d in docs.items()
-                  if u != uri and d.language_id == doc.language_id and d.source]
         return DocumentAt(uri=uri, version=doc.version, text=doc.source, offset=offset,
                           language_id=doc.language_id or language_from_uri(uri),
-                          position={"line": position.line, "character": position.character}, others=others)
+                          position={"line": position.line, "character": position.character},
+                          others=self.other_documents(uri))
 
 
 def supports_configuration_pull(ls: LanguageServer) -> bool:

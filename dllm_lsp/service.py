@@ -216,10 +216,7 @@ class CompletionService:
         hit = self.cache.lookup(before, after)
         if hit is not None:
             return Answer(hit.text, "cached", ms=(time.perf_counter() - t0) * 1000)
-        others = [(document_name(u), t) for u, t in doc.others] if settings.snippet_tokens else []
-        hint = self.last_suggestion.get(doc.uri, "")
-        plan = plan_completion(doc.text, doc.offset, doc.language_id, settings, self.host.tokenizer,
-                               snippets=others[:MAX_SNIPPET_DOCS], draft_hints=(hint,) if hint else ())
+        plan = self._plan(doc)
         if plan is None:
             return Answer("", "no-completion")
         if settings.debounce_ms:
@@ -252,6 +249,15 @@ class CompletionService:
             self.last_suggestion[doc.uri] = decoded.text
         return Answer(decoded.text, "ok", forwards=decoded.forwards, ms=(time.perf_counter() - t0) * 1000,
                       first_text_ms=decoded.first_text_ms, mode=plan.mode)
+
+    def _plan(self, doc: DocumentAt):
+        """What the engine is asked at doc's cursor (the same for a request and its warm-up, so
+        the warm-up fills exactly the context cache the request will look up)."""
+        settings = self.settings
+        others = [(document_name(u), t) for u, t in doc.others] if settings.snippet_tokens else []
+        hint = self.last_suggestion.get(doc.uri, "")
+        return plan_completion(doc.text, doc.offset, doc.language_id, settings, self.host.tokenizer,
+                               snippets=others[:MAX_SNIPPET_DOCS], draft_hints=(hint,) if hint else ())
 
     def _update(self, doc: DocumentAt, stable: str, draft: str, done: bool) -> None:
         self.client.notify(UPDATE, {"uri": doc.uri, "version": doc.version, "position": doc.position,
@@ -298,7 +304,7 @@ class CompletionService:
         self._warm_timers.pop(doc.uri, None)
         if not self.host.ready or not self.settings.language_enabled(doc.language_id):
             return
-        plan = plan_completion(doc.text, doc.offset, doc.language_id, self.settings, self.host.tokenizer)
+        plan = self._plan(doc)
         if plan is None:
             return
         engine = self.host.engine
