@@ -128,6 +128,13 @@ class _Keys:
         self.generation = _read_json(folder / "generation_config.json")
         self.tok_config = _read_json(folder / "tokenizer_config.json")
         self._vocab: Optional[dict] = None
+        self._tokenizer_json: Optional[dict] = None
+
+    def tokenizer_json(self) -> dict:
+        """tokenizer.json, parsed once (11 MB for Qwen: ~0.4 s a parse)."""
+        if self._tokenizer_json is None:
+            self._tokenizer_json = _read_json(self.folder / "tokenizer.json")
+        return self._tokenizer_json
 
     def req(self, *names: str) -> Any:
         for name in names:
@@ -163,7 +170,7 @@ class _Keys:
         """Special tokens of tokenizer.json (added_tokens) and tokenizer_config.json."""
         if self._vocab is None:
             vocab = {}
-            tok = _read_json(self.folder / "tokenizer.json")
+            tok = self.tokenizer_json()
             for added in tok.get("added_tokens", []) if isinstance(tok, dict) else []:
                 vocab[added.get("content")] = added.get("id")
             for sid, added in (self.tok_config.get("added_tokens_decoder") or {}).items():
@@ -174,7 +181,7 @@ class _Keys:
 
     def tokenizer_size(self) -> int:
         """Ids the tokenizer can produce: its BPE vocabulary plus added tokens."""
-        tok = _read_json(self.folder / "tokenizer.json")
+        tok = self.tokenizer_json()
         model_vocab = tok.get("model", {}).get("vocab", {}) if isinstance(tok, dict) else {}
         ids = [v for v in model_vocab.values() if isinstance(v, int)] if isinstance(model_vocab, dict) else []
         ids += [v for v in self.vocab().values() if isinstance(v, int)]

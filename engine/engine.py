@@ -107,7 +107,7 @@ def pick_dtype(dtype: str, device: str, cfg: Optional[ModelConfig] = None) -> to
 def build_model(cfg: ModelConfig, device: str, dtype: torch.dtype, kernels: str = "auto") -> DecoderModel:
     """A model with uninitialised (meta) parameters: fill it with load_state_dict(..., assign=True)."""
     with torch.device("meta"):
-        model = DecoderModel(cfg, select_backend(kernels, device))
+        model = DecoderModel(cfg, select_backend(kernels, device), init_weights=False)
     d = cfg.head_dim
     model.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d))
     return model

@@ -83,16 +83,19 @@ class Layer(nn.Module):
 
 
 class DecoderModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, kernels: ModuleType = reference):
+    def __init__(self, cfg: ModelConfig, kernels: ModuleType = reference, init_weights: bool = True):
+        """init_weights=False leaves the embedding uninitialised (for a model built on the meta
+        device and then filled from a checkpoint: a meta normal_() costs ~2 s of torch imports)."""
         super().__init__()
         self.cfg = cfg
         self.kernels = kernels
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        blank = None if init_weights else torch.empty(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, _weight=blank)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         d = cfg.head_dim
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32, device="cpu") / d))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     @property
