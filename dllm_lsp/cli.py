@@ -5,6 +5,7 @@
     dllm-lsp bench lsp|decode|context|engine    benchmarks
     dllm-lsp eval humaneval-infill ...          evaluation
     dllm-lsp train ...                          train or fine-tune the small model
+    dllm-lsp train-drafter ...                  train the default model's mask-slot drafter
     dllm-lsp stats                              local acceptance / latency counts
     dllm-lsp pull [MODEL]                       download a model into the user cache
 
@@ -27,6 +28,7 @@ SUBCOMMANDS = {
     "bench": ("dllm_lsp.bench", "benchmarks: `bench lsp`, `bench decode`, `bench context`, `bench engine`"),
     "eval": ("dllm_lsp.evaluate", "evaluation: `eval humaneval-infill`, `eval heldout`"),
     "train": ("engine.train.cli", "train or fine-tune the small model on your code"),
+    "train-drafter": ("dllm_lsp.train_drafter_cmd", "train the default model's mask-slot drafter on your code"),
     "stats": ("dllm_lsp.stats", "print local acceptance and latency counts"),
     "serve": ("dllm_lsp.serve_cmd", "run the language server (the default)"),
     "pull": ("dllm_lsp.pull_cmd", "download a model (default: qwen2.5-coder-0.5b) into the user cache"),

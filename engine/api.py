@@ -36,6 +36,8 @@ class InfillRequest:
     max_draft_tokens at most this many drafts per pass (the block is 1 + this many slots)
     draft_sources further token sequences to look drafts up in (other open files, the previous
                suggestion); the prompt itself is always searched
+    draft_with "auto": lookup and, where the engine has a trained mask-slot drafter, its guesses;
+               "lookup" or "mask": that source alone (for measuring each)
     """
 
     prefix: str
@@ -55,6 +57,7 @@ class InfillRequest:
     drafting: bool = True
     max_draft_tokens: int = 8
     draft_sources: tuple = ()
+    draft_with: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,16 @@ the k + 1 output rows from the last input on:
      standing), which sharpens in place as drafts are confirmed or replaced.
 Where drafts come from is the `Drafter`'s business (drafts.py); with none, one token per pass.
 
+Trained mask slots (mask_adapter.py): with an adapter, K mask slots follow the drafts,
+
+    ... | t0 d1 .. dj m1 .. mK        rows >= 1 + j run the adapter, earlier rows the frozen model
+
+and the output at m_i guesses the token after the bonus token's i-th successor. When every draft
+of the pass is accepted those K guesses are the next pass's drafts (a rejected draft voids them,
+they were conditioned on it). Which source drafts a pass: a lookup match of >= 3 tokens first
+(it copies long runs verbatim), else the mask guesses, else a shorter lookup match
+(`req.draft_with`: "auto" | "lookup" | "mask").
+
 Sampling (temperature > 0) uses the speculative rejection rule for a deterministic draft: a
 draft x is kept with probability p(x), else a token is drawn from p with x removed, so the
 output distribution is the model's own.
@@ -44,9 +54,10 @@ MIN_FLOAT = float("-inf")
 class CausalDecoder(Decoder):
     """Decoder for cfg.attention == "causal"; `drafter` proposes tokens (None: one per pass)."""
 
-    def __init__(self, model, tokenizer, cfg, context_cache=None, drafter=None):
+    def __init__(self, model, tokenizer, cfg, context_cache=None, drafter=None, adapter=None):
         super().__init__(model, tokenizer, cfg, context_cache)
         self.drafter = drafter
+        self.adapter = adapter        # MaskAdapter attached to `model`, or None
 
     def run(self, req, cancel=None) -> Iterator:
         self._start(req, cancel)
@@ -100,25 +111,46 @@ class CausalDecoder(Decoder):
         ctx_stored = not exact
         self.drafted = self.accepted = 0
         drafter = None
-        if req.drafting and req.max_draft_tokens > 0:
+        use_lookup = req.draft_with in ("auto", "lookup")
+        n_masks = 0
+        if req.drafting and self.adapter is not None and req.draft_with in ("auto", "mask"):
+            n_masks = min(self.adapter.mask_slots, req.max_draft_tokens)
+        self.mask_drafted = self.mask_accepted = 0
+        guesses: List[int] = []                   # the mask slots' drafts for the next pass
+        if req.drafting and use_lookup and req.max_draft_tokens > 0:
             drafter = self.drafter or LookupDrafter(max_draft=req.max_draft_tokens,
                                                     sources=[self.tok.encode(t) if isinstance(t, str) else t
                                                              for t in req.draft_sources])
         if drafter is not None:
             drafter.start(ctx, req)
-        drafts = self._propose(drafter, span, done)
+        drafts, from_masks = self._propose(drafter, span, done, guesses)
         while True:
             if self._should_stop():
                 yield self._finish(span, span.end)
                 return
-            q = pending + drafts
+            masks = min(n_masks, max(0, m - done - len(drafts) - 1))
+            q = pending + drafts + [self.cfg.mask_id] * masks
             ids = torch.tensor([q], device=dev)
             positions = torch.arange(pos0, pos0 + len(q), device=dev)
-            raw, kvs = self.step(ids, positions, past, causal_mask(len(q), kv_len(past), dev), len(pending) - 1)
+            attn = causal_mask(len(q), kv_len(past), dev)
+            if masks:
+                with self.adapter.rows_from(len(q) - masks):
+                    raw, kvs = self.model(ids, positions, past, attn, len(pending) - 1)
+            else:
+                raw, kvs = self.step(ids, positions, past, attn, len(pending) - 1)
             self.forwards += 1
-            chosen, n_ok = self._verify(raw[0], drafts, done)                      # raw [1, k+1, V]
+            n_rows = len(drafts) + 1
+            chosen, n_ok = self._verify(raw[0, :n_rows], drafts, done)           # raw [1, k+1+K, V]
             self.drafted += len(drafts)
             self.accepted += n_ok
+            if from_masks:
+                self.mask_drafted += len(drafts)
+                self.mask_accepted += n_ok
+            guesses = []
+            if masks and n_ok == len(drafts):
+                mask_rows = raw[0, n_rows:].float()
+                mask_rows[:, self.cfg.mask_id] = MIN_FLOAT
+                guesses = mask_rows.argmax(-1).tolist()
             keep = len(pending) + n_ok
             past = kv_cat(past, kv_slice(kvs, 0, keep))
             if not ctx_stored and pos0 + keep >= len(ctx):
@@ -136,22 +168,26 @@ class CausalDecoder(Decoder):
             if drafter is not None:
                 drafter.observe(chosen, n_ok, len(drafts))
             pending = [chosen[-1]]
-            drafts = self._propose(drafter, span, done)
+            drafts, from_masks = self._propose(drafter, span, done, guesses)
             yield self._update(span, m)
         span.predicted.clear()
         yield self._finish(span, span.end)
 
-    def _propose(self, drafter, span: Span, done: int) -> List[int]:
+    def _propose(self, drafter, span: Span, done: int, guesses: List[int]):
         """The drafts after the committed tokens (at most what the token budget leaves room
-        for), also recorded in span.predicted so that updates show them as the draft."""
+        for), also recorded in span.predicted so that updates show them as the draft; and
+        whether they are the mask slots' guesses."""
         span.predicted.clear()
         room = self.req.max_new_tokens - done - 1
-        if drafter is None or room <= 0:
-            return []
-        drafts = list(drafter.propose(span.tokens[:done], room))[:room]
+        if room <= 0:
+            return [], False
+        looked = list(drafter.propose(span.tokens[:done], room))[:room] if drafter is not None else []
+        long_match = drafter is not None and drafter.last_match >= 3
+        from_masks = bool(guesses) and not (looked and long_match)
+        drafts = guesses[:room] if from_masks else looked
         for i, d in enumerate(drafts):
             span.predicted[done + i] = d
-        return drafts
+        return drafts, from_masks
 
     def _verify(self, rows: torch.Tensor, drafts: List[int], done: int):
         """rows [k+1, V]: the committed tokens of this pass and how many drafts were accepted."""

@@ -29,6 +29,7 @@ class LookupDrafter:
         self.sources = [list(s) for s in sources if s]
         self.stats = {"proposed": 0, "accepted": 0, "passes": 0}
         self.missed = False          # the last pass's drafts were all rejected
+        self.last_match = 0          # n-gram length behind the last proposal (0: none)
 
     def length_for(self, n: int) -> int:
         """Drafts allowed after a match of n tokens."""
@@ -58,6 +59,7 @@ class LookupDrafter:
         if limit <= 0:
             return []
         seq = self.seq
+        self.last_match = 0
         for n in range(min(self.max_ngram, len(seq)), self.min_ngram - 1, -1):
             allowed = min(limit, self.length_for(n))
             if allowed <= 0:
@@ -67,11 +69,13 @@ class LookupDrafter:
                 if end < len(seq) - 1:                      # an earlier occurrence, not the tail itself
                     draft = seq[end + 1:end + 1 + allowed]
                     if draft:
+                        self.last_match = n
                         return draft
             for src, idx in self.extra:
                 for end in reversed(idx.get(key, ())):
                     draft = src[end + 1:end + 1 + allowed]
                     if draft:
+                        self.last_match = n
                         return draft
         return []
 

@@ -119,6 +119,25 @@ class Engine:
         self.context_cache = ContextCache()
         self._lock = threading.Lock()
         self.load_ms = 0.0
+        self.adapter = None           # a MaskAdapter (trained mask slots) or None
+        self.drafter_path = None
+
+    def load_drafter(self, path: Union[str, os.PathLike, None]) -> None:
+        """Attach the trained mask-slot drafter at `path` (None: detach). CheckpointError when
+        the file is unreadable or was trained for another model; the verifier never changes."""
+        from .mask_adapter import MaskAdapter
+        with self._lock:
+            if self.adapter is not None:
+                self.adapter.detach_hooks()
+                self.adapter, self.drafter_path = None, None
+            if path is None:
+                return
+            if self.cfg.attention != "causal":
+                raise CheckpointError(f"{path}: mask-slot drafters are for causal (AR) models, "
+                                      f"not the {self.cfg.family} family")
+            adapter = MaskAdapter.load(path, self.cfg)
+            self.adapter = adapter.attach(self.model).eval()
+            self.drafter_path = str(path)
 
     @classmethod
     def load(cls, path_or_name: Union[str, os.PathLike] = "default", device: str = "auto",
@@ -148,7 +167,7 @@ class Engine:
     def decoder(self) -> Decoder:
         """A fresh decoder for one request (the context cache is the engine's)."""
         if self.cfg.attention == "causal":
-            return CausalDecoder(self.model, self.tokenizer, self.cfg, self.context_cache)
+            return CausalDecoder(self.model, self.tokenizer, self.cfg, self.context_cache, adapter=self.adapter)
         return Decoder(self.model, self.tokenizer, self.cfg, self.context_cache)
 
     def warm(self, req: InfillRequest, cancel: Optional[threading.Event] = None, chunk: int = 32) -> int:
@@ -171,4 +190,5 @@ class Engine:
         n_params = sum(p.numel() for p in self.model.parameters())
         return {"name": self.name, "family": self.cfg.family, "attention": self.cfg.attention,
                 "parameters": n_params, "device": str(self.model.device), "dtype": str(self.model.dtype).replace("torch.", ""),
-                "kernels": self.model.kernels.NAME, "block_size": self.cfg.block_size}
+                "kernels": self.model.kernels.NAME, "block_size": self.cfg.block_size,
+                "drafter": self.drafter_path}

@@ -1,0 +1,119 @@
+"""`dllm-lsp train-drafter`: train the mask-slot drafter of the default model on your own code.
+
+    dllm-lsp train-drafter --data ~/src/myproject --minutes 30 --out my-drafter.safetensors
+
+The verifier (the model itself) never changes: only a mask embedding and low-rank adapters on
+the mask rows are trained (engine/mask_adapter.py, engine/train/drafter.py), so the text the
+server suggests is the same with or without the drafter; a drafter trained on your code only
+makes it arrive in fewer forward passes. The run folder (--run, default <out>.run) keeps the
+corpus manifest, the adapter and the optimizer state: the same command again continues.
+The result loads with the `drafter` setting (`"dllm.drafter": "/path/to/my-drafter.safetensors"`)
+or `dllm-lsp complete --drafter FILE`.
+
+Files of `dllm-lsp bench decode`'s evaluation set (its standard-library modules) and of
+HumanEval are never trained on. Top-level imports stay light: torch is imported in run().
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="the causal FIM model whose drafter to train (default: default)")
+    p.add_argument("--data", nargs="+", default=[], metavar="DIR",
+                   help="folders of Python code (default: the standard library and site-packages)")
+    p.add_argument("--minutes", type=float, default=None, help="train for this many minutes (this session)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (this session)")
+    p.add_argument("--out", default="drafter.safetensors", help="drafter file to write (default: ./drafter.safetensors)")
+    p.add_argument("--run", default=None, help="run folder for checkpoints and logs (default: <out>.run)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g = p.add_argument_group("drafter (a new run only; a resumed run keeps its own)")
+    g.add_argument("--rank", type=int, default=8, help="low-rank adapter rank (default: 8)")
+    g.add_argument("--mask-slots", type=int, default=4, help="mask slots per pass (default: 4)")
+    g.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    g.add_argument("--anchors", type=int, default=48, help="mask groups per training example (default: 48)")
+    g.add_argument("--seed", type=int, default=0, help="data order and adapter init (default: 0)")
+    g.add_argument("--eval-every", type=int, default=50, help="steps between held-out evaluations (default: 50)")
+    p.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
+
+
+def excluded_paths() -> set:
+    """Evaluation files the drafter must never see: bench decode's standard-library modules."""
+    from .bench_decode import stdlib_files  # noqa: PLC0415
+    return {str(p.resolve()) for p in stdlib_files()}
+
+
+def prepare_files(run: Path, roots, say):
+    from engine.train import corpus  # noqa: PLC0415
+    manifest = run / "manifest.json"
+    if manifest.is_file():
+        files = corpus.read_manifest(manifest)
+    else:
+        roots = list(roots) or corpus.default_roots()
+        say(f"scanning {', '.join(roots)}")
+        files = corpus.scan(roots)
+        corpus.write_manifest(files, manifest, roots)
+    skip = excluded_paths()
+    files = [f for f in files if str(Path(f.path).resolve()) not in skip]
+    train = [f for f in files if f.split == "train"]
+    heldout = [f for f in files if f.split == "heldout"]
+    say(f"corpus: {len(train)} training files, {len(heldout)} held out")
+    return train, heldout
+
+
+def run(args) -> int:
+    import torch  # noqa: PLC0415
+    from engine.engine import Engine  # noqa: PLC0415
+    from engine.train.drafter import DrafterConfig, DrafterTrainer  # noqa: PLC0415
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    run_dir = Path(args.run) if args.run else out.with_name(out.name + ".run")
+    say = lambda msg: print(time.strftime("%H:%M:%S"), msg, flush=True)  # noqa: E731
+    engine = Engine.load(args.model, device=args.device, dtype="float32")
+    if engine.cfg.attention != "causal":
+        print(f"dllm-lsp train-drafter: {args.model} is a {engine.cfg.family}-family model; "
+              "mask-slot drafters are for causal FIM models (Qwen2.5-Coder)", file=sys.stderr)
+        return 2
+    train, heldout = prepare_files(run_dir, args.data, say)
+    dcfg = None
+    if not (run_dir / "state.json").is_file():
+        dcfg = DrafterConfig(rank=args.rank, mask_slots=args.mask_slots, lr=args.lr, anchors=args.anchors,
+                             seed=args.seed, eval_every=args.eval_every)
+    trainer = DrafterTrainer(engine.model, run_dir, train, heldout, engine.tokenizer.encode, dcfg, say=say)
+    seconds = args.minutes * 60 if args.minutes else None
+    if seconds is None and args.max_steps is None:
+        seconds = 10 * 60
+    say(f"training {args.model}'s drafter from step {trainer.state.step} "
+        f"({'%.0f min' % (seconds / 60) if seconds else '%d steps' % args.max_steps})")
+    if args.no_progress:
+        trainer.train(seconds=seconds, steps=args.max_steps,
+                      progress=lambda e: say(f"step {e['step']} loss {e['loss']:.3f} slots {e['slot_accuracy']}"))
+    else:
+        _train_with_progress(trainer, seconds, args.max_steps)
+    shutil.copyfile(run_dir / "adapter.safetensors", out)
+    print(f"wrote {out} (step {trainer.state.step}, {trainer.state.targets} mask targets, "
+          f"{trainer.state.seconds / 60:.1f} min trained); use it with the dllm.drafter setting", flush=True)
+    return 0
+
+
+def _train_with_progress(trainer, seconds, steps) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+    with Progress(TextColumn("[bold]drafter"), BarColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn()) as bar:
+        task = bar.add_task("", total=seconds if seconds else steps)
+        start = time.perf_counter()
+        first = trainer.state.step
+
+        def on_step(entry: dict) -> None:
+            done = time.perf_counter() - start if seconds else entry["step"] - first
+            bar.update(task, completed=done,
+                       description=f"step {entry['step']} loss {entry['loss']:.3f} slot 1 {entry['slot_accuracy'][0]:.2f}")
+
+        trainer.train(seconds=seconds, steps=steps, progress=on_step)

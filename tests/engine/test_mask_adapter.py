@@ -1,0 +1,182 @@
+"""The trained mask slots (mask_adapter.py, train/drafter.py) cannot touch the verifier.
+
+Oracles: the frozen model itself (real-token rows bit for bit in fp32 with an adapter whose
+weights are far from zero) and one-token-per-pass decoding (the text with mask drafts on every
+prompt). Training is checked to lower the loss and to resume from its files.
+"""
+import random
+
+import pytest
+import torch
+
+from engine import Engine, InfillRequest
+from engine.errors import CheckpointError
+from engine.mask_adapter import MaskAdapter
+from engine.model import causal_mask
+from engine.train import drafter as D
+
+from test_causal_decode import fim_cases  # rootdir-relative: tests/engine is on sys.path
+
+
+@pytest.fixture(scope="module")
+def tiny_ar(tiny_gguf_qwen2):
+    return Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
+
+
+def noisy_adapter(cfg, seed=0, slots=4):
+    """An adapter with every weight far from zero, so mask rows really change."""
+    ad = MaskAdapter(cfg, rank=4, mask_slots=slots, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ad.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    return ad
+
+
+def test_real_rows_are_the_frozen_model_bit_for_bit(tiny_ar):
+    model, cfg = tiny_ar.model, tiny_ar.cfg
+    ids = tiny_ar.tokenizer.encode("def add(a, b):\n    return a + b\n") + [cfg.mask_id] * 4
+    n_real = len(ids) - 4
+    x = torch.tensor([ids])
+    pos = torch.arange(len(ids))
+    attn = causal_mask(len(ids), 0)
+    with torch.no_grad():
+        frozen, frozen_kv = model(x, pos, None, attn)
+        ad = noisy_adapter(cfg).attach(model)
+        try:
+            with ad.rows_from(n_real):
+                adapted, adapted_kv = model(x, pos, None, attn)
+            with ad.rows_from(None):
+                off, _ = model(x, pos, None, attn)
+        finally:
+            ad.detach_hooks()
+    assert torch.equal(adapted[0, :n_real], frozen[0, :n_real])                 # the verifier, exactly
+    for (k0, v0), (k1, v1) in zip(frozen_kv, adapted_kv):
+        assert torch.equal(k0[:, :, :n_real], k1[:, :, :n_real]) and torch.equal(v0[:, :, :n_real], v1[:, :, :n_real])
+    assert not torch.allclose(adapted[0, n_real:], frozen[0, n_real:])           # the masks did change
+    assert torch.equal(off, frozen)                                              # hooks off: no change at all
+
+
+REPEATED = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(30))
+
+
+def train_tiny(engine, run_dir, steps, text=REPEATED, **overrides):
+    """A DrafterTrainer over one file of repetitive code, trained `steps` steps."""
+    import hashlib
+    from engine.train.corpus import SourceFile
+    src = run_dir.parent / (run_dir.name + ".py")
+    src.write_text(text)
+    rec = SourceFile(str(src), hashlib.sha1(text.encode()).hexdigest(), len(text), "train")
+    cfg = D.DrafterConfig(**{**dict(rank=4, mask_slots=3, lr=3e-3, warmup_steps=1, anchors=32, eval_examples=8,
+                                    eval_every=1000, save_every=5, greedy_middles=True), **overrides})
+    tr = D.DrafterTrainer(engine.model, run_dir, [rec], [rec], engine.tokenizer.encode, cfg, say=lambda m: None)
+    if steps:
+        tr.train(steps=steps)
+    return tr, rec
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(tiny_ar, tmp_path_factory):
+    tr, _ = train_tiny(tiny_ar, tmp_path_factory.mktemp("drafter") / "run", 120)
+    tr.adapter.detach_hooks()
+    return tr.adapter.eval()
+
+
+@pytest.mark.parametrize("draft_with", ["auto", "mask"])
+def test_mask_drafts_give_the_one_per_pass_text(tiny_ar, trained_adapter, draft_with):
+    """Every path: mask guesses accepted, rejected, voided by a rejected draft, cut by the budget."""
+    rng = random.Random(3)
+    cases = []
+    for _ in range(40):                                 # cursor anywhere in the text it was trained on
+        cut = rng.randrange(1, len(REPEATED) - 1)
+        cases.append((REPEATED[:cut], REPEATED[cut:cut + rng.randrange(0, 60)]))
+    cases += fim_cases(10, seed=7)
+    tiny_ar.adapter = trained_adapter.attach(tiny_ar.model)
+    drafted = accepted = 0
+    try:
+        for prefix, suffix in cases:
+            for budget in (12, 5):
+                base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
+                dec = tiny_ar.decoder()
+                last = None
+                for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=budget, draft_with=draft_with)):
+                    pass
+                res = last.result
+                assert res.token_ids == base.token_ids and res.finish_reason == base.finish_reason, (prefix, suffix)
+                assert res.forwards <= base.forwards
+                drafted += dec.mask_drafted
+                accepted += dec.mask_accepted
+    finally:
+        trained_adapter.detach_hooks()
+        tiny_ar.adapter = None
+    assert 0 < accepted < drafted, (accepted, drafted)
+
+
+def test_adapter_files_round_trip_and_refuse_other_models(tiny_ar, tmp_path):
+    cfg = tiny_ar.cfg
+    ad = noisy_adapter(cfg, seed=2, slots=3)
+    path = tmp_path / "d.safetensors"
+    ad.save(path, extra={"step": 7})
+    back = MaskAdapter.load(path, cfg)
+    assert back.mask_slots == 3 and back.extra == {"step": 7}
+    for (n, a), (_, b) in zip(ad.named_parameters(), back.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-2, rtol=1e-2), n                      # stored in fp16
+    with pytest.raises(CheckpointError, match="another model"):
+        MaskAdapter.load(path, cfg.with_(hidden_size=cfg.hidden_size * 2))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{junk")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        MaskAdapter.load(bad, cfg)
+    with pytest.raises(CheckpointError, match="no drafter file"):
+        MaskAdapter.load(tmp_path / "absent.safetensors", cfg)
+    tiny_ar.load_drafter(path)
+    try:
+        assert tiny_ar.describe()["drafter"] == str(path)
+    finally:
+        tiny_ar.load_drafter(None)
+    assert tiny_ar.adapter is None and not ad._handles
+
+
+def test_mask_attention_layout():
+    m = D.mask_attention([2, 5], k=3, n_past=7)
+    assert m.shape == (6, 13)
+    assert m[0, :3].all() and not m[0, 3:7].any()                 # anchor 2 sees keys 0..2
+    assert m[3, :6].all() and not m[3, 6]                         # anchor 5 sees keys 0..5
+    own = m[:, 7:]
+    assert own[2, :3].tolist() == [True, True, True] and not own[2, 3:].any()
+    assert own[4].tolist() == [False, False, False, True, True, False]
+
+
+def test_targets_and_anchors():
+    best = {r: 100 + r for r in range(20)}
+    assert D.targets_for([3], 3, 8, best) == [104, 105, 106]
+    assert D.targets_for([5], 3, 8, best) == [106, -100, -100]    # rows past n - 2 have no target
+    rng = random.Random(0)
+    anchors = D.pick_anchors(40, 20, D.DrafterConfig(anchors=8, prefix_anchors=2), rng)
+    assert all(a <= 37 for a in anchors) and sum(a >= 20 for a in anchors) == 8
+    assert len(anchors) == len(set(anchors))
+
+
+def test_training_lowers_the_loss_and_resumes(tiny_ar, tmp_path):
+    """Overfit one repeated file: mask-slot acceptance rises; a second trainer resumes."""
+    frozen = {n: p.detach().clone() for n, p in tiny_ar.model.named_parameters()}
+    tr, rec = train_tiny(tiny_ar, tmp_path / "run", 0)
+    try:
+        before = tr.evaluate()
+        tr.train(steps=60)
+        after = tr.evaluate()
+        assert after["expected_tokens_per_pass"] > before["expected_tokens_per_pass"] + 0.1, (before, after)
+        step = tr.state.step
+    finally:
+        tr.adapter.detach_hooks()
+    for n, p in tiny_ar.model.named_parameters():                  # the verifier was never touched
+        assert torch.equal(p, frozen[n]), n
+    again = D.DrafterTrainer(tiny_ar.model, tmp_path / "run", [rec], [rec], tiny_ar.tokenizer.encode, None,
+                             say=lambda m: None)
+    try:
+        assert again.state.step == step and again.opt.state, "optimizer moments were not restored"
+        assert again.dcfg.mask_slots == 3
+        again.train(steps=2)
+        assert again.state.step == step + 2
+    finally:
+        again.adapter.detach_hooks()
