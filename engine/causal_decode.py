@@ -182,7 +182,7 @@ class CausalDecoder(Decoder):
         if room <= 0:
             return [], False
         looked = list(drafter.propose(span.tokens[:done], room))[:room] if drafter is not None else []
-        long_match = drafter is not None and drafter.last_match >= 3
+        long_match = getattr(drafter, "last_match", 0) >= 3       # a drafter may not say
         from_masks = bool(guesses) and not (looked and long_match)
         drafts = guesses[:room] if from_masks else looked
         for i, d in enumerate(drafts):
