@@ -14,8 +14,10 @@ Cases (pure functions, `--limit` of each kind, fixed seed):
 Context: context.windows with the server's Settings() budgets (prefix_tokens/suffix_tokens,
 counted with the model's tokenizer; no snippet header), so prompts are the server's.
 
-Decoders (rows; more draft sources can be added as rows): "one-per-pass" (drafting=False,
-the reference) and "lookup" (drafting=True, prompt-lookup drafts, --max-draft). Each case is
+Decoders (rows, one per draft source): "one-per-pass" (drafting=False, the reference),
+"lookup" (prompt-lookup drafts alone, --max-draft), and with a trained mask-slot drafter
+(--drafter, default the shipped one): "mask" (the mask slots' guesses alone) and
+"lookup+mask" (both: what the server does). Each case is
 decoded by each decoder cold (engine.context_cache cleared first) and then warm (the same
 request again at once: the context KV is cached, the suggestion is decoded afresh). Line
 cases stop at the first newline with a cancel-on-newline loop over the decoder's updates:
@@ -40,7 +42,8 @@ prompt again (its prefix cache holds the prompt). Without --llamacpp-python, or 
 worker cannot start, the llama.cpp rows are absent and the reason is printed and in the JSON.
 
 --json prints one JSON object on the last line: identical (share over every lookup
-suggestion), tokens_per_forward (lookup on stdlib-line), llamacpp_ratio (lookup warm p50 on
+suggestion), tokens_per_forward (lookup on stdlib-line), tokens_per_forward_with_mask and
+mask_gain (lookup+mask on stdlib-line, and its ratio to lookup alone), llamacpp_ratio (lookup warm p50 on
 stdlib-line / llama.cpp warm p50 on stdlib-line; llamacpp_ratios per kind), rows, ....
 """
 from __future__ import annotations
@@ -61,7 +64,15 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 KINDS = ("stdlib-line", "stdlib-block", "humaneval-line")
-DECODERS = (("one-per-pass", False), ("lookup", True))
+# name -> InfillRequest changes; the mask rows run only when the engine has a drafter
+DECODERS = (("one-per-pass", {"drafting": False}), ("lookup", {"drafting": True, "draft_with": "lookup"}),
+            ("mask", {"drafting": True, "draft_with": "mask"}), ("lookup+mask", {"drafting": True, "draft_with": "auto"}))
+
+
+def decoders_for(engine) -> list:
+    return [(n, c) for n, c in DECODERS if engine.adapter is not None or c.get("draft_with") not in ("mask", "auto")]
+
+
 STDLIB_MODULES = ("argparse", "textwrap", "difflib", "csv", "shlex", "fractions", "heapq", "calendar",
                   "configparser", "dataclasses", "json.decoder", "json.encoder", "gzip", "tarfile",
                   "pprint", "statistics", "ipaddress", "enum", "functools", "inspect")
@@ -304,15 +315,16 @@ def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Op
     rows: Dict[tuple, Row] = {}
     mismatches = []
     reqs = [request_for(c, tok, settings, max_draft) for c in cases]
+    decoders = decoders_for(engine)
     if cases:                                       # warm-up (first-call overheads), not counted
-        for _, drafting in DECODERS:
-            decode(engine, replace(reqs[0], drafting=drafting), cases[0].line)
+        for _, changes in decoders:
+            decode(engine, replace(reqs[0], **changes), cases[0].line)
         if llama is not None:
             llama.complete(engine.decoder().context_ids(reqs[0]), reqs[0].max_new_tokens, stop_ids, cases[0].line)
     for n, (case, req) in enumerate(zip(cases, reqs), 1):
         ref = None
-        for name, drafting in DECODERS:
-            r = replace(req, drafting=drafting)
+        for name, changes in decoders:
+            r = replace(req, **changes)
             engine.context_cache.clear()
             cold = decode(engine, r, case.line)
             warm = decode(engine, r, case.line)
@@ -359,8 +371,12 @@ def headline(rows: Sequence[Dict]) -> Dict:
         if ours and ref and ours["warm_p50_ms"] and ref["warm_p50_ms"]:
             ratios[kind] = round(ours["warm_p50_ms"] / ref["warm_p50_ms"], 3)
     line = by.get(("stdlib-line", "lookup"))
+    both = by.get(("stdlib-line", "lookup+mask"))
     return {"identical": round(same / n, 4) if n else None,
             "tokens_per_forward": line["tokens_per_forward"] if line else None,
+            "tokens_per_forward_with_mask": both["tokens_per_forward"] if both else None,
+            "mask_gain": round(both["tokens_per_forward"] / line["tokens_per_forward"], 3)
+            if both and line and line["tokens_per_forward"] else None,
             "llamacpp_ratio": ratios.get("stdlib-line"), "llamacpp_ratios": ratios}
 
 
@@ -413,6 +429,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kinds", default=",".join(KINDS), help=f"case kinds, comma-separated (default {','.join(KINDS)})")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and llama.cpp (default 2)")
     p.add_argument("--max-draft", type=int, default=8, help="draft tokens per pass for the lookup row (default 8)")
+    p.add_argument("--drafter", default="auto",
+                   help="trained mask-slot drafter for the mask rows: auto (the shipped one), none, or a file")
     p.add_argument("--device", default="cpu", help="engine device (default cpu, like the llama.cpp build)")
     p.add_argument("--dtype", default="auto", help="engine dtype (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the case sample (default 0)")
@@ -437,6 +455,7 @@ def run(args) -> int:
     if engine.cfg.attention != "causal":
         print(f"{args.model}: bench decode is for causal (AR) models; this one is {engine.cfg.attention}", file=sys.stderr)
         return 2
+    engine.load_drafter(args.drafter)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     cases: List[Case] = []
     notes = []

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=d.model,
                         help=f"'default' (the server's default model), a model folder, or an HF repo id in the "
                              f"local cache (default: {d.model})")
+    parser.add_argument("--drafter", default=d.drafter,
+                        help=f"trained mask-slot drafter: auto (the one shipped for the model), none, or a file "
+                             f"(default: {d.drafter}; the text is the same either way)")
     parser.add_argument("--language", default=None, help="language id (default: from the file extension)")
     parser.add_argument("--device", default=d.device, help=f"auto | cpu | cuda | cuda:N (default: {d.device})")
     parser.add_argument("--dtype", default=d.dtype, choices=DTYPES, help=f"weights and activations type (default: {d.dtype})")
@@ -77,7 +80,8 @@ def run(args) -> int:
     from .engine_host import decode_plan
     from .server import language_from_uri
     from .settings import Settings
-    settings = Settings(model=args.model, device=args.device, dtype=args.dtype, threads=max(0, args.threads))
+    settings = Settings(model=args.model, device=args.device, dtype=args.dtype, threads=max(0, args.threads),
+                        drafter=args.drafter)
     if args.policy:
         settings = replace(settings, policy=args.policy)
     if args.threshold is not None:
@@ -90,6 +94,7 @@ def run(args) -> int:
     set_engine_threads(settings)
     t0 = time.perf_counter()
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
+    engine.load_drafter(args.drafter)
     load_ms = (time.perf_counter() - t0) * 1000
     plan = plan_completion(text, offset, language, settings, engine.tokenizer)
     if plan is not None and args.mode and args.mode != plan.mode:

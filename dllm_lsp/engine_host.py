@@ -88,7 +88,7 @@ def decode_plan(engine, plan: Plan, cancel: Optional[threading.Event] = None,
 
 def model_key(settings: Settings) -> tuple:
     """The settings that need a reload when they change."""
-    return settings.model, settings.device, settings.dtype, settings.threads
+    return settings.model, settings.device, settings.dtype, settings.threads, settings.drafter
 
 
 def set_engine_threads(settings: Settings) -> int:
@@ -106,6 +106,7 @@ class EngineHost:
         self.error: Optional[str] = None
         self.key: Optional[tuple] = None
         self.model_name = ""
+        self.drafter_error: Optional[str] = None   # the drafter setting failed; the model serves without it
 
     @property
     def ready(self) -> bool:
@@ -131,6 +132,12 @@ class EngineHost:
         if cancel is not None and cancel.is_set():
             self.state = "idle"
             return False
+        self.drafter_error = None
+        try:                       # a bad drafter costs speed, never the model: serve without it
+            engine.load_drafter(settings.drafter)
+        except Exception as exc:
+            log.warning("drafter %r not used: %s", settings.drafter, exc)
+            self.drafter_error = f"{type(exc).__name__}: {exc}"
         self.engine, self.state = engine, "ready"
         log.info("model %s loaded in %.0f ms: %s", settings.model, engine.load_ms, engine.describe())
         return True

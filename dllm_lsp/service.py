@@ -176,6 +176,10 @@ class CompletionService:
             if ok:
                 self.client.progress_end(token, f"ready ({self.host.engine.load_ms:.0f} ms)")
                 self._status("ready", f"model {settings.model} ready")
+                if self.host.drafter_error:
+                    self.client.show_message("warning", f"dllm-lsp: drafter '{settings.drafter}' not used: "
+                                                        f"{self.host.drafter_error}. Suggestions are the same, "
+                                                        "only slower.")
             else:
                 self.client.progress_end(token, f"failed: {self.host.error}")
                 self._status("error", self.host.error or "load failed")

@@ -49,6 +49,8 @@ class Settings:
     drafting: bool = True                # AR models: verify draft tokens in the same pass (identical text,
                                          # fewer passes); false = one token per forward pass
     max_draft_tokens: int = 8            # drafts per pass (the block after the last committed token)
+    drafter: str = "auto"                # trained mask-slot drafter: "auto" (the one shipped for the model,
+                                         # if any), "none", or a file from `dllm-lsp train-drafter`
     warm_up: bool = True                 # prefill the context in the background on didOpen and when the cursor rests
     warm_up_delay_ms: int = 300          # "rests": this long after the last didChange / dllm/cursor
     log_level: str = "warning"
@@ -144,6 +146,7 @@ VALIDATORS: Dict[str, Callable[[Any], Any]] = {
     "streaming": _bool,
     "drafting": _bool,
     "max_draft_tokens": _number(0, 64, integer=True),
+    "drafter": _str,
     "warm_up": _bool,
     "warm_up_delay_ms": _number(0, 10000, integer=True),
     "log_level": _choice(LOG_LEVELS),

@@ -123,9 +123,12 @@ class Engine:
         self.drafter_path = None
 
     def load_drafter(self, path: Union[str, os.PathLike, None]) -> None:
-        """Attach the trained mask-slot drafter at `path` (None: detach). CheckpointError when
-        the file is unreadable or was trained for another model; the verifier never changes."""
-        from .mask_adapter import MaskAdapter
+        """Attach the trained mask-slot drafter at `path` (None: detach; "auto": the shipped one
+        for this model, if any). CheckpointError when the file is unreadable or was trained for
+        another model; the verifier never changes."""
+        from .mask_adapter import MaskAdapter, resolve_drafter
+        if path is not None and str(path) in ("auto", "none", ""):
+            path = resolve_drafter(str(path), self.cfg)
         with self._lock:
             if self.adapter is not None:
                 self.adapter.detach_hooks()

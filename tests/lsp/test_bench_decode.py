@@ -186,3 +186,20 @@ def test_a_python_without_llama_cpp_is_reported_not_fatal(tmp_path, monkeypatch,
 def test_a_missing_python_is_reported(tiny_gguf_qwen2, tmp_path):
     with pytest.raises(bd.LlamaUnavailable, match="cannot run"):
         bd.LlamaCpp(str(tmp_path / "no-python"), tiny_gguf_qwen2, 1, 512)
+
+
+def test_bench_with_a_drafter_reports_a_row_per_draft_source(tiny_gguf_qwen2, tmp_path, capsys):
+    from engine import Engine
+    from engine.mask_adapter import MaskAdapter
+    cfg = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32").cfg
+    path = tmp_path / "drafter.safetensors"
+    MaskAdapter(cfg, rank=2, mask_slots=3).save(path)
+    rc, out, result = run_cli(["--model", str(tiny_gguf_qwen2), "--dtype", "float32", "--threads", "1",
+                               "--limit", "2", "--kinds", "stdlib-line", "--drafter", str(path), "--json"], capsys)
+    assert rc == 0, out
+    assert result["identical"] == 1.0 and result["mismatches"] == []
+    rows = {r["decoder"]: r for r in result["rows"]}
+    assert set(rows) == {"one-per-pass", "lookup", "mask", "lookup+mask"}
+    assert rows["mask"]["acceptance"] is not None                  # the mask slots did draft
+    assert result["tokens_per_forward_with_mask"] == rows["lookup+mask"]["tokens_per_forward"]
+    assert result["mask_gain"] == round(rows["lookup+mask"]["tokens_per_forward"] / rows["lookup"]["tokens_per_forward"], 3)
