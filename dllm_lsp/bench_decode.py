@@ -49,7 +49,6 @@ stdlib-line / llama.cpp warm p50 on stdlib-line; llamacpp_ratios per kind), rows
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -61,6 +60,8 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from engine.train.corpus import BENCH_MODULES as STDLIB_MODULES, bench_files as stdlib_files  # noqa: F401
 from typing import Dict, List, Optional, Sequence
 
 KINDS = ("stdlib-line", "stdlib-block", "humaneval-line")
@@ -73,9 +74,6 @@ def decoders_for(engine) -> list:
     return [(n, c) for n, c in DECODERS if engine.adapter is not None or c.get("draft_with") not in ("mask", "auto")]
 
 
-STDLIB_MODULES = ("argparse", "textwrap", "difflib", "csv", "shlex", "fractions", "heapq", "calendar",
-                  "configparser", "dataclasses", "json.decoder", "json.encoder", "gzip", "tarfile",
-                  "pprint", "statistics", "ipaddress", "enum", "functools", "inspect")
 WORKER = Path(__file__).with_name("bench_llamacpp_worker.py")
 
 
@@ -134,15 +132,6 @@ def cut_block_cases(name: str, text: str, n: int, rng: random.Random) -> List[Ca
     for s in sample_block_positions(name, text, n, rng):
         offset = _line_starts(s.text.split("\n"))[s.line] + s.character
         out.append(Case("stdlib-block", f"{name}:{s.line + 1}", s.text, offset, s.reference, False))
-    return out
-
-
-def stdlib_files(modules: Sequence[str] = STDLIB_MODULES) -> List[Path]:
-    out = []
-    for m in modules:
-        spec = importlib.util.find_spec(m)
-        if spec is not None and spec.origin and spec.origin.endswith(".py"):
-            out.append(Path(spec.origin))
     return out
 
 

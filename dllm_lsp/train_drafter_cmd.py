@@ -42,28 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
 
 
-def excluded_paths() -> set:
-    """Evaluation files the drafter must never see: bench decode's standard-library modules."""
-    from .bench_decode import stdlib_files  # noqa: PLC0415
-    return {str(p.resolve()) for p in stdlib_files()}
-
-
 def prepare_files(run: Path, roots, say):
-    from engine.train import corpus  # noqa: PLC0415
-    manifest = run / "manifest.json"
-    if manifest.is_file():
-        files = corpus.read_manifest(manifest)
-    else:
-        roots = list(roots) or corpus.default_roots()
-        say(f"scanning {', '.join(roots)}")
-        files = corpus.scan(roots)
-        corpus.write_manifest(files, manifest, roots)
-    skip = excluded_paths()
-    files = [f for f in files if str(Path(f.path).resolve()) not in skip]
-    train = [f for f in files if f.split == "train"]
-    heldout = [f for f in files if f.split == "heldout"]
-    say(f"corpus: {len(train)} training files, {len(heldout)} held out")
-    return train, heldout
+    from engine.train.drafter import drafter_corpus  # noqa: PLC0415
+    return drafter_corpus(run, roots, say)
 
 
 def run(args) -> int:

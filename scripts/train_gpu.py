@@ -1,7 +1,13 @@
 #!/usr/bin/env python
-"""Train the embedded model on a GPU box for at most 10 minutes: the same trainer, bf16, larger batches.
+"""Train the embedded model, or the default model's mask-slot drafter, on a GPU box for at most 10 minutes.
 
     python scripts/train_gpu.py --init runs/main/ckpt.pt --minutes 9 --out runs/gpu/model
+    python scripts/train_gpu.py --drafter MODEL --minutes 9 --run runs/drafter-main
+
+--drafter trains the mask-slot drafter (engine/train/drafter.py) of MODEL (a .gguf file or a
+converted model folder: the box has no network, so the model travels with the job) with the
+same trainer as `dllm-lsp train-drafter`, continuing the run folder's state (adapter and
+optimizer), so CPU and GPU sessions accumulate into one drafter.
 
 Runs from the repository root without installing the package (imports `engine` from the
 working tree); needs only torch, tokenizers and safetensors, and no network: the corpus is the
@@ -30,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     from engine.train.cli import add_shape_arguments  # noqa: PLC0415
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--init", default=None, help="ckpt.pt of a CPU run, a model folder, or 'embedded'")
+    p.add_argument("--drafter", default=None, metavar="MODEL",
+                   help="train MODEL's mask-slot drafter instead (a .gguf file or a model folder)")
     p.add_argument("--minutes", type=float, default=9.0, help=f"training minutes (at most {MAX_MINUTES:g})")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps of this session")
     p.add_argument("--data", nargs="*", default=[], help="code folders (default: stdlib + site-packages)")
@@ -89,8 +97,30 @@ def session_config(args, init_folder):
                          device=args.device)
 
 
+def train_drafter(args) -> int:
+    """The drafter mode: DrafterTrainer on args.device for args.minutes, in args.run."""
+    import torch  # noqa: PLC0415
+    from engine.engine import Engine  # noqa: PLC0415
+    from engine.train.drafter import DrafterTrainer, drafter_corpus  # noqa: PLC0415
+    t0 = time.perf_counter()
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+    engine = Engine.load(args.drafter, device=args.device, dtype="float32")
+    train, heldout = drafter_corpus(Path(args.run), args.data, say=lambda m: print(m, flush=True))
+    trainer = DrafterTrainer(engine.model, Path(args.run), train, heldout, engine.tokenizer.encode,
+                             say=lambda m: print(m, flush=True))
+    budget = max(10.0, args.minutes * 60 - (time.perf_counter() - t0) - 20)
+    trainer.train(seconds=budget, steps=args.max_steps,
+                  progress=lambda e: print(f"step {e['step']} loss {e['loss']:.3f} slots {e['slot_accuracy']}", flush=True))
+    final = trainer.evaluate()
+    print(f"drafter step {trainer.state.step} after {time.perf_counter() - t0:.0f} s: {json.dumps(final)}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.drafter:
+        return train_drafter(args)
     import torch  # noqa: PLC0415
     from engine.train import session  # noqa: PLC0415
     from engine.train.trainer import export_model  # noqa: PLC0415

@@ -254,6 +254,29 @@ def evaluate(model, adapter, examples: Sequence[Tuple[List[int], int]], dcfg: Dr
 
 
 # ---- the run ------------------------------------------------------------------------------
+def drafter_corpus(run_dir: Path, roots: Sequence[str], say: Callable[[str], None] = print):
+    """(train, held-out) files: the corpus scan of `roots` (default: the standard library and
+    site-packages), kept in run_dir/manifest.json, without the benches' evaluation files."""
+    run_dir = Path(run_dir)
+    manifest = run_dir / "manifest.json"
+    if manifest.is_file():
+        files = corpus.read_manifest(manifest)
+    else:
+        roots = list(roots) or corpus.default_roots()
+        say(f"scanning {', '.join(roots)}")
+        files = corpus.scan(roots)
+        corpus.write_manifest(files, manifest, roots)
+    skip = {str(p.resolve()) for p in corpus.bench_files()}
+    files = [f for f in files if str(Path(f.path).resolve()) not in skip]
+    train = [f for f in files if f.split == "train"]
+    heldout = [f for f in files if f.split == "heldout"]
+    if not heldout and len(train) >= 2:          # a small corpus (your own code): hold one file out
+        train.sort(key=lambda f: f.sha1)
+        heldout = [train.pop(0)]
+    say(f"corpus: {len(train)} training files, {len(heldout)} held out")
+    return train, heldout
+
+
 class DrafterTrainer:
     """Owns the run folder; `train(seconds=..., steps=...)` runs, logs, saves, and can resume."""
 

@@ -180,3 +180,17 @@ def test_training_lowers_the_loss_and_resumes(tiny_ar, tmp_path):
         assert again.state.step == step + 2
     finally:
         again.adapter.detach_hooks()
+
+
+def test_the_drafter_corpus_never_holds_the_bench_files(tmp_path):
+    import argparse
+    import hashlib
+    from engine.train import corpus
+    mine = tmp_path / "mine.py"
+    mine.write_text("x = 1\n")
+    recs = [corpus.SourceFile(argparse.__file__, "0", 1, "train"),
+            corpus.SourceFile(str(mine), hashlib.sha1(b"x = 1\n").hexdigest(), 6, "train")]
+    corpus.write_manifest(recs, tmp_path / "run" / "manifest.json", [str(tmp_path)])
+    train, heldout = D.drafter_corpus(tmp_path / "run", [], say=lambda m: None)
+    assert [f.path for f in train] == [str(mine)] and heldout == []
+    assert any(p.name == "argparse.py" for p in corpus.bench_files())

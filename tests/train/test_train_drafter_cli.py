@@ -1,0 +1,42 @@
+"""`dllm-lsp train-drafter` and `scripts/train_gpu.py --drafter`, end to end on a tiny GGUF model (CPU)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from engine import Engine
+from engine.mask_adapter import MaskAdapter
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_train_drafter_writes_a_loadable_drafter_and_resumes(tiny_gguf_qwen2, code_dir, tmp_path, capsys):
+    from dllm_lsp.cli import main
+    out = tmp_path / "d.safetensors"
+    argv = ["train-drafter", "--model", str(tiny_gguf_qwen2), "--data", str(code_dir), "--max-steps", "3",
+            "--out", str(out), "--threads", "1", "--rank", "2", "--mask-slots", "3", "--eval-every", "2"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "wrote" in text and out.is_file()
+    run = tmp_path / "d.safetensors.run"
+    state = json.loads((run / "state.json").read_text())
+    assert state["step"] == 3 and state["targets"] > 0
+    evals = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert evals and all(len(e["slot_accuracy"]) == 3 for e in evals)
+    engine = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
+    engine.load_drafter(out)
+    assert engine.adapter.mask_slots == 3 and engine.adapter.rank == 2
+    assert main(argv[:-8] + ["--out", str(out), "--threads", "1", "--no-progress"]) == 0   # resumes its run
+    assert json.loads((run / "state.json").read_text())["step"] == 6
+
+
+def test_gpu_script_trains_the_drafter_on_cpu(tiny_gguf_qwen2, code_dir, tmp_path):
+    run = tmp_path / "drafter-run"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_gpu.py"), "--drafter", str(tiny_gguf_qwen2),
+                           "--device", "cpu", "--max-steps", "2", "--data", str(code_dir), "--run", str(run),
+                           "--minutes", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "drafter step 2" in proc.stdout
+    cfg = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32").cfg
+    assert MaskAdapter.load(run / "adapter.safetensors", cfg).extra["step"] == 2
