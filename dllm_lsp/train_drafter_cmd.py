@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="data order and adapter init (default: 0)")
     g.add_argument("--eval-every", type=int, default=50, help="steps between held-out evaluations (default: 50)")
     p.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="only draw the run's curve (training loss, held-out acceptance) to PNG and exit")
 
 
 def prepare_files(run: Path, roots, say):
@@ -47,7 +49,59 @@ def prepare_files(run: Path, roots, say):
     return drafter_corpus(run, roots, say)
 
 
+def read_log(run_dir: Path):
+    """(training steps, evaluations) of a run's log.jsonl."""
+    import json  # noqa: PLC0415
+    steps, evals = [], []
+    path = Path(run_dir) / "log.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        entry = json.loads(line)
+        (evals if entry.get("kind") == "eval" else steps).append(entry)
+    return steps, evals
+
+
+def plot_curve(run_dir: Path, png: Path) -> str:
+    """Training loss (running mean of 10 steps) and held-out expected tokens per pass against
+    minutes trained; returns a one-line summary (or why nothing was drawn)."""
+    steps, evals = read_log(run_dir)
+    if not steps:
+        return f"{run_dir}: no training steps logged yet"
+    try:
+        import matplotlib  # noqa: PLC0415
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib)"
+    minutes, t = [], 0.0
+    for e in steps:
+        t += e["seconds"] / 60
+        minutes.append(t)
+    losses = [e["loss"] for e in steps]
+    smooth = [sum(losses[max(0, i - 9):i + 1]) / len(losses[max(0, i - 9):i + 1]) for i in range(len(losses))]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(minutes, smooth)
+    a.set_xlabel("minutes trained")
+    a.set_ylabel("mask-slot cross-entropy (mean of 10 steps)")
+    if evals:
+        em = [e["seconds_trained"] / 60 for e in evals]
+        b.plot(em, [e["expected_tokens_per_pass"] for e in evals], marker="o", label="tokens / pass (masks alone)")
+        for i in range(len(evals[0]["slot_accuracy"])):
+            b.plot(em, [1 + e["slot_accuracy"][i] for e in evals], linestyle="--", label=f"1 + slot {i + 1} accuracy")
+        b.set_xlabel("minutes trained")
+        b.legend(fontsize=7)
+    b.set_title("held out")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    last = evals[-1] if evals else {}
+    return (f"wrote {png}: {len(steps)} steps, {minutes[-1]:.0f} min, last held-out tokens/pass "
+            f"{last.get('expected_tokens_per_pass')}, slot accuracy {last.get('slot_accuracy')}")
+
+
 def run(args) -> int:
+    if args.plot:
+        out = Path(args.out)
+        print(plot_curve(Path(args.run) if args.run else out.with_name(out.name + ".run"), Path(args.plot)))
+        return 0
     import torch  # noqa: PLC0415
     from engine.engine import Engine  # noqa: PLC0415
     from engine.train.drafter import DrafterConfig, DrafterTrainer  # noqa: PLC0415

@@ -28,6 +28,9 @@ def test_train_drafter_writes_a_loadable_drafter_and_resumes(tiny_gguf_qwen2, co
     assert engine.adapter.mask_slots == 3 and engine.adapter.rank == 2
     assert main(argv[:-8] + ["--out", str(out), "--threads", "1", "--no-progress"]) == 0   # resumes its run
     assert json.loads((run / "state.json").read_text())["step"] == 6
+    png = tmp_path / "curve.png"
+    assert main(["train-drafter", "--out", str(out), "--plot", str(png)]) == 0
+    assert "6 steps" in capsys.readouterr().out and png.stat().st_size > 1000
 
 
 def test_gpu_script_trains_the_drafter_on_cpu(tiny_gguf_qwen2, code_dir, tmp_path):
