@@ -32,7 +32,9 @@ Columns: tok/sugg = kept tokens per suggestion, tok/fwd = kept tokens / forward 
 runs), fwd/sugg = mean forward passes per suggestion, ms p50/p95 cold and warm, same = share
 of suggestions (cold and warm) whose token ids equal one-per-pass's cold ones (must be 1.0;
 for one-per-pass itself: warm vs cold; for llama.cpp: its cold answer vs ours, informative
-only, its quantized kernels round differently), accept = accepted / proposed drafts.
+only, its quantized kernels round differently), accept = accepted / proposed drafts;
+slot_acceptance (rows with mask drafts, in the JSON and below the table) = for each mask slot
+i, the share of passes drafting from the masks whose slots 1..i were all accepted.
 
 llama.cpp (the anchor) runs in a subprocess, bench_llamacpp_worker.py under the Python given
 by --llamacpp-python (llama-cpp-python lives in its own venv, never in ours): same prompt
@@ -183,6 +185,8 @@ class Run:
     ms: float
     drafted: int
     accepted: int
+    slot_tries: tuple = ()
+    slot_hits: tuple = ()
 
 
 def decode(engine, req, line: bool) -> Run:
@@ -197,7 +201,8 @@ def decode(engine, req, line: bool) -> Run:
     ms = (time.perf_counter() - t0) * 1000
     res = last.result
     ids = until_newline(res.token_ids, engine.tokenizer) if line else tuple(res.token_ids)
-    return Run(ids, res.forwards, ms, getattr(dec, "drafted", 0), getattr(dec, "accepted", 0))
+    return Run(ids, res.forwards, ms, getattr(dec, "drafted", 0), getattr(dec, "accepted", 0),
+               tuple(getattr(dec, "slot_tries", ())), tuple(getattr(dec, "slot_hits", ())))
 
 
 # ---- llama.cpp --------------------------------------------------------------------------------
@@ -282,6 +287,8 @@ class Row:
     compared: int = 0
     drafted: int = 0
     accepted: int = 0
+    slot_tries: List[int] = field(default_factory=list)     # mask drafts: passes reaching slot i
+    slot_hits: List[int] = field(default_factory=list)      # ... with slots 0..i all accepted
 
     def summary(self) -> Dict:
         fw = sum(self.forwards)
@@ -293,7 +300,9 @@ class Row:
                 "warm_p50_ms": _q(self.warm_ms, 50), "warm_p95_ms": _q(self.warm_ms, 95),
                 "same": round(self.same / self.compared, 4) if self.compared else None,
                 "same_count": self.same, "compared": self.compared,
-                "acceptance": round(self.accepted / self.drafted, 3) if self.drafted else None}
+                "acceptance": round(self.accepted / self.drafted, 3) if self.drafted else None,
+                "slot_acceptance": [round(h / t, 3) if t else None for h, t in zip(self.slot_hits, self.slot_tries)]
+                or None}
 
 
 def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Optional[LlamaCpp] = None,
@@ -324,6 +333,12 @@ def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Op
             row.tokens.append(len(cold.tokens))
             row.drafted += cold.drafted
             row.accepted += cold.accepted
+            for i, (t, h) in enumerate(zip(cold.slot_tries, cold.slot_hits)):
+                if i >= len(row.slot_tries):
+                    row.slot_tries.append(0)
+                    row.slot_hits.append(0)
+                row.slot_tries[i] += t
+                row.slot_hits[i] += h
             if ref is None:
                 ref = cold.tokens
                 row.same += warm.tokens == ref
@@ -481,6 +496,10 @@ def run(args) -> int:
           f"Settings() budgets ({settings.prefix_tokens}/{settings.suffix_tokens} tokens)")
     print(table(res["rows"]))
     print("same: token ids equal one-per-pass cold (one-per-pass: its warm run; llama.cpp: its cold run vs ours)")
+    for r in res["rows"]:
+        if r.get("slot_acceptance"):
+            print(f"{r['kind']} {r['decoder']}: mask slot acceptance (slot i and all before it accepted, "
+                  f"per pass drafting from the masks): {r['slot_acceptance']}")
     print("llama.cpp: " + (f"llama-cpp-python {llama_info['version']}" if llama_info["available"]
                            else f"not run ({llama_info['reason']})"))
     for note in notes:

@@ -116,6 +116,8 @@ class CausalDecoder(Decoder):
         if req.drafting and self.adapter is not None and req.draft_with in ("auto", "mask"):
             n_masks = min(self.adapter.mask_slots, req.max_draft_tokens)
         self.mask_drafted = self.mask_accepted = 0
+        self.slot_tries = [0] * n_masks          # passes whose mask drafts reached slot i
+        self.slot_hits = [0] * n_masks           # ... and slot i (and every slot before it) was accepted
         guesses: List[int] = []                   # the mask slots' drafts for the next pass
         if req.drafting and use_lookup and req.max_draft_tokens > 0:
             drafter = self.drafter or LookupDrafter(max_draft=req.max_draft_tokens,
@@ -146,6 +148,9 @@ class CausalDecoder(Decoder):
             if from_masks:
                 self.mask_drafted += len(drafts)
                 self.mask_accepted += n_ok
+                for i in range(min(len(drafts), len(self.slot_tries))):
+                    self.slot_tries[i] += 1
+                    self.slot_hits[i] += n_ok > i
             guesses = []
             if masks and n_ok == len(drafts):
                 mask_rows = raw[0, n_rows:].float()

@@ -201,5 +201,8 @@ def test_bench_with_a_drafter_reports_a_row_per_draft_source(tiny_gguf_qwen2, tm
     rows = {r["decoder"]: r for r in result["rows"]}
     assert set(rows) == {"one-per-pass", "lookup", "mask", "lookup+mask"}
     assert rows["mask"]["acceptance"] is not None                  # the mask slots did draft
+    slots = rows["mask"]["slot_acceptance"]
+    assert len(slots) == 3 and all(a is None or 0 <= a <= 1 for a in slots)
+    assert "mask slot acceptance" in out
     assert result["tokens_per_forward_with_mask"] == rows["lookup+mask"]["tokens_per_forward"]
     assert result["mask_gain"] == round(rows["lookup+mask"]["tokens_per_forward"] / rows["lookup"]["tokens_per_forward"], 3)
