@@ -7,6 +7,7 @@
     dllm-lsp train ...                          train or fine-tune the small model
     dllm-lsp stats                              local acceptance / latency counts
     dllm-lsp pull [MODEL]                       download a model into the user cache
+    dllm-lsp http [--host H] [--port P]         the engine over HTTP (OpenAI, Inception, llama.cpp FIM APIs)
 
 Each module exposes add_arguments(parser) and run(args) -> int; a module is imported when
 the parser is built (to list its options) and run only when its subcommand is chosen, so
@@ -29,6 +30,7 @@ SUBCOMMANDS = {
     "train": ("engine.train.cli", "train or fine-tune the small model on your code"),
     "stats": ("dllm_lsp.stats", "print local acceptance and latency counts"),
     "serve": ("dllm_lsp.serve_cmd", "run the language server (the default)"),
+    "http": ("dllm_lsp.http_cmd", "serve the engine over HTTP: OpenAI /v1/completions, /v1/fim/completions, llama.cpp /infill"),
     "pull": ("dllm_lsp.pull_cmd", "download a model (default: qwen2.5-coder-0.5b) into the user cache"),
 }
 
