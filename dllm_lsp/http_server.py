@@ -124,7 +124,8 @@ class Counters:
     unavailable: int = 0       # 503
     bad: int = 0               # 4xx other than 429
     errors: int = 0            # 500
-    forwards: int = 0
+    decodes: int = 0           # decodes the engine finished, cancelled ones included (counted when they end)
+    forwards: int = 0          # their forward passes and new tokens
     completion_tokens: int = 0
 
     def as_json(self) -> Dict[str, int]:
@@ -240,6 +241,7 @@ class FimEngine:
         self.counters.requests += 1
         job = self.worker.submit(key, lambda cancel: decode_query(engine, settings, q, cancel,
                                                                    push if on_update else None))
+        job.future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._account, f))
         try:
             answer = await asyncio.wrap_future(job.future)
         except (asyncio.CancelledError, Superseded):
@@ -252,9 +254,16 @@ class FimEngine:
             self.counters.cancelled += 1
         else:
             self.counters.completed += 1
+        return answer
+
+    def _account(self, future) -> None:
+        """When a decode ends (also one whose client went away): what the engine spent on it."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        answer = future.result()
+        self.counters.decodes += 1
         self.counters.forwards += answer.forwards
         self.counters.completion_tokens += answer.completion_tokens
-        return answer
 
     def health(self) -> Dict[str, Any]:
         state = {"ready": "ok"}.get(self.host.state, self.host.state)
