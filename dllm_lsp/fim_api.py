@@ -15,6 +15,10 @@ Server side (`dllm-lsp http`, http_server.py): `parse_request(api, body)` -> Fim
 `request_body(api, query)` -> (path, body), `parse_answer` / `parse_chunk` read what comes back.
 `parse_request(api, request_body(api, q)[1])` gives back q (tests/http/test_fim_api.py).
 
+/v1/fim/completions also carries the text where Mistral-style FIM clients read it
+(`choices[].message.content`, streamed `choices[].delta.content`), and a suffix of exactly
+`<|endoftext|>` means no suffix (how Continue's inception provider sends an empty one).
+
 Leniency follows the servers these shapes come from: unknown keys are ignored (llama.vscode
 sends `samplers`, `cache_prompt`, `n_indent`, ...; OpenAI clients send `user`, `n`), but a
 known key of the wrong type or out of range is an error. What we cannot honour is an error
@@ -181,7 +185,10 @@ def _parse_openai(body: Dict[str, Any], cap: int) -> FimQuery:
         raise BadRequest("'logprobs' is not supported", "logprobs")
     options = _get(body, "stream_options", dict, {})
     seed = _integer(body, "seed", -2**63, 2**63 - 1, None)
-    return FimQuery(prefix=prompt, suffix=_get(body, "suffix", str, ""),
+    suffix = _get(body, "suffix", str, "")
+    if suffix == "<|endoftext|>":       # Continue's inception provider says "no suffix" this way
+        suffix = ""
+    return FimQuery(prefix=prompt, suffix=suffix,
                     max_tokens=_integer(body, "max_tokens", 0, cap, None),
                     temperature=_number(body, "temperature", 0.0, 2.0, 0.0),
                     top_p=_number(body, "top_p", 0.0, 1.0, 1.0), stop=_stops(body),
@@ -239,8 +246,10 @@ def answer_body(api: str, answer: FimAnswer, *, id: str, created: int, model: st
                 and not answer.stop_word, "stopped_word": bool(answer.stop_word), "stopping_word": answer.stop_word,
                 "stopped_limit": answer.finish_reason == "length", "truncated": False, "tokens_cached": 0,
                 "timings": timings(answer)}
-    return {"id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": answer.text, "logprobs": None, "finish_reason": answer.finish_reason}],
+    choice = {"index": 0, "text": answer.text, "logprobs": None, "finish_reason": answer.finish_reason}
+    if api == "inception":              # Mistral-style FIM clients read the text as a chat message
+        choice["message"] = {"role": "assistant", "content": answer.text}
+    return {"id": id, "object": "text_completion", "created": created, "model": model, "choices": [choice],
             "usage": usage(answer)}
 
 
@@ -253,8 +262,10 @@ def chunk_body(api: str, text: str, *, id: str, created: int, model: str, finish
             body.update({k: v for k, v in answer_body(api, answer, id=id, created=created, model=model).items()
                          if k not in ("content", "stop")})
     else:
-        body = {"id": id, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        if api == "inception":          # and, streamed, as a chat delta (Continue's base _streamFim)
+            choice["delta"] = {"content": text}
+        body = {"id": id, "object": "text_completion", "created": created, "model": model, "choices": [choice]}
     if dllm is not None:
         body["dllm"] = dllm
     return body

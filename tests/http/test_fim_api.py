@@ -29,6 +29,9 @@ def test_openai_body_maps_and_rejects_what_cannot_be_honoured():
     assert (q.prefix, q.suffix, q.max_tokens, q.stop, q.stream, q.include_usage, q.model) == \
         ("a = ", "\n", 9, ("\n",), True, True, "m")
     assert fim_api.parse_request("openai", {"prompt": ["only one"]}).prefix == "only one"
+    # Continue's inception provider: POST {apiBase}completions, an empty suffix sent as <|endoftext|>
+    assert fim_api.parse_request("openai", {"prompt": "x", "suffix": "<|endoftext|>", "presence_penalty": 1.5,
+                                            "frequency_penalty": 0, "stop": ["<|endoftext|>", "\n\n", "\n \n"]}).suffix == ""
     bad = [({"prompt": 3}, "prompt"), ({}, "prompt"), ({"prompt": ["a", "b"]}, "prompt"), ({"prompt": [1, 2]}, "prompt"),
            ({"prompt": "", "max_tokens": "9"}, "max_tokens"), ({"prompt": "", "max_tokens": 1.5}, "max_tokens"),
            ({"prompt": "", "max_tokens": 100000}, "max_tokens"), ({"prompt": "", "temperature": True}, "temperature"),
@@ -76,6 +79,9 @@ def test_answers_and_chunks_parse_back_on_the_client_side():
         assert fim_api.parse_answer(api, fim_api.answer_body(api, ans, **meta)) == ("a + b", "length")
     oa = fim_api.answer_body("openai", ans, **meta)
     assert oa["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    fim = fim_api.answer_body("inception", ans, **meta)["choices"][0]
+    assert fim["text"] == fim["message"]["content"] == "a + b"          # Inception's and Mistral's readers
+    assert fim_api.chunk_body("inception", "b", **meta)["choices"][0]["delta"] == {"content": "b"}
     lc = fim_api.answer_body("llamacpp", ans, **meta)
     assert lc["stop"] is True and lc["timings"]["predicted_n"] == 3 and lc["timings"]["predicted_ms"] == 30.0
     chunk = fim_api.chunk_body("openai", "b", dllm={"stable": "a b", "draft": "a b c", "forwards": 2}, **meta)
