@@ -278,7 +278,7 @@ def usage_chunk(answer: FimAnswer, *, id: str, created: int, model: str) -> Dict
 
 
 def sse(body: Any) -> bytes:
-    return b"data: " + json.dumps(body, ensure_ascii=False).encode("utf-8") + b"\n\n"
+    return b"data: " + json.dumps(body).encode("ascii") + b"\n\n"      # \u escapes: never an unencodable byte
 
 
 SSE_DONE = b"data: [DONE]\n\n"

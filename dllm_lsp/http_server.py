@@ -62,6 +62,7 @@ DEFAULT_QUEUE = 8
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
 MAX_TOKENS_CAP = 1024
 ENGINE_KEY = web.AppKey("engine", object)
+MAX_BODY_KEY = web.AppKey("max_body", int)
 
 
 # ---- the token ---------------------------------------------------------------------------------
@@ -325,6 +326,7 @@ def make_app(engine: FimEngine, token: str, max_body: int = DEFAULT_MAX_BODY) ->
 
     app = web.Application(middlewares=[guard], client_max_size=max_body)
     app[ENGINE_KEY] = engine
+    app[MAX_BODY_KEY] = max_body
     for api, path in (("openai", "/v1/completions"), ("inception", "/v1/fim/completions"), ("llamacpp", "/infill")):
         app.router.add_post(path, completion_handler(api))
     app.router.add_get("/v1/models", models)
@@ -333,15 +335,24 @@ def make_app(engine: FimEngine, token: str, max_body: int = DEFAULT_MAX_BODY) ->
 
 
 async def read_json(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > request._client_max_size:
-        raise web.HTTPRequestEntityTooLarge(max_size=request._client_max_size, actual_size=request.content_length,
-                                            text=f"the body is {request.content_length} bytes; the limit is "
-                                                 f"{request._client_max_size}")
-    raw = await request.read()
+    limit = request.app[MAX_BODY_KEY]
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length,
+                                            text=f"the body is {request.content_length} bytes; the limit is {limit}")
+    raw = await request.read()          # a chunked body over the limit raises 413 here
     try:
-        return json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
+    try:                                # "\ud800" is valid JSON but no text the tokenizer can take
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("the body holds a lone UTF-16 surrogate (\\ud800-\\udfff): not text") from None
+    except (ValueError, RecursionError):
+        raise BadRequest("the body is nested too deeply") from None
+    return body
 
 
 def completion_handler(api: str):

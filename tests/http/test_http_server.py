@@ -9,6 +9,7 @@ import asyncio
 import json
 import socket
 import time
+import urllib.error
 
 import openai
 import pytest
@@ -121,7 +122,8 @@ def test_bad_bodies_are_4xx_json_and_the_server_lives_on(http_server):
              ("/v1/completions", b'{"prompt": "x", "n": 3}', 400), ("/v1/completions", b"\xff\xfe", 400),
              ("/v1/fim/completions", b'{"prompt": "x", "stop": [1]}', 400),
              ("/infill", b'{"input_prefix": ["a"]}', 400), ("/infill", b'{"input_extra": "a"}', 400),
-             ("/infill", b'{"n_predict": 1e400}', 400),
+             ("/infill", b'{"n_predict": 1e400}', 400), ("/v1/completions", b'{"prompt": "a\\ud800b"}', 400),
+             ("/v1/completions", b"[" * 100000 + b"]" * 100000, 400),
              ("/nowhere", b"{}", 404)]
     for path, raw, want in cases:
         status, body = http_server.request("POST", path, raw=raw)
@@ -130,6 +132,19 @@ def test_bad_bodies_are_4xx_json_and_the_server_lives_on(http_server):
     assert status == 405 and body["error"]["code"] == 405
     status, body = http_server.request("POST", "/v1/completions", raw=b'{"prompt": "' + b"a" * (3 * 1024 * 1024) + b'"}')
     assert status == 413 and body["error"]["code"] == 413
+    def chunks():                                    # no Content-Length: the limit still holds
+        for _ in range(40):
+            yield b" " * (100 * 1024)
+    import urllib.request
+    req = urllib.request.Request(http_server.url + "/v1/completions", data=chunks(), method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Transfer-Encoding": "chunked"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 413 and json.loads(err.value.read())["error"]["code"] == 413
+    # odd but valid requests are answered, not crashed on
+    for body in ({"prompt": ""}, {"prompt": "", "suffix": "", "max_tokens": 0}, {"prompt": "<|fim_prefix|><|endoftext|>"}):
+        status, answer = http_server.request("POST", "/v1/completions", {**body, "max_tokens": body.get("max_tokens", 3)})
+        assert status == 200 and isinstance(answer["choices"][0]["text"], str), (body, answer)
     assert http_server.health()["status"] == "ok" and http_server.proc.poll() is None
 
 
