@@ -67,7 +67,8 @@ class FimQuery:
     top_p: float = 1.0
     stop: Tuple[str, ...] = ()                        # the answer ends before the first of these
     stream: bool = False
-    deadline_ms: Optional[float] = None               # answer with what is decoded by then
+    deadline_ms: Optional[float] = None               # llama.cpp's t_max_predict_ms: once a newline is decoded,
+                                                      # stop when this long has passed since the first token
     model: str = ""
     ignore_eos: bool = False                          # decode all max_tokens (benchmarks, tests)
     seed: Optional[int] = None

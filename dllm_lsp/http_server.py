@@ -160,7 +160,7 @@ def decode_query(engine, settings: Settings, q: FimQuery, cancel: Optional[threa
     req = InfillRequest(prefix=header + prefix, suffix=suffix, max_new_tokens=max(1, n), policy=settings.policy,
                         threshold=settings.threshold, entropy_bound=settings.entropy_bound,
                         tokens_per_step=settings.tokens_per_step, block_size=settings.block_size,
-                        temperature=q.temperature, seed=q.seed or 0, deadline_ms=q.deadline_ms,
+                        temperature=q.temperature, seed=q.seed or 0,
                         stop_at_eos=not q.ignore_eos, drafting=settings.drafting,
                         max_draft_tokens=settings.max_draft_tokens,
                         draft_sources=tuple(t[-20_000:] for _, t in q.snippets[:2]) if settings.drafting else ())
@@ -173,6 +173,7 @@ def decode_query(engine, settings: Settings, q: FimQuery, cancel: Optional[threa
     scanner = StopScanner(q.stop)
     prompt_ms = None
     last = None
+    timed_out = False
     for last in engine.stream(req, stop):
         if prompt_ms is None:
             prompt_ms = (time.perf_counter() - t0) * 1000
@@ -181,12 +182,18 @@ def decode_query(engine, settings: Settings, q: FimQuery, cancel: Optional[threa
         visible, hit = scanner.visible(last.stable)
         if hit:
             stop.set()
+        elif q.deadline_ms is not None and "\n" in last.stable and not stop.is_set() \
+                and (time.perf_counter() - t0) * 1000 - prompt_ms > q.deadline_ms:
+            timed_out = True                 # llama.cpp's t_max_predict_ms: only once a line is complete
+            stop.set()
         if on_update is not None:
             on_update(visible, scanner.final(last.draft)[0], last.forwards)
     res = last.result
     text, word = scanner.final(res.text)
     if cancel is not None and cancel.is_set():
         reason = "cancelled"
+    elif timed_out:
+        reason = "length"
     elif word or res.finish_reason in ("eos", "cancelled"):     # "cancelled" here: our stop after a stop string
         reason = "stop"
     else:

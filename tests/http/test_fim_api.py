@@ -134,3 +134,38 @@ def test_error_mapping_takes_the_servers_words():
     assert error_message(500, b"<html>oops</html>") == "HTTP 500: <html>oops</html>"
     assert [error_kind(s) for s in (401, 403, 429, 503, 500, 502, 404)] == \
         ["auth", "auth", "busy", "busy", "server", "server", "http"]
+
+
+class FakeEngine:
+    """Engine.stream's contract, scripted: one update per 'pass', each `delay` seconds apart."""
+
+    def __init__(self, texts, delay=0.0):
+        from engine.testing import tiny_tokenizer
+        self.texts, self.delay, self.tokenizer, self.requests = texts, delay, tiny_tokenizer(), []
+
+    def stream(self, req, stop):
+        import time as _time
+        from engine.api import InfillResult, InfillUpdate
+        self.requests.append(req)
+        text, n = "", 0
+        for nxt in self.texts:
+            if stop.is_set():                   # checked before every pass, as the engine does
+                break
+            _time.sleep(self.delay)
+            text, n = nxt, n + 1
+            yield InfillUpdate(stable=text, draft=text, forwards=n, committed=n, total=len(self.texts))
+        yield InfillUpdate(stable=text, draft=text, forwards=n, committed=n, total=n,
+                           result=InfillResult(text=text, forwards=n, new_tokens=n, ms=1.0, finish_reason="length"))
+
+
+def test_t_max_predict_ms_stops_only_once_a_line_is_complete():
+    from dllm_lsp.http_server import decode_query
+    texts = ["a", "ab", "abc", "abcd", "abcd\n", "abcd\ne", "abcd\nef", "abcd\nefg"]
+    slow = FakeEngine(texts, delay=0.02)
+    ans = decode_query(slow, Settings(), FimQuery(prefix="x = ", max_tokens=8, deadline_ms=1.0))
+    assert ans.text == "abcd\n" and ans.finish_reason == "length"       # past the deadline long ago, but
+    assert slow.requests[0].deadline_ms is None                           # the first line was left whole
+    ans = decode_query(FakeEngine(texts), Settings(), FimQuery(prefix="x = ", max_tokens=8, deadline_ms=10_000))
+    assert ans.text == "abcd\nefg"
+    stopped = decode_query(FakeEngine(texts), Settings(), FimQuery(prefix="x = ", max_tokens=8, stop=("cd",)))
+    assert (stopped.text, stopped.finish_reason, stopped.stop_word) == ("ab", "stop", "cd")
