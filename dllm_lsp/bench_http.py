@@ -1,10 +1,11 @@
 """`dllm-lsp bench http --clients N`: concurrent clients against one `dllm-lsp http` on loopback.
 
 Starts `dllm-lsp http --port 0` on --model (or uses --url with the token from $DLLM_LSP_TOKEN),
-waits for /health, then for each client count in 1, 2, 4, ... up to N (and N itself) runs that
-many clients at once, each sending --requests POST /v1/completions back to back (a prefix and
-suffix cut from FILE... at sampled line ends, `stop: ["\\n"]`, --max-tokens). Reported per
-client count: requests/s over the wall time, p50/p95 latency, 429 answers. One engine decodes
+waits for /health, then for each client count in 1, 2, 4, ... up to N (and N itself) sends the
+same N x --requests POST /v1/completions (a prefix and suffix cut from FILE... in the middle of
+sampled lines, `stop: ["\\n"]`, --max-tokens), split round-robin over that many clients that
+each send theirs back to back: every row decodes the same work, only the concurrency differs.
+Reported per client count: requests/s over the wall time, p50/p95 latency, 429 answers. One engine decodes
 one request at a time, so throughput stays flat and latency grows about linearly with N: the
 row where p95 passes what an editor tolerates is where one box stops and a batching serving
 engine (SGLang, vLLM) has to take over.
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", type=Path,
                         help="source files to cut requests from (default: examples/demo.py and this package's service.py)")
     parser.add_argument("--clients", type=int, default=4, help="most concurrent clients (default: 4)")
-    parser.add_argument("--requests", type=int, default=4, help="requests per client per row (default: 4)")
+    parser.add_argument("--requests", type=int, default=4,
+                        help="requests per client at the most clients; every row sends clients x this many (default: 4)")
     parser.add_argument("--max-tokens", type=int, default=24, help="max_tokens per request (default: 24)")
     parser.add_argument("--model", default="default", help="model for the server it starts (default: default)")
     parser.add_argument("--threads", type=int, default=0, help="engine threads of that server (0: half the cores)")
@@ -71,7 +73,8 @@ def percentile(values: List[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
-async def run_row(url: str, token: str, cases, clients: int, per_client: int, max_tokens: int) -> Dict:
+async def run_row(url: str, token: str, cases, clients: int, max_tokens: int) -> Dict:
+    """Send every case once, split round-robin over `clients` concurrent clients."""
     import aiohttp
     latencies: List[float] = []
     rejected = errors = 0
@@ -79,8 +82,7 @@ async def run_row(url: str, token: str, cases, clients: int, per_client: int, ma
 
     async def one_client(k: int, session) -> None:
         nonlocal rejected, errors
-        for i in range(per_client):
-            prefix, suffix = cases[(k * per_client + i) % len(cases)]
+        for prefix, suffix in cases[k::clients]:
             t0 = time.perf_counter()
             async with session.post(url + "/v1/completions", headers=headers, json={
                     "model": "bench", "prompt": prefix, "suffix": suffix, "max_tokens": max_tokens,
@@ -156,7 +158,9 @@ def run(args) -> int:
         return 2
     root = Path(__file__).resolve().parents[1]
     files = args.files or [p for p in (root / "examples" / "demo.py", Path(__file__).with_name("service.py")) if p.is_file()]
-    cases = cases_from(files, max(4, args.clients * args.requests), args.seed)
+    total = args.clients * args.requests
+    pool = cases_from(files, total, args.seed)
+    cases = [pool[i % len(pool)] for i in range(total)]
     proc: Optional[subprocess.Popen] = None
     if args.url:
         url, token = args.url.rstrip("/"), os.environ.get("DLLM_LSP_TOKEN", "")
@@ -164,9 +168,8 @@ def run(args) -> int:
         proc, url, token = start_server(args.model, args.threads, queue=max(8, args.clients))
     try:
         health = wait_ready(url, token)
-        asyncio.run(run_row(url, token, cases, 1, 1, args.max_tokens))        # warm the engine once
-        rows = [asyncio.run(run_row(url, token, cases, n, args.requests, args.max_tokens))
-                for n in client_counts(args.clients)]
+        asyncio.run(run_row(url, token, cases[:1], 1, args.max_tokens))      # warm the engine once
+        rows = [asyncio.run(run_row(url, token, cases, n, args.max_tokens)) for n in client_counts(args.clients)]
     finally:
         if proc is not None:
             proc.terminate()
@@ -174,12 +177,11 @@ def run(args) -> int:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    result = {"model": health.get("model"), "maxTokens": args.max_tokens, "requestsPerClient": args.requests,
-              "rows": rows}
+    result = {"model": health.get("model"), "maxTokens": args.max_tokens, "requestsPerRow": total, "rows": rows}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"bench http: model {result['model']}, {args.requests} requests per client, max_tokens {args.max_tokens}")
+    print(f"bench http: model {result['model']}, the same {total} requests in every row, max_tokens {args.max_tokens}")
     print(f"{'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'429':>5} {'errors':>6}")
     for r in rows:
         print(f"{r['clients']:>7} {r['requests']:>8} {r['requestsPerS']:>7.2f} {r['p50Ms']:>8.0f} {r['p95Ms']:>8.0f} "

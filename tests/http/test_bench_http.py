@@ -37,7 +37,7 @@ def test_a_short_run_reports_every_row(http_model, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["model"] == "tiny" and [r["clients"] for r in out["rows"]] == [1, 2]
-    for row in out["rows"]:
-        assert row["requests"] == 2 * row["clients"] and row["rejected"] == 0 and row["errors"] == 0
+    assert out["model"] == "tiny" and [r["clients"] for r in out["rows"]] == [1, 2] and out["requestsPerRow"] == 4
+    for row in out["rows"]:                              # every row decodes the same 2 x 2 requests
+        assert row["requests"] == 4 and row["rejected"] == 0 and row["errors"] == 0
         assert row["requestsPerS"] > 0 and 0 < row["p50Ms"] <= row["p95Ms"]
