@@ -24,7 +24,8 @@ caller (LSP $/cancelRequest) cancels its request. Failures raise `BackendError(k
 (refused, timeout, auth, busy, server, http, protocol); after a refused connection or a
 timeout the backend fails fast for a short, growing back-off (1 s doubling to 16 s, reset by
 the first success), so a dead server never makes typing wait. The service shows each kind of
-failure once (service.py).
+failure once (service.py). The `Decoded` it returns counts streamed events as `forwards` (the
+server's own passes are not visible) and leaves `new_tokens` at 0.
 """
 from __future__ import annotations
 
