@@ -148,16 +148,23 @@ def test_bad_bodies_are_4xx_json_and_the_server_lives_on(http_server):
     assert http_server.health()["status"] == "ok" and http_server.proc.poll() is None
 
 
-def test_a_closed_connection_cancels_its_decode(http_server):
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_closed_connection_cancels_its_decode(http_server, stream):
     before = http_server.health()["counters"]
     s = socket.create_connection(("127.0.0.1", http_server.port), timeout=30)
     body = json.dumps({"prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 1000, "ignore_eos": True,
-                       "stream": True}).encode()
+                       "stream": stream}).encode()
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-    got = b""
-    while b"data: " not in got:                      # the decode is running: a chunk came
-        got += s.recv(4096)
+    if stream:
+        got = b""
+        while b"data: " not in got:                  # the decode is running: a chunk came
+            got += s.recv(4096)
+    else:                                            # nothing comes before the end: wait until it decodes
+        t0 = time.monotonic()
+        while http_server.health()["queue"]["active"] == 0 and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        time.sleep(0.1)
     s.close()
     t0 = time.monotonic()
     while time.monotonic() - t0 < 30:
