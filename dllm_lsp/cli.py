@@ -2,12 +2,13 @@
 
     dllm-lsp [--stdio | --tcp HOST:PORT]        the language server (default)
     dllm-lsp complete FILE:LINE:COL             one suggestion, shown as it grows
-    dllm-lsp bench lsp|decode|context|engine    benchmarks
+    dllm-lsp bench lsp|decode|context|http|engine  benchmarks
     dllm-lsp eval humaneval-infill ...          evaluation
     dllm-lsp train ...                          train or fine-tune the small model
     dllm-lsp train-drafter ...                  train the default model's mask-slot drafter
     dllm-lsp stats                              local acceptance / latency counts
     dllm-lsp pull [MODEL]                       download a model into the user cache
+    dllm-lsp http [--host H] [--port P]         the engine over HTTP (OpenAI, Inception, llama.cpp FIM APIs)
 
 Each module exposes add_arguments(parser) and run(args) -> int; a module is imported when
 the parser is built (to list its options) and run only when its subcommand is chosen, so
@@ -25,12 +26,13 @@ from typing import List, Optional
 # subcommand -> (module, help)
 SUBCOMMANDS = {
     "complete": ("dllm_lsp.complete_cmd", "complete at FILE:LINE:COL (1-based) without an editor"),
-    "bench": ("dllm_lsp.bench", "benchmarks: `bench lsp`, `bench decode`, `bench context`, `bench engine`"),
+    "bench": ("dllm_lsp.bench", "benchmarks: `bench lsp`, `bench decode`, `bench context`, `bench http`, `bench engine`"),
     "eval": ("dllm_lsp.evaluate", "evaluation: `eval humaneval-infill`, `eval heldout`"),
     "train": ("engine.train.cli", "train or fine-tune the small model on your code"),
     "train-drafter": ("dllm_lsp.train_drafter_cmd", "train the default model's mask-slot drafter on your code"),
     "stats": ("dllm_lsp.stats", "print local acceptance and latency counts"),
     "serve": ("dllm_lsp.serve_cmd", "run the language server (the default)"),
+    "http": ("dllm_lsp.http_cmd", "serve the engine over HTTP: OpenAI /v1/completions, /v1/fim/completions, llama.cpp /infill"),
     "pull": ("dllm_lsp.pull_cmd", "download a model (default: qwen2.5-coder-0.5b) into the user cache"),
 }
 

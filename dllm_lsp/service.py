@@ -11,6 +11,7 @@ client happens on the loop thread.
                   ─ plan_completion() is None? ──────────▶ ""
                   ─ debounce; a newer request came? ─────▶ ""
                   ─ worker.submit(uri) … updates ─▶ dllm/inlineCompletionUpdate
+                    (setting `backend`: remote_backend.RemoteBackend.decode instead, same updates)
                   ─ finish_completion() ─▶ cache.store ─▶ final text (+ done notification)
 """
 from __future__ import annotations
@@ -123,6 +124,8 @@ class CompletionService:
         self._last_status_at = 0.0
         self._warm_timers: Dict[str, asyncio.TimerHandle] = {}
         self.last_suggestion: Dict[str, str] = {}      # uri -> the last suggestion made there (a draft source)
+        self.remote = None                             # a RemoteBackend while the `backend` setting is set
+        self._backend_reported: Optional[Tuple] = None # (url, kind) of the failure last shown
 
     # ---- settings and model --------------------------------------------------------------
     def configure(self, raw: Any, initial: bool = False) -> List[str]:
@@ -144,7 +147,9 @@ class CompletionService:
             self.client.show_message("warning", f"dllm-lsp: {msg}")
         if old != new:
             self.cache.clear()                   # suggestions depend on the settings that made them
-        if self._started and model_key(old) != model_key(new):
+        if old.backend != new.backend or (self.remote is None) != (new.backend is None):
+            self._set_backend(new.backend)
+        if self._started and (model_key(old) != model_key(new) or old.backend != new.backend):
             self.load()
         return messages
 
@@ -157,6 +162,10 @@ class CompletionService:
         settings = self.settings
         seq = next(self._load_seq)
         self._current_load = seq
+        if self.remote is not None:              # a remote backend decodes: no local model to load
+            self.cache.clear()
+            self._status("ready", f"remote backend {self.remote.describe()}")
+            return
         self.host.state = "loading"
         self.cache.clear()
         self._status("loading", f"loading model {settings.model}")
@@ -214,7 +223,7 @@ class CompletionService:
         settings = self.settings
         if not settings.language_enabled(doc.language_id):
             return Answer("", "disabled")
-        if not self.host.ready:
+        if not self.host.ready and self.remote is None:
             return Answer("", "not-ready")
         before, after = doc.text[: doc.offset], doc.text[doc.offset:]
         hit = self.cache.lookup(before, after)
@@ -227,6 +236,8 @@ class CompletionService:
             await asyncio.sleep(settings.debounce_ms / 1000)
             if self.generation[doc.uri] != gen:
                 return Answer("", "superseded")
+        if self.remote is not None:
+            return await self._complete_remote(doc, plan, stream, t0)
         loop = asyncio.get_running_loop()
         engine = self.host.engine
 
@@ -248,6 +259,59 @@ class CompletionService:
         self.metrics.new_tokens += decoded.new_tokens
         if job.cancel.is_set() or decoded.finish_reason == "cancelled":
             return Answer("", "superseded", forwards=decoded.forwards, mode=plan.mode)
+        self.cache.store(before, after, decoded.text)
+        if decoded.text:
+            self.last_suggestion[doc.uri] = decoded.text
+        return Answer(decoded.text, "ok", forwards=decoded.forwards, ms=(time.perf_counter() - t0) * 1000,
+                      first_text_ms=decoded.first_text_ms, mode=plan.mode)
+
+    # ---- the remote backend ------------------------------------------------------------------
+    def _set_backend(self, config: Optional[Dict[str, Any]]) -> None:
+        old, self.remote = self.remote, None
+        if old is not None:
+            self._close_remote(old)
+        self._backend_reported = None
+        if config is not None:
+            from .remote_backend import RemoteBackend
+            self.remote = RemoteBackend(config)
+
+    def _close_remote(self, remote) -> None:
+        try:
+            asyncio.get_running_loop().create_task(remote.close())
+        except RuntimeError:                      # no loop (tests, shutdown): nothing left to close on it
+            pass
+
+    async def _complete_remote(self, doc: DocumentAt, plan, stream: bool, t0: float) -> Answer:
+        """The plan through the remote backend, the rest as in _complete; a failure answers "" and is
+        shown once per kind in dllm/status and a message (typing never waits on a dead server)."""
+        from .remote_backend import BackendError
+        remote = self.remote
+
+        def on_update(stable: str, draft: str, forwards: int) -> None:
+            if stream:
+                self._update(doc, stable, draft, False)
+
+        try:
+            decoded = await remote.decode(doc.uri, plan, on_update)
+        except Superseded:
+            return Answer("", "superseded", mode=plan.mode)
+        except asyncio.CancelledError:
+            self.metrics.cancelled += 1
+            raise
+        except BackendError as exc:
+            key = (remote.url, exc.kind)
+            if key != self._backend_reported:
+                self._backend_reported = key
+                message = f"backend {remote.describe()}: {exc}"
+                self._status("error", message)
+                self.client.show_message("error", f"dllm-lsp: {message}. Suggestions are empty until it answers.")
+            return Answer("", "backend-error", mode=plan.mode)
+        if self._backend_reported is not None:
+            self._backend_reported = None
+            self._status("ready", f"remote backend {remote.describe()}")
+        self.metrics.engine_runs += 1
+        self.metrics.forwards += decoded.forwards
+        before, after = doc.text[: doc.offset], doc.text[doc.offset:]
         self.cache.store(before, after, decoded.text)
         if decoded.text:
             self.last_suggestion[doc.uri] = decoded.text
@@ -357,4 +421,6 @@ class CompletionService:
 
     def close(self) -> None:
         self.flush()
+        if self.remote is not None:
+            self._close_remote(self.remote)
         self.worker.stop(timeout=2.0)

@@ -54,6 +54,9 @@ class Settings:
     warm_up: bool = True                 # prefill the context in the background on didOpen and when the cursor rests
     warm_up_delay_ms: int = 300          # "rests": this long after the last didChange / dllm/cursor
     log_level: str = "warning"
+    backend: Optional[Dict[str, Any]] = None   # None: the in-process engine; else a FIM server that decodes instead:
+                                         # {"url", "api": openai | inception | llamacpp, "model", "apiKeyEnv",
+                                         # "timeoutMs"} (remote_backend.py)
 
     def engine_threads(self) -> int:
         """CPU threads for torch: two OpenMP threads fighting for two busy cores cost 10-100x here."""
@@ -125,6 +128,32 @@ def _languages(value: Any) -> Dict[str, bool]:
     return {"*": True, **value}
 
 
+BACKEND_APIS = ("openai", "inception", "llamacpp")
+BACKEND_KEYS = ("url", "api", "model", "apiKeyEnv", "timeoutMs")
+
+
+def _backend(value: Any) -> Optional[Dict[str, Any]]:
+    """null, or {"url": "http(s)://...", "api": ..., "model"?, "apiKeyEnv"?, "timeoutMs"?} with defaults filled in."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError('must be null or an object {"url": ..., "api": "openai" | "inception" | "llamacpp", ...}')
+    unknown = sorted(set(value) - set(BACKEND_KEYS))
+    if unknown:
+        raise ValueError(f"has unknown keys {', '.join(unknown)} (known: {', '.join(BACKEND_KEYS)})")
+    url = value.get("url")
+    if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url.strip()):
+        raise ValueError("needs a url such as http://127.0.0.1:8012")
+    api = value.get("api", "openai")
+    if api not in BACKEND_APIS:
+        raise ValueError(f"api must be one of {', '.join(BACKEND_APIS)}")
+    model, key_env = value.get("model", ""), value.get("apiKeyEnv", "")
+    if not isinstance(model, str) or not isinstance(key_env, str):
+        raise ValueError("model and apiKeyEnv must be strings")
+    timeout = _number(100, 600000, integer=True)(value.get("timeoutMs", 10000))
+    return {"url": url.strip().rstrip("/"), "api": api, "model": model, "apiKeyEnv": key_env, "timeoutMs": timeout}
+
+
 VALIDATORS: Dict[str, Callable[[Any], Any]] = {
     "model": _str,
     "device": _device,
@@ -150,6 +179,7 @@ VALIDATORS: Dict[str, Callable[[Any], Any]] = {
     "warm_up": _bool,
     "warm_up_delay_ms": _number(0, 10000, integer=True),
     "log_level": _choice(LOG_LEVELS),
+    "backend": _backend,
 }
 assert set(VALIDATORS) == {f.name for f in fields(Settings)}
 

@@ -33,6 +33,7 @@ const SERVER_KEYS: Record<string, "string" | "number" | "integer" | "boolean" | 
   warmUp: "boolean",
   warmUpDelayMs: "integer",
   logLevel: "string",
+  backend: "object",
 };
 
 export type ServerSettings = Record<string, unknown>;
