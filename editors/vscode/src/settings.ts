@@ -30,6 +30,7 @@ const SERVER_KEYS: Record<string, "string" | "number" | "integer" | "boolean" | 
   streaming: "boolean",
   drafting: "boolean",
   maxDraftTokens: "integer",
+  drafter: "string",
   warmUp: "boolean",
   warmUpDelayMs: "integer",
   logLevel: "string",
