@@ -38,6 +38,11 @@ class InfillRequest:
                suggestion); the prompt itself is always searched
     draft_with "auto": lookup and, where the engine has a trained mask-slot drafter, its guesses;
                "lookup" or "mask": that source alone (for measuring each)
+    raw_prompt AR models only: `prefix` is the whole prompt, token for token as written (special
+               tokens such as <|im_start|> in the text become their special ids), with no FIM
+               tokens, no BOS and no suffix (`suffix` must be empty); the prompt is cut from the
+               left to fit. For chat templates (the HTTP server's /v1/chat/completions); the
+               block-diffusion decoders refuse it (ValueError)
     """
 
     prefix: str
@@ -58,6 +63,7 @@ class InfillRequest:
     max_draft_tokens: int = 8
     draft_sources: tuple = ()
     draft_with: str = "auto"
+    raw_prompt: bool = False
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,16 @@ class CausalDecoder(Decoder):
             yield from self._run_causal()
 
     def context_ids(self, req) -> List[int]:
-        """The prompt: prefix-suffix-middle with the model's FIM tokens, or the prefix alone."""
+        """The prompt: prefix-suffix-middle with the model's FIM tokens, or the prefix alone;
+        with `req.raw_prompt` the prefix's own tokens and nothing else."""
         cfg = self.cfg
+        if req.raw_prompt:
+            if req.suffix:
+                raise ValueError("raw_prompt takes the whole prompt in `prefix`; `suffix` must be empty")
+            prompt, _ = self._fit(self.tok.encode(req.prefix), [], req.max_new_tokens)
+            if not prompt:
+                raise ValueError("raw_prompt needs a non-empty prompt")
+            return prompt
         prefix, suffix = self.tok.encode(req.prefix), self.tok.encode(req.suffix)
         if cfg.fim_middle_id is not None:
             prefix, suffix = self._fit(prefix, suffix, 3 + req.max_new_tokens)

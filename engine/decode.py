@@ -185,6 +185,8 @@ class Decoder:
         return prefix, suffix
 
     def run(self, req: InfillRequest, cancel: Optional[threading.Event] = None) -> Iterator[InfillUpdate]:
+        if req.raw_prompt:
+            raise ValueError("raw_prompt needs a causal (AR) model; this one fills a masked span")
         self._start(req, cancel)
         with torch.inference_mode():
             if self.cfg.attention == "block_causal":

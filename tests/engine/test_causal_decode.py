@@ -8,6 +8,7 @@ budget ending inside a block, cancellation mid-request.
 """
 import random
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -203,3 +204,70 @@ def test_draft_length_follows_the_match_and_backs_off_after_a_miss():
     assert d.propose([5], 20) == [] and d.propose([5, 7], 20) == []
     d.observe([6], 1, 1)
     assert d.propose([5, 7], 20) == [5, 7]                         # an accept lifts the back-off (latest "7")
+
+
+CHAT_PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+               "<|im_start|>user\nWrite add(a, b) in Python.<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_raw_prompt_is_the_prefix_token_for_token_with_specials_parsed(tiny_ar):
+    cfg, tok = tiny_ar.cfg, tiny_ar.tokenizer
+    dec = tiny_ar.decoder()
+    ids = dec.context_ids(InfillRequest(CHAT_PROMPT, max_new_tokens=8, raw_prompt=True))
+    im_start, im_end = tok.token_id("<|im_start|>"), tok.token_id("<|im_end|>")
+    assert ids == tok.encode(CHAT_PROMPT)
+    assert ids[0] == im_start and ids.count(im_start) == 3 and ids.count(im_end) == 2
+    assert not {cfg.fim_prefix_id, cfg.fim_suffix_id, cfg.fim_middle_id} & set(ids)
+    assert im_end in cfg.stop_ids                                  # the assistant's turn ends the decode
+    fim = dec.context_ids(InfillRequest(CHAT_PROMPT, max_new_tokens=8))
+    assert fim[0] == cfg.fim_prefix_id and fim[-1] == cfg.fim_middle_id and fim != ids
+    # too long: cut from the left, the end of the prompt (the open assistant turn) kept
+    long_prompt = "x = 1\n" * cfg.max_position + CHAT_PROMPT
+    cut = dec.context_ids(InfillRequest(long_prompt, max_new_tokens=8, raw_prompt=True))
+    assert len(cut) == cfg.max_position - 8 and cut[-len(ids):] == ids
+    for bad in (InfillRequest(CHAT_PROMPT, suffix="x", raw_prompt=True), InfillRequest("", raw_prompt=True)):
+        with pytest.raises(ValueError):
+            dec.context_ids(bad)
+
+
+def no_cache_greedy(engine, ctx, n, stops=frozenset()):
+    """The oracle: the whole sequence through the model each step, argmax of the last row."""
+    from engine.model import causal_mask
+    out = []
+    with torch.inference_mode():
+        for _ in range(n):
+            seq = ctx + out
+            raw, _ = engine.model(torch.tensor([seq]), torch.arange(len(seq)), None,
+                                  causal_mask(len(seq), 0, "cpu"), len(seq) - 1)
+            t = int(raw[0, 0].float().argmax())
+            if t in stops:
+                break
+            out.append(t)
+    return out
+
+
+@pytest.mark.parametrize("prompt", [CHAT_PROMPT, CHAT_PROMPT + "def add(a, b):\n    return a"])
+@pytest.mark.parametrize("stop_at_eos", [False, True])
+def test_raw_prompt_decodes_greedily_with_drafting_on_or_off(tiny_ar, prompt, stop_at_eos):
+    ctx = tiny_ar.tokenizer.encode(prompt)
+    req = InfillRequest(prompt, max_new_tokens=12, raw_prompt=True, stop_at_eos=stop_at_eos)
+    off = tiny_ar.infill(replace(req, drafting=False))
+    want = no_cache_greedy(tiny_ar, ctx, 12, tiny_ar.cfg.stop_ids if stop_at_eos else frozenset())
+    assert list(off.token_ids) == want
+    assert off.new_tokens == 12 or stop_at_eos                     # the random model may stop at once
+    assert off.forwards == min(12, len(want) + 1)                  # one token per pass (+ the stop token's)
+    on = tiny_ar.infill(req)
+    assert (on.token_ids, on.text, on.finish_reason) == (off.token_ids, off.text, off.finish_reason)
+    reference = list(off.token_ids) + [tiny_ar.cfg.eos_id] * 3
+    res, _, dec = run_with(tiny_ar, req, ScriptedDrafter(reference, 0.0, seed=1, vocab=tiny_ar.cfg.vocab_size))
+    assert res.token_ids == off.token_ids
+    if off.new_tokens > 1:
+        assert dec.accepted > 0 and res.forwards < off.forwards
+
+
+def test_raw_prompt_is_refused_by_the_block_diffusion_decoder(tmp_path):
+    from engine import Engine
+    from engine.testing import write_block_model
+    eng = Engine.load(write_block_model(tmp_path / "blk"), device="cpu")
+    with pytest.raises(ValueError, match="causal"):
+        eng.infill(InfillRequest(CHAT_PROMPT, max_new_tokens=4, raw_prompt=True))
