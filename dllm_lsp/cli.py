@@ -32,7 +32,7 @@ SUBCOMMANDS = {
     "train-drafter": ("dllm_lsp.train_drafter_cmd", "train the default model's mask-slot drafter on your code"),
     "stats": ("dllm_lsp.stats", "print local acceptance and latency counts"),
     "serve": ("dllm_lsp.serve_cmd", "run the language server (the default)"),
-    "http": ("dllm_lsp.http_cmd", "serve the engine over HTTP: OpenAI /v1/completions, /v1/fim/completions, llama.cpp /infill"),
+    "http": ("dllm_lsp.http_cmd", "serve the engine over HTTP: OpenAI /v1/completions and /v1/chat/completions, /v1/fim/completions, llama.cpp /infill"),
     "pull": ("dllm_lsp.pull_cmd", "download a model (default: qwen2.5-coder-0.5b) into the user cache"),
 }
 

@@ -2,6 +2,7 @@
 
     POST /v1/completions       OpenAI completions (prompt + suffix), streamed as SSE with `data: [DONE]`
     POST /v1/fim/completions   Inception's FIM shape (same fields; choices[].text)
+    POST /v1/chat/completions  OpenAI chat (messages rendered with the ChatML template; causal models only)
     POST /infill               llama.cpp's shape as llama.vscode / llama.vim send it
     GET  /v1/models            the one model served
     GET  /health               200 {"status": "ok", ...} once the model is loaded, else 503
@@ -49,7 +50,8 @@ from aiohttp import web
 from . import context, syntax
 from .engine_host import EngineHost, _StopFlag
 from .fim_api import (APIS, DRAFT_HEADER, SSE_DONE, BadRequest, FimAnswer, FimQuery, StopScanner, answer_body,
-                      chunk_body, error_body, parse_request, sse, usage_chunk)
+                      chat_answer_body, chat_chunk_body, chunk_body, error_body, parse_chat_request, parse_request,
+                      sse, usage_chunk)
 from .settings import Settings
 from .worker import EngineWorker, Superseded
 
@@ -149,6 +151,25 @@ def decode_query(engine, settings: Settings, q: FimQuery, cancel: Optional[threa
     """One query through the engine (on the engine thread): context windows, snippets, stop strings."""
     t0 = time.perf_counter()
     count = context.token_counter(engine.tokenizer)
+    if q.raw_prompt:
+        req, prompt_tokens = chat_request(settings, q), count(q.prefix)
+    else:
+        req, prompt_tokens = fim_request(settings, q, count)
+    return _decode(engine, req, q, prompt_tokens, t0, cancel, on_update)
+
+
+def chat_request(settings: Settings, q: FimQuery):
+    """A chat query's InfillRequest: the rendered prompt as it is (the engine cuts it from the left
+    to fit the model), no context windows, no snippets."""
+    from engine.api import InfillRequest
+    return InfillRequest(prefix=q.prefix, max_new_tokens=max(1, q.max_tokens or settings.max_new_tokens_block),
+                         raw_prompt=True,
+                         temperature=q.temperature, seed=q.seed or 0, stop_at_eos=not q.ignore_eos,
+                         drafting=settings.drafting, max_draft_tokens=settings.max_draft_tokens)
+
+
+def fim_request(settings: Settings, q: FimQuery, count):
+    """A FIM query's InfillRequest (context windows and snippets as for the editor) and its prompt tokens."""
     header = ""
     if q.snippets and settings.snippet_tokens > 0:
         header = context.pick_snippets(list(q.snippets), q.prefix[-800:] + q.suffix[:200], settings.snippet_tokens,
@@ -164,8 +185,12 @@ def decode_query(engine, settings: Settings, q: FimQuery, cancel: Optional[threa
                         stop_at_eos=not q.ignore_eos, drafting=settings.drafting,
                         max_draft_tokens=settings.max_draft_tokens,
                         draft_sources=tuple(t[-20_000:] for _, t in q.snippets[:2]) if settings.drafting else ())
-    prompt_tokens = count(req.prefix) + count(req.suffix)
-    if n == 0:                              # llama.vscode's "prepare" request: prefill the context only
+    return req, count(req.prefix) + count(req.suffix)
+
+
+def _decode(engine, req, q: FimQuery, prompt_tokens: int, t0: float, cancel, on_update) -> FimAnswer:
+    """Run `req` on the engine with `q`'s stop strings and deadline; the answer."""
+    if q.max_tokens == 0:                   # llama.vscode's "prepare" request: prefill the context only
         engine.warm(req, cancel)
         ms = (time.perf_counter() - t0) * 1000
         return FimAnswer("", "length", prompt_tokens=prompt_tokens, prompt_ms=ms, total_ms=ms)
@@ -336,6 +361,7 @@ def make_app(engine: FimEngine, token: str, max_body: int = DEFAULT_MAX_BODY) ->
     app[MAX_BODY_KEY] = max_body
     for api, path in (("openai", "/v1/completions"), ("inception", "/v1/fim/completions"), ("llamacpp", "/infill")):
         app.router.add_post(path, completion_handler(api))
+    app.router.add_post("/v1/chat/completions", chat_handler)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     return app
@@ -380,6 +406,29 @@ def completion_handler(api: str):
     return handle
 
 
+async def chat_handler(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions: the messages rendered with ChatML, decoded as a raw prompt."""
+    engine: FimEngine = request.app[ENGINE_KEY]
+    q = parse_chat_request(await read_json(request), MAX_TOKENS_CAP)
+    if engine.host.ready and engine.host.engine.cfg.attention != "causal":
+        raise BadRequest(f"model {engine.model_id} is a block-diffusion infilling model and cannot chat; "
+                         "/v1/chat/completions needs a causal (AR) model such as --model default "
+                         "(Qwen2.5-Coder); use /v1/completions or /infill with this one", "model")
+    meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": engine.model_id}
+    if not q.stream:
+        answer = await engine.run(q)
+        return web.json_response(chat_answer_body(answer, **meta))
+    engine.admit()
+    return await stream(request, engine, "chat", q, meta)
+
+
+def _delta_event(api: str, text: str, meta: Dict[str, Any], dllm=None, finish_reason=None) -> bytes:
+    """One SSE event carrying new text (chat: as choices[0].delta.content)."""
+    if api == "chat":
+        return sse(chat_chunk_body({"content": text}, finish_reason=finish_reason, **meta))
+    return sse(chunk_body(api, text, dllm=dllm, finish_reason=finish_reason, **meta))
+
+
 async def stream(request: web.Request, engine: FimEngine, api: str, q: FimQuery, meta: Dict[str, Any]):
     """SSE: a chunk per forward pass that committed text (and, with the draft extension, per pass
     that changed the draft); the last chunk carries finish_reason (llama.cpp: stop, timings)."""
@@ -392,6 +441,8 @@ async def stream(request: web.Request, engine: FimEngine, api: str, q: FimQuery,
     sent, last_draft = "", None
     try:
         await resp.prepare(request)
+        if api == "chat":                       # OpenAI's first chat chunk: the role, no content
+            await resp.write(sse(chat_chunk_body({"role": "assistant", "content": ""}, **meta)))
         while True:
             item = await updates.get()
             while item is not done and not updates.empty():        # coalesce: the engine ran ahead
@@ -406,7 +457,7 @@ async def stream(request: web.Request, engine: FimEngine, api: str, q: FimQuery,
             delta = visible[len(sent):] if visible.startswith(sent) else ""
             if delta or (q.draft and draft != last_draft):
                 ext = {"stable": visible if delta else sent, "draft": draft, "forwards": forwards} if q.draft else None
-                await resp.write(sse(chunk_body(api, delta, dllm=ext, **meta)))
+                await resp.write(_delta_event(api, delta, meta, dllm=ext))
                 sent += delta
                 last_draft = draft
         try:
@@ -419,9 +470,15 @@ async def stream(request: web.Request, engine: FimEngine, api: str, q: FimQuery,
         if api == "llamacpp":
             await resp.write(sse(chunk_body(api, rest, answer=answer, dllm=ext, **meta)))
         else:
-            await resp.write(sse(chunk_body(api, rest, finish_reason=answer.finish_reason, dllm=ext, **meta)))
+            if api == "chat":                   # the rest as content, then an empty delta with the reason
+                if rest:
+                    await resp.write(_delta_event(api, rest, meta))
+                await resp.write(sse(chat_chunk_body({}, finish_reason=answer.finish_reason, **meta)))
+            else:
+                await resp.write(sse(chunk_body(api, rest, finish_reason=answer.finish_reason, dllm=ext, **meta)))
             if q.include_usage:
-                await resp.write(sse(usage_chunk(answer, **meta)))
+                await resp.write(sse(usage_chunk(answer, **meta, object="chat.completion.chunk" if api == "chat"
+                                                 else "text_completion")))
             await resp.write(SSE_DONE)
         await resp.write_eof()
     except (ConnectionError, asyncio.CancelledError):
