@@ -1,5 +1,5 @@
-"""`dllm-lsp bench lsp FILE...`, `dllm-lsp bench decode ...` (bench_decode.py) and `dllm-lsp bench engine ...`
-(the latter lives in engine.bench).
+"""`dllm-lsp bench lsp FILE...`, `dllm-lsp bench decode ...` (bench_decode.py), `bench fuzz` (bench_fuzz.py),
+`bench storm` (bench_storm.py) and `dllm-lsp bench engine ...` (the latter lives in engine.bench).
 
 bench lsp replays completion requests through a real stdio connection to `dllm-lsp --stdio`.
 For each sampled line of each FILE, the document is the file with that line cut at a token
@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from . import bench_context
     bench_context.add_arguments(sub.add_parser(
         "context", help="cost of the prefix/suffix budgets: cold prefill and per keystroke (AR FIM models)"))
+    from . import bench_fuzz, bench_storm
+    bench_fuzz.add_arguments(sub.add_parser(
+        "fuzz", help="seeded valid and broken LSP traffic: crashes, unanswered probes, log lines per bad message"))
+    bench_storm.add_arguments(sub.add_parser(
+        "storm", help="a typing storm (didChange + inline request every 10 ms) or a soak: queue depth, RSS, latency"))
     # prefix_chars="+": every argument after `engine` (even --flags) is passed through to engine.bench
     eng = sub.add_parser("engine", help="engine benchmark (engine.bench); arguments after `engine` go to it",
                          add_help=False, prefix_chars="+")
@@ -66,7 +71,11 @@ def run(args) -> int:
     if args.bench_command == "context":
         from . import bench_context
         return bench_context.run(args)
-    print("usage: dllm-lsp bench {lsp FILE... | decode ... | context FILE... | engine ...}", file=sys.stderr)
+    if args.bench_command in ("fuzz", "storm"):
+        from . import bench_fuzz, bench_storm
+        return (bench_fuzz if args.bench_command == "fuzz" else bench_storm).run(args)
+    print("usage: dllm-lsp bench {lsp FILE... | decode ... | context FILE... | fuzz | storm | engine ...}",
+          file=sys.stderr)
     return 2
 
 

@@ -10,6 +10,11 @@ the running one, which the engine checks before every forward pass. The number o
 slots is capped (`max_pending`): past it the oldest waiting job is superseded, so there is
 never an unbounded queue. `run_exclusive` (model loading) jumps ahead of waiting jobs and
 cancels the running one.
+
+`stats()` tells how deep the queue is now and was at its deepest since start (waiting jobs,
+the running one not counted; an exclusive job counts as waiting), how many jobs were
+submitted, superseded and run; `dllm/metrics` returns it, and `bench storm` checks that a
+typing storm on one document never has more than one job waiting.
 """
 from __future__ import annotations
 
@@ -50,6 +55,8 @@ class EngineWorker:
         self._running: Optional[Job] = None
         self._cond = threading.Condition()
         self._stopped = False
+        self.peak_pending = 0             # deepest the waiting queue has been
+        self.submitted = self.superseded_count = self.completed = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -70,8 +77,25 @@ class EngineWorker:
             while len(self._pending) > self.max_pending:
                 _, oldest = self._pending.popitem(last=False)
                 oldest.supersede()
+                self.superseded_count += 1
+            self.submitted += 1
+            self.superseded_count += old is not None
+            self._note_depth()
             self._cond.notify()
         return job
+
+    def _note_depth(self) -> None:      # under self._cond
+        depth = len(self._pending) + (self._exclusive is not None)
+        if depth > self.peak_pending:
+            self.peak_pending = depth
+
+    def stats(self) -> dict:
+        """Queue depth now and at its peak (waiting jobs), and job counts since start."""
+        with self._cond:
+            return {"queueDepth": len(self._pending) + (self._exclusive is not None),
+                    "queuePeak": self.peak_pending, "engineBusy": self._running is not None,
+                    "jobsSubmitted": self.submitted, "jobsSuperseded": self.superseded_count,
+                    "jobsRun": self.completed}
 
     def run_exclusive(self, work: Work, key: str = "__exclusive__") -> Job:
         """Run `work` next, before waiting jobs, cancelling whatever runs now (e.g. a model load)."""
@@ -82,6 +106,7 @@ class EngineWorker:
             if self._running is not None:
                 self._running.cancel.set()
             self._exclusive = job
+            self._note_depth()
             self._cond.notify()
         return job
 
@@ -140,3 +165,4 @@ class EngineWorker:
             finally:
                 with self._cond:
                     self._running = None
+                    self.completed += 1
