@@ -67,7 +67,7 @@ def run_complete(tiny_model, location, server_env):
 def test_the_command_completes_a_latin1_crlf_file_and_refuses_junk_in_one_line(tiny_model, tmp_path, server_env):
     f = tmp_path / "old.py"
     f.write_bytes(SOURCE.replace("\n", "\r\n").encode("latin-1"))
-    proc = run_complete(tiny_model, f"{f}:2:23", server_env)
+    proc = run_complete(tiny_model, f"{f}:2:22", server_env)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert "text" in out and "\n" not in out["text"].replace("\r\n", "")      # CRLF file: CRLF suggestion
