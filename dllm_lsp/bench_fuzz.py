@@ -313,6 +313,8 @@ class RawClient:
                 elif line in (b"\r\n", b"\n") and length is not None:
                     break
             msg = json.loads(await out.readexactly(length))
+            if isinstance(msg.get("error"), dict):       # keep errors small (one may echo a 1 MB method name)
+                msg["error"] = {"code": msg["error"].get("code"), "message": str(msg["error"].get("message"))[:300]}
             if "id" in msg and "method" not in msg:
                 key = _key(msg["id"])
                 self.responses[key] = msg
