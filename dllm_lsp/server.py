@@ -385,6 +385,10 @@ def build_server(default_model: Optional[str] = None) -> DllmServer:
         if doc is not None:
             svc.warm_soon(doc)
 
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: DllmServer, params: types.DidCloseTextDocumentParams):
+        svc.closed(params.text_document.uri)          # its queued work would only hold the engine up
+
     @server.feature(CURSOR)
     def cursor(ls: DllmServer, params):
         p = plain(params)

@@ -318,6 +318,15 @@ class CompletionService:
             self.metrics.last_warm = {"uri": doc.uri, "token": token, "tokens": future.result()}
         job.future.add_done_callback(done)
 
+    def closed(self, uri: str) -> None:
+        """The document was closed: its warm-up timer, waiting and running engine work are dropped."""
+        timer = self._warm_timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
+        self.worker.cancel(uri)
+        self.last_suggestion.pop(uri, None)
+        self.generation.pop(uri, None)
+
     # ---- dllm/infill ------------------------------------------------------------------------
     async def infill(self, prefix: str, suffix: str, request_options: Dict[str, Any]) -> Dict[str, Any]:
         """Raw engine infill for plugins that build their own context; request_options: InfillRequest kwargs."""
