@@ -59,7 +59,6 @@ DID_ACCEPT = "dllm/didAcceptCompletion"
 _ANSWERED = object()        # a message already answered (or logged) while being parsed
 
 
-
 def structure_error(exc: Exception) -> str:
     """What is wrong with a message, in a few words: cattrs' own account ('expected int @ $.params.position.line')."""
     try:
@@ -142,9 +141,9 @@ class DllmProtocol(LanguageServerProtocol):
                 return self._converter.structure(data, response_type)
             return self._converter.structure(data, self.get_message_type(method or "") or JsonRPCNotification)
         except Exception as exc:
-            cause = structure_error(exc)
-            return self._reject(data, f"invalid params for {method}: {cause}",
-                                JsonRpcInvalidParams(f"invalid params for {method}: {cause}"))
+            cause, what = structure_error(exc), method or "a response"
+            return self._reject(data, f"invalid params for {what}: {cause}",
+                                JsonRpcInvalidParams(f"invalid params for {what}: {cause}"))
 
     def handle_message(self, message):
         if message is _ANSWERED:
