@@ -59,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start the server with -v (tracebacks in its log; line counts are then not checked)")
 
 
+def lsp_lines(text: str) -> List[str]:
+    """The lines of `text` as LSP counts them: "\r\n", "\r" and "\n" each end one."""
+    return re.split(r"\r\n|\r|\n", text)
+
+
 def frame(body: bytes) -> bytes:
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
@@ -107,9 +112,9 @@ class Fuzzer:
         return Out(dumps({"jsonrpc": "2.0", "method": method, "params": params}), expect, kind)
 
     def position_in(self, text: str) -> dict:
-        lines = text.split("\n")
+        lines = lsp_lines(text)
         line = self.rng.randrange(len(lines))
-        row = lines[line].rstrip("\r")
+        row = lines[line]
         # utf-16 units (the default encoding): code points outside the BMP count 2
         units = [0]
         for ch in row:
@@ -202,7 +207,7 @@ class Fuzzer:
                 expect = "maybe" if value in ("0", 0.5) else "reject"
             return self.request("textDocument/inlineCompletion", params, expect, kind)
         if kind == "range":                  # positions past the end
-            pos = {"line": rng.choice([10 ** 6, len(text.split("\n")) + 1, 2 ** 31 - 1]),
+            pos = {"line": rng.choice([10 ** 6, len(lsp_lines(text)) + 1, 2 ** 31 - 1]),
                    "character": rng.choice([0, 10 ** 6, 2 ** 31 - 1])}
             if uri and rng.random() < 0.5:
                 version = self.docs.pop(uri)[0]    # how the server clamps it is its business: reopen later
