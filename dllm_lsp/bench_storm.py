@@ -152,9 +152,10 @@ async def one_suggestion_ms(storm: Storm, tag: str) -> float:
 async def storm_run(keys: int = 10000, minutes: Optional[float] = None, interval_ms: float = 10.0,
                     model: str = "embedded", settings: Optional[Dict] = None, sample_every: int = 100,
                     warmup: float = 0.2, rss_tolerance: float = 0.05, rotate_keys: int = 500,
-                    fresh_bar_ms: float = 2000.0, env: Optional[dict] = None) -> Dict:
+                    fresh_bar_ms: float = 2000.0, env: Optional[dict] = None,
+                    server: Optional[List[str]] = None) -> Dict:
     env = env or os.environ.copy()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "dllm_lsp.cli", "--stdio",
+    proc = await asyncio.create_subprocess_exec(*(server or [sys.executable, "-m", "dllm_lsp.cli", "--stdio"]),
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE, env=env, limit=1 << 24)
     client = RawClient(proc)

@@ -27,6 +27,7 @@ the message's ordinal (logs.py); tracebacks only with -v. Lone surrogates in doc
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -57,6 +58,7 @@ CURSOR = "dllm/cursor"          # client -> server: {uri, position, token?}, the
 DID_SHOW = "dllm/didShowCompletion"
 DID_ACCEPT = "dllm/didAcceptCompletion"
 _ANSWERED = object()        # a message already answered (or logged) while being parsed
+MAX_METHOD = 200            # no LSP method name is longer
 
 
 def structure_error(exc: Exception) -> str:
@@ -131,15 +133,17 @@ class DllmProtocol(LanguageServerProtocol):
         if "method" in data and not isinstance(method, str):
             return self._reject(data, f"method is a {type(method).__name__}, not a string",
                                 JsonRpcInvalidRequest("method must be a string"))
+        # get_message_type is an lru_cache keyed by the method name: a 1 MB name would stay in memory
+        known = self.get_message_type(method) if isinstance(method, str) and len(method) <= MAX_METHOD else None
         try:
             if "id" in data:
                 if "error" in data:
                     return self._converter.structure(data, ResponseErrorMessage)
                 if "method" in data:
-                    return self._converter.structure(data, self.get_message_type(method) or JsonRPCRequestMessage)
+                    return self._converter.structure(data, known or JsonRPCRequestMessage)
                 response_type = self._result_types.pop(data["id"], None) or JsonRPCResponseMessage
                 return self._converter.structure(data, response_type)
-            return self._converter.structure(data, self.get_message_type(method or "") or JsonRPCNotification)
+            return self._converter.structure(data, known or JsonRPCNotification)
         except Exception as exc:
             cause, what = structure_error(exc), method or "a response"
             return self._reject(data, f"invalid params for {what}: {cause}",
@@ -175,6 +179,18 @@ class DllmProtocol(LanguageServerProtocol):
         level = logging.WARNING if isinstance(exc, (JsonRpcException, LookupError, ValueError, TypeError)) \
             else logging.ERROR
         log.log(level, "rejected notification: %s: %s", type(exc).__name__, exc, exc_info=exc)
+
+    def _execute_handler(self, msg_id, handler, args=None, kwargs=None, callback=None):
+        """pygls keeps the future of every notification handler and of every step of its built-in
+        generator handlers (didOpen, didChange, ...) in _request_futures under a fresh uuid and never
+        removes it: a typing storm grew the server by ~1.5 KB per keystroke. Requests from the
+        client keep theirs (a cancel finds it; _send_handler_result removes it)."""
+        super()._execute_handler(msg_id, handler, args=args, kwargs=kwargs, callback=callback)
+        if isinstance(callback, functools.partial) and callback.func == self._send_handler_result:
+            return
+        future = self._request_futures.get(msg_id)
+        if future is not None:
+            future.add_done_callback(lambda _f, key=msg_id: self._request_futures.pop(key, None))
 
     def _handle_cancel_notification(self, msg_id):
         if self._request_futures.get(msg_id) is None:
