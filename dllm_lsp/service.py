@@ -308,7 +308,7 @@ class CompletionService:
         if plan is None:
             return
         engine = self.host.engine
-        job = self.worker.submit(doc.uri, lambda cancel: engine.warm(plan.request, cancel))
+        job = self.worker.submit(doc.uri, lambda cancel: engine.warm(plan.request, cancel), background=True)
 
         def done(future) -> None:
             if future.cancelled() or future.exception() is not None:
