@@ -30,6 +30,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -270,6 +271,19 @@ class DllmServer(LanguageServer):
             pass
         finally:
             self.shutdown()
+            self.leave_if_engine_busy()
+
+    def leave_if_engine_busy(self) -> None:
+        """A model load cannot be interrupted, and ending the interpreter while the engine thread is
+        inside torch aborts the process (SIGABRT, "terminate called without an active exception"):
+        an `exit` during a load did that. Everything is saved by then (shutdown), so leave at once."""
+        thread = getattr(self.service.worker, "_thread", None)
+        if thread is not None and thread.is_alive():
+            self.service.worker.stop(timeout=1.0)
+            if thread.is_alive():
+                logging.shutdown()
+                sys.stderr.flush()
+                os._exit(0)
 
     def start_tcp(self, host: str, port: int) -> None:
         """pygls's TCP server (one client) on rpc_io's message loop."""
@@ -292,6 +306,7 @@ class DllmServer(LanguageServer):
             pass
         finally:
             self.shutdown()
+            self.leave_if_engine_busy()
 
     # ---- helpers used by the handlers -----------------------------------------------------
     def document_at_offset(self, uri: str, offset: Optional[int]) -> Optional[DocumentAt]:
