@@ -214,9 +214,11 @@ class Fuzzer:
                 return self.notify("textDocument/didChange", {
                     "textDocument": {"uri": uri, "version": version},
                     "contentChanges": [{"range": {"start": pos, "end": pos}, "text": "x"}]}, "maybe", kind)
+            # with no document the generator knows, a pool uri might be open on the server with more
+            # lines than "" has: use one that never is
+            target = uri or f"file:///fuzz/never-opened-{rng.randint(0, 999)}.py"
             return self.request("textDocument/inlineCompletion", {
-                "textDocument": {"uri": uri or self.uri()}, "position": pos, "context": {"triggerKind": 1}},
-                "reject", kind)
+                "textDocument": {"uri": target}, "position": pos, "context": {"triggerKind": 1}}, "reject", kind)
         if kind == "reversed" and uri:       # a range whose end comes before its start
             version = self.docs[uri][0]
             change = {"range": {"start": {"line": 3, "character": 5}, "end": {"line": 0, "character": 1}},
