@@ -1,5 +1,6 @@
-"""`dllm-lsp bench lsp FILE...`, `dllm-lsp bench decode ...` (bench_decode.py), `dllm-lsp bench http ...`
-(bench_http.py) and `dllm-lsp bench engine ...` (the latter lives in engine.bench).
+"""`dllm-lsp bench lsp FILE...`, `dllm-lsp bench decode ...` (bench_decode.py), `bench http`
+(bench_http.py), `bench fuzz` (bench_fuzz.py), `bench storm` (bench_storm.py) and `dllm-lsp bench
+engine ...` (the latter lives in engine.bench).
 
 bench lsp replays completion requests through a real stdio connection to `dllm-lsp --stdio`.
 For each sampled line of each FILE, the document is the file with that line cut at a token
@@ -51,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from . import bench_http
     bench_http.add_arguments(sub.add_parser(
         "http", help="concurrent clients against one `dllm-lsp http`: requests/s, p50/p95 per client count"))
+    from . import bench_fuzz, bench_storm
+    bench_fuzz.add_arguments(sub.add_parser(
+        "fuzz", help="seeded valid and broken LSP traffic: crashes, unanswered probes, log lines per bad message"))
+    bench_storm.add_arguments(sub.add_parser(
+        "storm", help="a typing storm (didChange + inline request every 10 ms) or a soak: queue depth, RSS, latency"))
     # prefix_chars="+": every argument after `engine` (even --flags) is passed through to engine.bench
     eng = sub.add_parser("engine", help="engine benchmark (engine.bench); arguments after `engine` go to it",
                          add_help=False, prefix_chars="+")
@@ -72,7 +78,11 @@ def run(args) -> int:
     if args.bench_command == "http":
         from . import bench_http
         return bench_http.run(args)
-    print("usage: dllm-lsp bench {lsp FILE... | decode ... | context FILE... | http ... | engine ...}", file=sys.stderr)
+    if args.bench_command in ("fuzz", "storm"):
+        from . import bench_fuzz, bench_storm
+        return (bench_fuzz if args.bench_command == "fuzz" else bench_storm).run(args)
+    print("usage: dllm-lsp bench {lsp FILE... | decode ... | context FILE... | http ... | fuzz | storm | engine ...}",
+          file=sys.stderr)
     return 2
 
 

@@ -2,7 +2,7 @@
 
     dllm-lsp [--stdio | --tcp HOST:PORT]        the language server (default)
     dllm-lsp complete FILE:LINE:COL             one suggestion, shown as it grows
-    dllm-lsp bench lsp|decode|context|http|engine  benchmarks
+    dllm-lsp bench lsp|decode|context|http|fuzz|storm|engine   benchmarks
     dllm-lsp eval humaneval-infill ...          evaluation
     dllm-lsp train ...                          train or fine-tune the small model
     dllm-lsp train-drafter ...                  train the default model's mask-slot drafter
@@ -26,7 +26,8 @@ from typing import List, Optional
 # subcommand -> (module, help)
 SUBCOMMANDS = {
     "complete": ("dllm_lsp.complete_cmd", "complete at FILE:LINE:COL (1-based) without an editor"),
-    "bench": ("dllm_lsp.bench", "benchmarks: `bench lsp`, `bench decode`, `bench context`, `bench http`, `bench engine`"),
+    "bench": ("dllm_lsp.bench", "benchmarks: `bench lsp`, `bench decode`, `bench context`, `bench http`, `bench fuzz`, "
+                                "`bench storm`, `bench engine`"),
     "eval": ("dllm_lsp.evaluate", "evaluation: `eval humaneval-infill`, `eval heldout`"),
     "train": ("engine.train.cli", "train or fine-tune the small model on your code"),
     "train-drafter": ("dllm_lsp.train_drafter_cmd", "train the default model's mask-slot drafter on your code"),

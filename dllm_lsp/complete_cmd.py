@@ -8,6 +8,14 @@ printed on stdout. Either way one line on stderr gives forward passes, tokens an
 says that the model suggests nothing). --json prints only {text, mode, forwards, newTokens, ms,
 loadMs, firstTextMs, finishReason, tokensPerForward}; firstTextMs is null when nothing was
 suggested.
+
+Files as users have them (`read_source`): the encoding is found the way Python finds a source
+file's (a UTF-8 BOM, else a PEP 263 coding line in the first two lines, else UTF-8); a file
+that is not valid in it but holds no NUL byte is read as Latin-1, with one line on stderr
+saying so; a file that looks binary (a NUL byte or mostly control characters) is refused with
+one line. The BOM is not part of the text (columns count from the first real character);
+CRLF and lone CR line ends become LF for the model, and the suggestion is printed with the
+file's own line end.
 """
 from __future__ import annotations
 
@@ -15,7 +23,9 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,14 +75,70 @@ def offset_of(text: str, line: int, col: int) -> int:
     return sum(len(l) + 1 for l in lines[: line - 1]) + col - 1
 
 
+@dataclass(frozen=True)
+class Source:
+    text: str                 # decoded, BOM removed, line ends normalized to "\n"
+    encoding: str
+    newline: str              # the file's line end ("\n", "\r\n" or "\r"), used when printing
+    note: Optional[str] = None   # one line for stderr (e.g. "read as Latin-1")
+
+
+def _binary_reason(data: bytes) -> Optional[str]:
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        return f"a NUL byte at offset {nul}"
+    head = data[:8192]
+    control = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
+    if head and control / len(head) > 0.1:
+        return f"{control} control bytes in its first {len(head)}"
+    return None
+
+
+def read_source(path: Path) -> Source:
+    """`path` decoded as a person's source file (see the module docstring); SystemExit with one line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"cannot read {path}: {exc.strerror or exc}")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SystemExit(f"{path}: is UTF-16 (it starts with a UTF-16 byte order mark); save it as UTF-8")
+    why = _binary_reason(data)
+    if why:
+        raise SystemExit(f"{path}: looks like a binary file ({why}); nothing to complete")
+    import codecs
+    import io
+    import tokenize
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as exc:                   # a coding line naming no codec, or a BOM that contradicts it
+        raise SystemExit(f"{path}: {exc.msg if hasattr(exc, 'msg') else exc}")
+    note = None
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        declared = encoding not in ("utf-8", "utf-8-sig")
+        if declared:
+            raise SystemExit(f"{path}: is not valid {encoding} as its coding line says "
+                             f"(byte 0x{data[exc.start]:02x} at offset {exc.start})")
+        text = data.decode("latin-1")
+        encoding = "latin-1"
+        note = (f"{path}: is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                "read as Latin-1")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    newline = "\r\n" if "\r\n" in text else "\r" if "\r" in text else "\n"
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return Source(text=text, encoding=codecs.lookup(encoding).name, newline=newline, note=note)
+
+
 def run(args) -> int:
     from .serve_cmd import setup_logging
     setup_logging(args.log_file, args.verbose)
     path, line, col = parse_location(args.location)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SystemExit(f"cannot read {path}: {exc}")
+    source = read_source(path)
+    if source.note:
+        print(f"dllm-lsp complete: {source.note}", file=sys.stderr)
+    text = source.text
     offset = offset_of(text, line, col)
     from dataclasses import replace
 
@@ -111,6 +177,8 @@ def run(args) -> int:
 
     live = sys.stdout.isatty() and not args.json
     decoded = _decode_live(engine, plan) if live else decode_plan(engine, plan)
+    if source.newline != "\n":                  # the suggestion in the file's own line ends
+        decoded = replace(decoded, text=decoded.text.replace("\n", source.newline))
     if args.json:
         print(json.dumps(summary(decoded, plan.mode, load_ms)))
         return 0

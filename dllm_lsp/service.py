@@ -376,7 +376,7 @@ class CompletionService:
         if plan is None:
             return
         engine = self.host.engine
-        job = self.worker.submit(doc.uri, lambda cancel: engine.warm(plan.request, cancel))
+        job = self.worker.submit(doc.uri, lambda cancel: engine.warm(plan.request, cancel), background=True)
 
         def done(future) -> None:
             if future.cancelled() or future.exception() is not None:
@@ -385,6 +385,15 @@ class CompletionService:
             self.metrics.warm_tokens += future.result()
             self.metrics.last_warm = {"uri": doc.uri, "token": token, "tokens": future.result()}
         job.future.add_done_callback(done)
+
+    def closed(self, uri: str) -> None:
+        """The document was closed: its warm-up timer, waiting and running engine work are dropped."""
+        timer = self._warm_timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
+        self.worker.cancel(uri)
+        self.last_suggestion.pop(uri, None)
+        self.generation.pop(uri, None)
 
     # ---- dllm/infill ------------------------------------------------------------------------
     async def infill(self, prefix: str, suffix: str, request_options: Dict[str, Any]) -> Dict[str, Any]:

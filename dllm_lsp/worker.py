@@ -9,7 +9,14 @@ replaces the waiting one (which is resolved with `Superseded`) and sets the canc
 the running one, which the engine checks before every forward pass. The number of waiting
 slots is capped (`max_pending`): past it the oldest waiting job is superseded, so there is
 never an unbounded queue. `run_exclusive` (model loading) jumps ahead of waiting jobs and
-cancels the running one.
+cancels the running one. Background jobs (warm-ups) run only when no request waits, and a
+request cancels a running one, so a warm-up of another document never delays a request by more
+than one engine step.
+
+`stats()` tells how deep the queue is now and was at its deepest since start (waiting jobs,
+the running one not counted; an exclusive job counts as waiting), how many jobs were
+submitted, superseded and run; `dllm/metrics` returns it, and `bench storm` checks that a
+typing storm on one document never has more than one job waiting.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ class Job:
     work: Work
     cancel: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
+    background: bool = False          # a warm-up: any request goes first and cancels it
 
     def supersede(self) -> None:
         self.cancel.set()
@@ -50,13 +58,18 @@ class EngineWorker:
         self._running: Optional[Job] = None
         self._cond = threading.Condition()
         self._stopped = False
+        self.peak_pending = 0             # deepest the waiting queue has been
+        self.submitted = self.superseded_count = self.completed = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     # ---- producer side (any thread) --------------------------------------------------------
-    def submit(self, key: str, work: Work) -> Job:
-        """Queue `work(cancel_event)` for `key`, superseding older work for the same key."""
-        job = Job(key, work)
+    def submit(self, key: str, work: Work, background: bool = False) -> Job:
+        """Queue `work(cancel_event)` for `key`, superseding older work for the same key.
+
+        Background work (a warm-up) waits behind every request, and a request cancels a running
+        background job of any key: a warm-up never delays what the user asked for."""
+        job = Job(key, work, background=background)
         with self._cond:
             if self._stopped:
                 job.supersede()
@@ -64,14 +77,32 @@ class EngineWorker:
             old = self._pending.pop(key, None)
             if old is not None:
                 old.supersede()
-            if self._running is not None and self._running.key == key:
+            if self._running is not None and (self._running.key == key
+                                              or (not background and self._running.background)):
                 self._running.cancel.set()
             self._pending[key] = job
             while len(self._pending) > self.max_pending:
                 _, oldest = self._pending.popitem(last=False)
                 oldest.supersede()
+                self.superseded_count += 1
+            self.submitted += 1
+            self.superseded_count += old is not None
+            self._note_depth()
             self._cond.notify()
         return job
+
+    def _note_depth(self) -> None:      # under self._cond
+        depth = len(self._pending) + (self._exclusive is not None)
+        if depth > self.peak_pending:
+            self.peak_pending = depth
+
+    def stats(self) -> dict:
+        """Queue depth now and at its peak (waiting jobs), and job counts since start."""
+        with self._cond:
+            return {"queueDepth": len(self._pending) + (self._exclusive is not None),
+                    "queuePeak": self.peak_pending, "engineBusy": self._running is not None,
+                    "jobsSubmitted": self.submitted, "jobsSuperseded": self.superseded_count,
+                    "jobsRun": self.completed}
 
     def run_exclusive(self, work: Work, key: str = "__exclusive__") -> Job:
         """Run `work` next, before waiting jobs, cancelling whatever runs now (e.g. a model load)."""
@@ -82,6 +113,7 @@ class EngineWorker:
             if self._running is not None:
                 self._running.cancel.set()
             self._exclusive = job
+            self._note_depth()
             self._cond.notify()
         return job
 
@@ -121,7 +153,8 @@ class EngineWorker:
             if self._exclusive is not None:
                 job, self._exclusive = self._exclusive, None
             else:
-                _, job = self._pending.popitem(last=False)
+                key = next((k for k, j in self._pending.items() if not j.background), None)
+                job = self._pending.pop(key) if key is not None else self._pending.popitem(last=False)[1]
             self._running = job
             return job
 
@@ -140,3 +173,4 @@ class EngineWorker:
             finally:
                 with self._cond:
                     self._running = None
+                    self.completed += 1

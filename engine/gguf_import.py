@@ -14,7 +14,8 @@ keyed by the file's resolved path, size and mtime. The folder is built under a t
 name and renamed into place only when complete, so a half-written copy is never loaded.
 
 Every problem (not a GGUF file, a truncated file, an unsupported architecture or tokenizer,
-a tensor of the wrong shape, count or type) raises one CheckpointError naming the file.
+metadata that is missing or of the wrong type or value, a tensor of the wrong shape, count or
+type) raises one CheckpointError naming the file.
 """
 from __future__ import annotations
 
@@ -105,6 +106,26 @@ class _Meta:
         return value
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _count(meta: "_Meta", key: str, default=None) -> int:
+    """A positive integer from the metadata (required unless a default is given)."""
+    value = meta.req(key) if default is None else meta.get(key, default)
+    if not _is_int(value) or value < 1:
+        raise CheckpointError(f"{meta.path}: metadata '{key}' is {value!r}; expected a positive integer")
+    return int(value)
+
+
+def _positive(meta: "_Meta", key: str, default=None) -> float:
+    value = meta.req(key) if default is None else meta.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0 \
+            or value == float("inf"):
+        raise CheckpointError(f"{meta.path}: metadata '{key}' is {value!r}; expected a positive number")
+    return float(value)
+
+
 def config_from_metadata(meta: _Meta, tensor_names: set, n_vocab_rows: int, tokens: List[str]) -> dict:
     """HF-style config.json for the converted folder (model_type qwen2 or llama)."""
     arch = meta.req("general.architecture")
@@ -113,12 +134,22 @@ def config_from_metadata(meta: _Meta, tensor_names: set, n_vocab_rows: int, toke
                               f"(supported: {', '.join(SUPPORTED_ARCHS)})")
     if meta.get(f"{arch}.rope.scaling.type") not in (None, "none") or "rope_freqs.weight" in tensor_names:
         raise CheckpointError(f"{meta.path}: RoPE scaling is not supported")
-    hidden = int(meta.req(f"{arch}.embedding_length"))
-    heads = int(meta.req(f"{arch}.attention.head_count"))
-    head_dim = int(meta.get(f"{arch}.attention.key_length", hidden // heads))
+    hidden = _count(meta, f"{arch}.embedding_length")
+    heads = _count(meta, f"{arch}.attention.head_count")
+    kv_heads = _count(meta, f"{arch}.attention.head_count_kv", heads)
+    if meta.get(f"{arch}.attention.key_length") is None and hidden % heads:
+        raise CheckpointError(f"{meta.path}: metadata '{arch}.embedding_length' {hidden} is not a multiple of "
+                              f"'{arch}.attention.head_count' {heads}")
+    head_dim = _count(meta, f"{arch}.attention.key_length", hidden // heads)
+    if heads % kv_heads:
+        raise CheckpointError(f"{meta.path}: metadata '{arch}.attention.head_count' {heads} is not a multiple of "
+                              f"'{arch}.attention.head_count_kv' {kv_heads}")
     eos = meta.get("tokenizer.ggml.eos_token_id")
     if eos is None:
         raise CheckpointError(f"{meta.path}: metadata key 'tokenizer.ggml.eos_token_id' is missing")
+    if not _is_int(eos) or not 0 <= eos < len(tokens):
+        raise CheckpointError(f"{meta.path}: metadata 'tokenizer.ggml.eos_token_id' is {eos!r}, not a token id "
+                              f"(0..{len(tokens) - 1})")
     stop = sorted({int(eos)} | {i for i, t in enumerate(tokens) if t in END_OF_GENERATION_TEXTS}
                   | ({int(meta.get("tokenizer.ggml.eot_token_id"))} if meta.get("tokenizer.ggml.eot_token_id") is not None else set()))
     cfg = {
@@ -126,14 +157,14 @@ def config_from_metadata(meta: _Meta, tensor_names: set, n_vocab_rows: int, toke
         "architectures": ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
         "vocab_size": n_vocab_rows,
         "hidden_size": hidden,
-        "intermediate_size": int(meta.req(f"{arch}.feed_forward_length")),
-        "num_hidden_layers": int(meta.req(f"{arch}.block_count")),
+        "intermediate_size": _count(meta, f"{arch}.feed_forward_length"),
+        "num_hidden_layers": _count(meta, f"{arch}.block_count"),
         "num_attention_heads": heads,
-        "num_key_value_heads": int(meta.get(f"{arch}.attention.head_count_kv", heads)),
+        "num_key_value_heads": kv_heads,
         "head_dim": head_dim,
-        "rope_theta": float(meta.get(f"{arch}.rope.freq_base", 10000.0)),
-        "rms_norm_eps": float(meta.req(f"{arch}.attention.layer_norm_rms_epsilon")),
-        "max_position_embeddings": int(meta.get(f"{arch}.context_length", 4096)),
+        "rope_theta": _positive(meta, f"{arch}.rope.freq_base", 10000.0),
+        "rms_norm_eps": _positive(meta, f"{arch}.attention.layer_norm_rms_epsilon"),
+        "max_position_embeddings": _count(meta, f"{arch}.context_length", 4096),
         "tie_word_embeddings": "output.weight" not in tensor_names,
         "attention_bias": "blk.0.attn_q.bias" in tensor_names,
         "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),

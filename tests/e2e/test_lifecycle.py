@@ -27,15 +27,30 @@ def messages(client, kind):
     return [m.message for m in client.messages if m.type == kind]
 
 
+async def eventually(check, timeout=10.0, what=""):
+    """Poll `check()` until it is truthy or `timeout` passes (notifications arrive in their own time);
+    return its last value, and fail with `what` and that value if it never held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    assert value, f"not within {timeout}s: {what}"
+    return value
+
+
 async def test_bad_settings_a_failing_model_and_a_reload(client: LanguageClient, tiny_model, tmp_path):
     missing = str(tmp_path / "no-such-model")
     await client.initialize_session(types.InitializeParams(
         capabilities=capabilities(), initialization_options={"model": missing, "threshold": 7, "policy": "fast"}))
     status = await wait_for_state(client, "error")
     assert "no-such-model" in status.message
-    warnings = messages(client, types.MessageType.Warning)
-    assert any("dllm.threshold" in m for m in warnings) and any("dllm.policy" in m for m in warnings)
-    errors = messages(client, types.MessageType.Error)
+    # window/showMessage and dllm/status are separate notifications: wait for each, do not assume an order
+    await eventually(lambda: any("dllm.threshold" in m for m in messages(client, types.MessageType.Warning))
+                     and any("dllm.policy" in m for m in messages(client, types.MessageType.Warning)),
+                     what="a warning for each bad setting")
+    errors = await eventually(lambda: messages(client, types.MessageType.Error), what="the load error message")
     assert len(errors) == 1 and "no-such-model" in errors[0]              # the cause, once
 
     uri = "file:///ws/a.py"
@@ -47,6 +62,7 @@ async def test_bad_settings_a_failing_model_and_a_reload(client: LanguageClient,
     settings_change(client, model=missing, threshold=0.5)                 # same failure again: no new message
     await asyncio.sleep(0.5)
     await wait_for_state(client, "error")
+    await client.protocol.send_request_async("dllm/metrics", {})         # a round trip: what was sent has arrived
     assert len(messages(client, types.MessageType.Error)) == 1
 
     settings_change(client, model=tiny_model)                             # a changed model setting reloads
@@ -58,8 +74,11 @@ async def test_bad_settings_a_failing_model_and_a_reload(client: LanguageClient,
     assert isinstance(late, types.InlineCompletionList)
     metrics = await client.protocol.send_request_async("dllm/metrics", {})
     assert metrics.notReady >= 2 and metrics.model == tiny_model
-    loads = [t for t in client.progress_reports if str(t).startswith("dllm-load")]
-    assert len(loads) >= 2                                                # $/progress for each load
+
+    def ended_loads():
+        return [t for t, r in client.progress_reports.items()
+                if str(t).startswith("dllm-load") and r and type(r[-1]).__name__ == "WorkDoneProgressEnd"]
+    await eventually(lambda: len(ended_loads()) >= 2, what=f"$/progress begin and end for each load: {client.progress_reports}")
 
 
 async def test_utf8_and_settings_pulled_with_workspace_configuration(client: LanguageClient, tiny_model):

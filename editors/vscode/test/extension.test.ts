@@ -77,3 +77,22 @@ test("disabled languages and the toggle stop requests; settings changes are push
   assert.equal(pushed.length, 1);
   assert.deepEqual(pushed[0].params.settings.dllm.threshold, 0.8);
 });
+
+test("a server that cannot start turns the status bar to error with the reason, said once", async () => {
+  const saved = state.config["server.command"];
+  state.config.enable = true;                                            // the test before may have toggled it off
+  state.config["server.command"] = ["/no/such/dllm-lsp", "--stdio"];
+  state.errors.length = 0;
+  try {
+    activate({ subscriptions: [] } as any);
+    const client = FakeLanguageClient.last;
+    await assert.rejects(client.serverOptions(), /server not found/);      // what vscode-languageclient calls
+    assert.equal(state.statusItem.text, "$(error) dLLM");
+    assert.match(state.statusItem.tooltip, /server not found: `\/no\/such\/dllm-lsp` is not on PATH/);
+    await assert.rejects(client.serverOptions(), /server not found/);      // the client retries: no second message
+    assert.equal(state.errors.length, 1);
+    assert.match(state.errors[0], /^dLLM: server not found/);
+  } finally {
+    state.config["server.command"] = saved;
+  }
+});

@@ -33,6 +33,7 @@ export const state = {
   statusItem: undefined as any,
   activeTextEditor: undefined as any,
   configListeners: [] as Array<(event: any) => void>,
+  errors: [] as string[],
 };
 
 class Range { constructor(public startLine: number, public startChar: any, public endLine?: number, public endChar?: number) {} }
@@ -55,6 +56,7 @@ export const vscode = {
     createOutputChannel: () => ({ appendLine() {}, dispose() {} }),
     createStatusBarItem: () => (state.statusItem = { text: "", tooltip: "", show() {}, dispose() {} }),
     get activeTextEditor() { return state.activeTextEditor; },
+    showErrorMessage: async (message: string) => { state.errors.push(message); },
   },
   workspace: {
     getConfiguration: () => ({

@@ -9,6 +9,10 @@
 --- accept the rest stays shown. When a suggestion ends, `dllm/didShowCompletion` and
 --- `dllm/didAcceptCompletion` tell the server (which only keeps local counts).
 ---
+--- When the server cannot start (the command is not on PATH, it exits with code N), the status
+--- turns "error" with the reason and the last line of the server's stderr, `:DllmStatus` prints
+--- it and vim.notify says it once, instead of "starting" forever.
+---
 --- Works on Neovim 0.7.2 and later (no newer API without a feature check). With
 --- `builtin = true` on Neovim >= 0.12, `vim.lsp.inline_completion` draws instead (no streaming).
 local ghost = require("dllm.ghost")
@@ -33,6 +37,7 @@ local defaults = {
     trigger = "<M-\\>",
   },
   builtin = false,            -- Neovim >= 0.12: use vim.lsp.inline_completion instead of our ghost text
+  capture_stderr = true,      -- keep the server's stderr in a temp file, to show its last line if it exits
 }
 
 M.config = vim.deepcopy(defaults)
@@ -360,6 +365,9 @@ function M.status()
     return "dLLM off"
   end
   local st = state.status
+  if st.state == "error" and st.message and st.message ~= "" then
+    return "dLLM error: " .. st.message
+  end
   if st.state == "ready" then
     local ms = tonumber(st.lastLatencyMs)
     return ms and string.format("dLLM %dms", math.floor(ms + 0.5)) or "dLLM ready"
@@ -372,15 +380,63 @@ function M.server_status()
   return state.status
 end
 
+-- Why the server did not start or stopped, shown once per failure (not on every BufEnter):
+-- the status turns "error" with the reason, :DllmStatus shows it, vim.notify says it once.
+local function fail(message)
+  state.status = { state = "error", message = message }
+  if state.failed ~= message then
+    state.failed = message
+    vim.schedule(function()
+      vim.notify("dllm: " .. message, vim.log.levels.ERROR)
+    end)
+  end
+  vim.schedule(function()
+    fire("DllmStatus")
+  end)
+end
+
+-- The last non-empty line of the server's stderr (captured into a file, see server_cmd).
+local function last_stderr_line()
+  local path = state.stderr_file
+  if not path or vim.fn.filereadable(path) ~= 1 then
+    return nil
+  end
+  local lines = vim.fn.readfile(path, "", -20)
+  for i = #lines, 1, -1 do
+    if lines[i]:match("%S") then
+      return vim.trim(lines[i])
+    end
+  end
+  return nil
+end
+
+-- The command to spawn: the configured one, wrapped (where `sh` exists) so that the server's
+-- stderr also lands in a file whose last line can be shown when the server exits.
+local function server_cmd(cmd)
+  if M.config.capture_stderr == false or vim.fn.has("win32") == 1 or vim.fn.executable("sh") ~= 1 then
+    state.stderr_file = nil
+    return cmd
+  end
+  state.stderr_file = vim.fn.tempname() .. "-dllm-lsp.stderr"
+  return vim.list_extend({ "sh", "-c", 'f=$1; shift; exec "$@" 2>"$f"', "dllm-lsp", state.stderr_file }, cmd)
+end
+
 local function start_client()
   local client = get_client()
   if client then
     return state.client_id
   end
   local config = M.config
+  local cmd = config.cmd
+  if type(cmd) ~= "table" or type(cmd[1]) ~= "string" or vim.fn.executable(cmd[1]) ~= 1 then
+    local name = type(cmd) == "table" and tostring(cmd[1]) or tostring(cmd)
+    fail(string.format("server not found: `%s` is not an executable on PATH (install dllm-lsp, or set "
+      .. "cmd in require('dllm').setup{})", name))
+    return nil
+  end
   state.client_id = vim.lsp.start_client({
     name = "dllm",
-    cmd = config.cmd,
+    cmd = server_cmd(cmd),
     root_dir = config.root_dir or vim.loop.cwd(),
     init_options = config.init_options,
     settings = { dllm = config.init_options },
@@ -388,13 +444,25 @@ local function start_client()
       ["dllm/inlineCompletionUpdate"] = on_update,
       ["dllm/status"] = on_status,
     },
-    on_exit = function(code)
-      state.status = { state = "error", message = "dllm-lsp exited with code " .. tostring(code) }
+    on_exit = function(code, signal)
+      -- a luv callback: Vimscript functions (readfile) only after vim.schedule
       vim.schedule(function()
-        fire("DllmStatus")
+        state.client_id = nil
+        if code == 0 and state.status.state ~= "starting" then
+          state.status = { state = "stopped", message = "dllm-lsp stopped" }
+          fire("DllmStatus")
+          return
+        end
+        local why = code ~= 0 and ("exited with code " .. tostring(code))
+          or ("exited before it was ready" .. ((signal or 0) ~= 0 and (" (signal " .. signal .. ")") or ""))
+        local line = last_stderr_line()
+        fail("dllm-lsp " .. why .. (line and (": " .. line) or ""))
       end)
     end,
   })
+  if not state.client_id then
+    fail(string.format("could not start `%s` (see :messages)", table.concat(cmd, " ")))
+  end
   return state.client_id
 end
 
