@@ -25,7 +25,7 @@ Trained mask slots (mask_adapter.py): with an adapter, K mask slots follow the d
 
 and the output at m_i guesses the token after the bonus token's i-th successor. When every draft
 of the pass is accepted those K guesses are the next pass's drafts (a rejected draft voids them,
-they were conditioned on it). Which source drafts a pass: a lookup match of >= 3 tokens first
+they were conditioned on it), cut at the first guess below GUESS_MIN_PROB. Which source drafts a pass: a lookup match of >= 3 tokens first
 (it copies long runs verbatim), else the mask guesses, else a shorter lookup match
 (`req.draft_with`: "auto" | "lookup" | "mask").
 
@@ -49,6 +49,22 @@ from .kvcache import kv_cat, kv_len, kv_slice
 from .model import causal_mask
 
 MIN_FLOAT = float("-inf")
+GUESS_MIN_PROB = 0.3     # mask guesses are drafted while their probability stays above this
+
+
+def confident_guesses(mask_rows: torch.Tensor, mask_id: int, min_prob: float = GUESS_MIN_PROB) -> List[int]:
+    """mask_rows [K, V] -> the argmax guesses up to the first one whose probability is below
+    `min_prob` (the first guess is always kept). One wrong draft voids the mask guesses of its
+    pass, so a short confident run beats a long doubtful one."""
+    rows = mask_rows.float()
+    rows[:, mask_id] = MIN_FLOAT
+    probs, ids = torch.softmax(rows, dim=-1).max(dim=-1)
+    out = [int(ids[0])] if len(ids) else []
+    for p, i in zip(probs[1:].tolist(), ids[1:].tolist()):
+        if p < min_prob:
+            break
+        out.append(int(i))
+    return out
 
 
 class CausalDecoder(Decoder):
@@ -161,9 +177,7 @@ class CausalDecoder(Decoder):
                     self.slot_hits[i] += n_ok > i
             guesses = []
             if masks and n_ok == len(drafts):
-                mask_rows = raw[0, n_rows:].float()
-                mask_rows[:, self.cfg.mask_id] = MIN_FLOAT
-                guesses = mask_rows.argmax(-1).tolist()
+                guesses = confident_guesses(raw[0, n_rows:], self.cfg.mask_id)
             keep = len(pending) + n_ok
             past = kv_cat(past, kv_slice(kvs, 0, keep))
             if not ctx_stored and pos0 + keep >= len(ctx):

@@ -231,3 +231,15 @@ def test_the_shipped_drafter_on_the_real_model(real_engine):
         assert drafted > 0
     finally:
         real_engine.load_drafter(None)
+
+
+def test_confident_guesses_stop_at_the_first_doubtful_one():
+    from engine.causal_decode import confident_guesses
+    rows = torch.full((4, 6), -10.0)
+    rows[0, 2] = 0.0                          # weak but always kept (the first guess)
+    rows[1, 3] = 10.0                         # sure
+    rows[2, 0] = rows[2, 1] = 10.0            # a two-way tie: p = 0.5
+    rows[3, 4], rows[3, 5] = 10.0, 20.0       # the mask id (5) is never a guess
+    assert confident_guesses(rows, mask_id=5) == [2, 3, 0, 4]
+    assert confident_guesses(rows, mask_id=5, min_prob=0.6) == [2, 3]
+    assert confident_guesses(rows[:1], mask_id=5) == [2]

@@ -1,4 +1,5 @@
 """`dllm-lsp train-drafter` and `scripts/train_gpu.py --drafter`, end to end on a tiny GGUF model (CPU)."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -30,7 +31,11 @@ def test_train_drafter_writes_a_loadable_drafter_and_resumes(tiny_gguf_qwen2, co
     assert json.loads((run / "state.json").read_text())["step"] == 6
     png = tmp_path / "curve.png"
     assert main(["train-drafter", "--out", str(out), "--plot", str(png)]) == 0
-    assert "6 steps" in capsys.readouterr().out and png.stat().st_size > 1000
+    said = capsys.readouterr().out
+    if importlib.util.find_spec("matplotlib") is None:            # an optional dependency
+        assert "matplotlib is not installed" in said and not png.exists()
+    else:
+        assert "6 steps" in said and png.stat().st_size > 1000
 
 
 def test_gpu_script_trains_the_drafter_on_cpu(tiny_gguf_qwen2, code_dir, tmp_path):
