@@ -120,6 +120,9 @@ class MaskAdapter(nn.Module):
                 return None
             x = inputs[0][:, s:]                                                       # [B, Tm, in]
             delta = (x @ a.t()) @ b.t() * self.scale                                   # [B, Tm, out]
+            if not out.requires_grad:                                                  # decoding: no copy
+                out[:, s:] += delta
+                return out
             if s == 0:
                 return out + delta
             return torch.cat([out[:, :s], out[:, s:] + delta], dim=1)
