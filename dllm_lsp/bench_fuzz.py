@@ -347,6 +347,21 @@ def _key(msg_id):
     return json.dumps(msg_id, sort_keys=True)
 
 
+async def exit_code(proc, timeout: float = 30) -> int:
+    """The server's exit code once it has exited after `exit` (killed after `timeout` s)."""
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        return await proc.wait()
+
+
+async def kill_if_running(proc) -> None:
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
 def rss_kb(pid: int) -> Optional[int]:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -452,15 +467,9 @@ async def fuzz(messages: int, seed: int = 0, model: str = "embedded", batch: int
         number += 1
         await client.call("shutdown", None, "bye", 30)
         await client.send(dumps({"jsonrpc": "2.0", "method": "exit", "params": None}))
-        try:
-            code = await asyncio.wait_for(proc.wait(), 30)
-        except asyncio.TimeoutError:
-            proc.kill()
-            code = await proc.wait()
+        code = await exit_code(proc)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await kill_if_running(proc)
         client.reader.cancel()
         log_file.close()
     unanswered = [k for k in must_answer if k not in client.responses]

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .bench_fuzz import RawClient, _key, dumps, rss_kb
+from .bench_fuzz import RawClient, _key, dumps, exit_code, kill_if_running, rss_kb
 
 TYPED = '''import os
 
@@ -228,15 +228,9 @@ async def storm_run(keys: int = 10000, minutes: Optional[float] = None, interval
                         "answered": sum(k in client.responses for k in storm.ids)})
         await storm.call("shutdown", None, timeout=30)
         await storm.notify("exit", None)
-        try:
-            code = await asyncio.wait_for(proc.wait(), 30)
-        except asyncio.TimeoutError:
-            proc.kill()
-            code = await proc.wait()
+        code = await exit_code(proc)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await kill_if_running(proc)
         client.reader.cancel()
     stderr = (await stderr_task).decode("utf-8", "replace")
     after = [s for s in samples if s["key"] >= warmup * sent and s["rssKb"]]
