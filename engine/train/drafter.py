@@ -84,9 +84,9 @@ class DrafterState:
 
 # ---- examples ----------------------------------------------------------------------------
 def fim_sequence(cut: fim.Cut, encode: Callable[[str], List[int]], cfg, dcfg: DrafterConfig
-                 ) -> Optional[Tuple[List[int], int]]:
-    """(X, index of <|fim_middle|>) for one cut, budgets applied; None when the middle is empty
-    of tokens after the budget cut (the stop token alone teaches nothing to the masks)."""
+                 ) -> Tuple[List[int], int]:
+    """(X, index of <|fim_middle|>) for one cut, budgets applied (an empty middle gives no
+    anchors later, so example_loss skips it)."""
     prefix = encode(cut.prefix)[-dcfg.prefix_tokens:] if dcfg.prefix_tokens else []
     suffix = encode(cut.suffix)[:dcfg.suffix_tokens] if dcfg.suffix_tokens else []
     middle = encode(cut.middle)[:dcfg.middle_tokens]
@@ -110,9 +110,7 @@ def example_stream(files: Sequence[corpus.SourceFile], encode, cfg, dcfg: Drafte
         cut = fim.sample_cut(text, rng, DRAFTER_CUT_WEIGHTS)
         if cut is None:
             continue
-        out = fim_sequence(cut, encode, cfg, dcfg)
-        if out is not None:
-            yield out
+        yield fim_sequence(cut, encode, cfg, dcfg)
 
 
 def pick_anchors(n: int, mid: int, dcfg: DrafterConfig, rng: random.Random) -> List[int]:
