@@ -143,8 +143,8 @@ class CompletionService:
         old, self.settings = self.settings, new
         if "logLevel" in self.raw_settings:          # otherwise the command line's -v decides
             logging.getLogger("dllm_lsp").setLevel(new.log_level.upper())
-        for msg in messages:
-            self.client.show_message("warning", f"dllm-lsp: {msg}")
+        if messages:                             # one message (one log line) per settings change
+            self.client.show_message("warning", "dllm-lsp: " + "; ".join(messages))
         if old != new:
             self.cache.clear()                   # suggestions depend on the settings that made them
         if old.backend != new.backend or (self.remote is None) != (new.backend is None):

@@ -47,9 +47,8 @@ async def test_bad_settings_a_failing_model_and_a_reload(client: LanguageClient,
     status = await wait_for_state(client, "error")
     assert "no-such-model" in status.message
     # window/showMessage and dllm/status are separate notifications: wait for each, do not assume an order
-    await eventually(lambda: any("dllm.threshold" in m for m in messages(client, types.MessageType.Warning))
-                     and any("dllm.policy" in m for m in messages(client, types.MessageType.Warning)),
-                     what="a warning for each bad setting")
+    warnings = await eventually(lambda: messages(client, types.MessageType.Warning), what="the bad settings' warning")
+    assert len(warnings) == 1 and "dllm.threshold" in warnings[0] and "dllm.policy" in warnings[0]  # one line names both
     errors = await eventually(lambda: messages(client, types.MessageType.Error), what="the load error message")
     assert len(errors) == 1 and "no-such-model" in errors[0]              # the cause, once
 
