@@ -5,7 +5,7 @@
     dllm-lsp bench lsp|decode|context|http|fuzz|storm|engine   benchmarks
     dllm-lsp eval humaneval-infill ...          evaluation
     dllm-lsp train ...                          train or fine-tune the small model
-    dllm-lsp train-drafter ...                  train the default model's mask-slot drafter
+    dllm-lsp train-drafter ...                  train a drafter of the default model
     dllm-lsp stats                              local acceptance / latency counts
     dllm-lsp pull [MODEL]                       download a model into the user cache
     dllm-lsp http [--host H] [--port P]         the engine over HTTP (OpenAI, Inception, llama.cpp FIM APIs)
@@ -30,7 +30,7 @@ SUBCOMMANDS = {
                                 "`bench storm`, `bench engine`"),
     "eval": ("dllm_lsp.evaluate", "evaluation: `eval humaneval-infill`, `eval heldout`"),
     "train": ("engine.train.cli", "train or fine-tune the small model on your code"),
-    "train-drafter": ("dllm_lsp.train_drafter_cmd", "train the default model's mask-slot drafter on your code"),
+    "train-drafter": ("dllm_lsp.train_drafter_cmd", "train a drafter of the default model on your code (draft head or mask slots)"),
     "stats": ("dllm_lsp.stats", "print local acceptance and latency counts"),
     "serve": ("dllm_lsp.serve_cmd", "run the language server (the default)"),
     "http": ("dllm_lsp.http_cmd", "serve the engine over HTTP: OpenAI /v1/completions and /v1/chat/completions, /v1/fim/completions, llama.cpp /infill"),

@@ -1,12 +1,17 @@
-"""`dllm-lsp train-drafter`: train the mask-slot drafter of the default model on your own code.
+"""`dllm-lsp train-drafter`: train a drafter of the default model on your own code.
 
     dllm-lsp train-drafter --data ~/src/myproject --minutes 30 --out my-drafter.safetensors
 
-The verifier (the model itself) never changes: only a mask embedding and low-rank adapters on
-the mask rows are trained (engine/mask_adapter.py, engine/train/drafter.py), so the text the
-server suggests is the same with or without the drafter; a drafter trained on your code only
-makes it arrive in fewer forward passes. The run folder (--run, default <out>.run) keeps the
-corpus manifest, the adapter and the optimizer state: the same command again continues.
+The verifier (the model itself) never changes, so the text the server suggests is the same with
+or without a drafter; a drafter trained on your code only makes it arrive in fewer forward
+passes. Two kinds (--kind):
+  head  (default) a small draft head over the model's last hidden state (engine/draft_head.py,
+        engine/train/draft_head_train.py): the frozen model reads your code once, then only the
+        head trains;
+  mask  trained mask slots: a mask embedding and low-rank adapters on the mask rows
+        (engine/mask_adapter.py, engine/train/drafter.py).
+The run folder (--run, default <out>.run) keeps the corpus manifest, the features or adapter
+and the optimizer state: the same command again continues (in the run's own kind).
 The result loads with the `drafter` setting (`"dllm.drafter": "/path/to/my-drafter.safetensors"`)
 or `dllm-lsp complete --drafter FILE`.
 
@@ -33,10 +38,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g = p.add_argument_group("drafter (a new run only; a resumed run keeps its own)")
-    g.add_argument("--rank", type=int, default=8, help="low-rank adapter rank (default: 8)")
-    g.add_argument("--mask-slots", type=int, default=4, help="mask slots per pass (default: 4)")
+    g.add_argument("--kind", choices=("head", "mask"), default="head",
+                   help="head: a draft head over the last hidden state (default); mask: trained mask slots")
+    g.add_argument("--slots", type=int, default=4, help="tokens drafted per pass (default: 4)")
     g.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
-    g.add_argument("--anchors", type=int, default=48, help="mask groups per training example (default: 48)")
+    g.add_argument("--inner", type=int, default=1024, help="head: width of its residual block (default: 1024)")
+    g.add_argument("--vocab", type=int, default=8192, help="head: tokens it can draft (default: 8192)")
+    g.add_argument("--rank", type=int, default=8, help="mask: low-rank adapter rank (default: 8)")
+    g.add_argument("--mask-slots", type=int, default=None, help=argparse.SUPPRESS)   # older spelling of --slots
+    g.add_argument("--anchors", type=int, default=48, help="mask: mask groups per training example (default: 48)")
     g.add_argument("--seed", type=int, default=0, help="data order and adapter init (default: 0)")
     g.add_argument("--eval-every", type=int, default=50, help="steps between held-out evaluations (default: 50)")
     p.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
@@ -81,7 +91,7 @@ def plot_curve(run_dir: Path, png: Path) -> str:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(minutes, smooth)
     a.set_xlabel("minutes trained")
-    a.set_ylabel("mask-slot cross-entropy (mean of 10 steps)")
+    a.set_ylabel("drafter training loss (mean of 10 steps)")
     if evals:
         em = [e["seconds_trained"] / 60 for e in evals]
         b.plot(em, [e["expected_tokens_per_pass"] for e in evals], marker="o", label="tokens / pass (masks alone)")
@@ -104,7 +114,9 @@ def run(args) -> int:
         return 0
     import torch  # noqa: PLC0415
     from engine.engine import Engine  # noqa: PLC0415
-    from engine.train.drafter import DrafterConfig, DrafterTrainer  # noqa: PLC0415
+    from engine.train.draft_head_train import HeadConfig  # noqa: PLC0415
+    from engine.train.drafter import DrafterConfig  # noqa: PLC0415
+    from engine.train.drafter_runs import describe_step, open_run, run_kind  # noqa: PLC0415
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,28 +126,42 @@ def run(args) -> int:
     engine = Engine.load(args.model, device=args.device, dtype="float32")
     if engine.cfg.attention != "causal":
         print(f"dllm-lsp train-drafter: {args.model} is a {engine.cfg.family}-family model; "
-              "mask-slot drafters are for causal FIM models (Qwen2.5-Coder)", file=sys.stderr)
+              "drafters are for causal FIM models (Qwen2.5-Coder)", file=sys.stderr)
         return 2
     train, heldout = prepare_files(run_dir, args.data, say)
-    dcfg = None
+    kind = run_kind(run_dir, args.kind)
+    slots = args.mask_slots or args.slots
+    config = None
     if not (run_dir / "state.json").is_file():
-        dcfg = DrafterConfig(rank=args.rank, mask_slots=args.mask_slots, lr=args.lr, anchors=args.anchors,
-                             seed=args.seed, eval_every=args.eval_every)
-    trainer = DrafterTrainer(engine.model, run_dir, train, heldout, engine.tokenizer.encode, dcfg, say=say)
+        config = (HeadConfig(inner=args.inner, slots=slots, vocab_size=args.vocab, lr=args.lr, seed=args.seed,
+                             eval_every=args.eval_every) if kind == "head" else
+                  DrafterConfig(rank=args.rank, mask_slots=slots, lr=args.lr, anchors=args.anchors,
+                                seed=args.seed, eval_every=args.eval_every))
+    trainer = open_run(kind, engine.model, run_dir, train, heldout, engine.tokenizer.encode, config, say=say)
     seconds = args.minutes * 60 if args.minutes else None
     if seconds is None and args.max_steps is None:
         seconds = 10 * 60
-    say(f"training {args.model}'s drafter from step {trainer.state.step} "
+    say(f"training {args.model}'s {kind} drafter from step {trainer.state.step} "
         f"({'%.0f min' % (seconds / 60) if seconds else '%d steps' % args.max_steps})")
     if args.no_progress:
         trainer.train(seconds=seconds, steps=args.max_steps,
-                      progress=lambda e: say(f"step {e['step']} loss {e['loss']:.3f} slots {e['slot_accuracy']}"))
+                      progress=lambda e: describe_step(e) and say(describe_step(e)))
     else:
         _train_with_progress(trainer, seconds, args.max_steps)
-    shutil.copyfile(run_dir / "adapter.safetensors", out)
-    print(f"wrote {out} (step {trainer.state.step}, {trainer.state.targets} mask targets, "
-          f"{trainer.state.seconds / 60:.1f} min trained); use it with the dllm.drafter setting", flush=True)
+    shutil.copyfile(trainer.weights_file, out)
+    print(f"wrote {out} ({kind} drafter, step {trainer.state.step}, {_amount(trainer)}, "
+          f"{_minutes(trainer):.1f} min trained); use it with the dllm.drafter setting", flush=True)
     return 0
+
+
+def _amount(trainer) -> str:
+    state = trainer.state
+    return f"{state.rows} feature rows" if trainer.kind == "head" else f"{state.targets} mask targets"
+
+
+def _minutes(trainer) -> float:
+    state = trainer.state
+    return (state.seconds_features + state.seconds_training if trainer.kind == "head" else state.seconds) / 60
 
 
 def _train_with_progress(trainer, seconds, steps) -> None:
@@ -147,6 +173,10 @@ def _train_with_progress(trainer, seconds, steps) -> None:
         first = trainer.state.step
 
         def on_step(entry: dict) -> None:
+            if "step" not in entry:                       # the head's feature phase: count rows
+                bar.update(task, completed=time.perf_counter() - start if seconds else 0,
+                           description=f"features: {entry['rows']} rows")
+                return
             done = time.perf_counter() - start if seconds else entry["step"] - first
             bar.update(task, completed=done,
                        description=f"step {entry['step']} loss {entry['loss']:.3f} slot 1 {entry['slot_accuracy'][0]:.2f}")

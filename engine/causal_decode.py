@@ -19,6 +19,11 @@ the k + 1 output rows from the last input on:
      standing), which sharpens in place as drafts are confirmed or replaced.
 Where drafts come from is the `Drafter`'s business (drafts.py); with none, one token per pass.
 
+A draft head (draft_head.py) instead: after the pass, the head reads the final hidden state of the
+last accepted row and the bonus token committed after it and chains K guesses of the tokens
+after that; they are the next pass's drafts whether or not this pass's drafts were accepted
+(the head's input is the exact state after the committed tokens).
+
 Trained mask slots (mask_adapter.py): with an adapter, K mask slots follow the drafts,
 
     ... | t0 d1 .. dj m1 .. mK        rows >= 1 + j run the adapter, earlier rows the frozen model
@@ -70,10 +75,11 @@ def confident_guesses(mask_rows: torch.Tensor, mask_id: int, min_prob: float = G
 class CausalDecoder(Decoder):
     """Decoder for cfg.attention == "causal"; `drafter` proposes tokens (None: one per pass)."""
 
-    def __init__(self, model, tokenizer, cfg, context_cache=None, drafter=None, adapter=None):
+    def __init__(self, model, tokenizer, cfg, context_cache=None, drafter=None, adapter=None, head=None):
         super().__init__(model, tokenizer, cfg, context_cache)
         self.drafter = drafter
         self.adapter = adapter        # MaskAdapter attached to `model`, or None
+        self.head = head              # DraftHead bound to `model`, or None
 
     def run(self, req, cancel=None) -> Iterator:
         self._start(req, cancel)
@@ -137,12 +143,16 @@ class CausalDecoder(Decoder):
         drafter = None
         use_lookup = req.draft_with in ("auto", "lookup")
         n_masks = 0
-        if req.drafting and self.adapter is not None and req.draft_with in ("auto", "mask"):
+        n_guesses = 0                             # draft-head guesses per pass
+        trained = req.drafting and req.draft_with in ("auto", "mask")
+        if trained and self.adapter is not None:
             n_masks = min(self.adapter.mask_slots, req.max_draft_tokens)
-        self.mask_drafted = self.mask_accepted = 0
-        self.slot_tries = [0] * n_masks          # passes whose mask drafts reached slot i
-        self.slot_hits = [0] * n_masks           # ... and slot i (and every slot before it) was accepted
-        guesses: List[int] = []                   # the mask slots' drafts for the next pass
+        elif trained and self.head is not None:
+            n_guesses = min(self.head.slots, req.max_draft_tokens)
+        self.mask_drafted = self.mask_accepted = 0   # drafts from the trained drafter (masks or head)
+        self.slot_tries = [0] * (n_masks or n_guesses)  # passes whose trained drafts reached slot i
+        self.slot_hits = [0] * (n_masks or n_guesses)   # ... and slot i (and every slot before it) was accepted
+        guesses: List[int] = []                   # the trained drafter's drafts for the next pass
         if req.drafting and use_lookup and req.max_draft_tokens > 0:
             drafter = self.drafter or LookupDrafter(max_draft=req.max_draft_tokens,
                                                     sources=[self.tok.encode(t) if isinstance(t, str) else t
@@ -162,6 +172,9 @@ class CausalDecoder(Decoder):
             if masks:
                 with self.adapter.rows_from(len(q) - masks):
                     raw, kvs = self.model(ids, positions, past, attn, len(pending) - 1)
+            elif n_guesses:                       # the head reads the hidden state of the accepted row
+                hidden, kvs = self.model.hidden(ids, positions, past, attn)              # [1, T, H]
+                raw = self.model.head(hidden[:, len(pending) - 1:])
             else:
                 raw, kvs = self.step(ids, positions, past, attn, len(pending) - 1)
             self.forwards += 1
@@ -192,6 +205,9 @@ class CausalDecoder(Decoder):
                     break
             if span.end < m or done >= m:
                 break
+            if n_guesses:                         # exact state after the committed tokens: h, bonus token
+                guesses = self.head.propose(hidden[0, len(pending) - 1 + n_ok], chosen[-1],
+                                            min(n_guesses, m - done - 1), banned=self.stop_ids)
             if drafter is not None:
                 drafter.observe(chosen, n_ok, len(drafts))
             pending = [chosen[-1]]

@@ -120,26 +120,31 @@ class Engine:
         self._lock = threading.Lock()
         self.load_ms = 0.0
         self.adapter = None           # a MaskAdapter (trained mask slots) or None
+        self.head = None              # a DraftHead or None (at most one of the two)
         self.drafter_path = None
 
     def load_drafter(self, path: Union[str, os.PathLike, None]) -> None:
-        """Attach the trained mask-slot drafter at `path` (None: detach; "auto": the shipped one
-        for this model, if any). CheckpointError when the file is unreadable or was trained for
-        another model; the verifier never changes."""
-        from .mask_adapter import MaskAdapter, resolve_drafter
+        """Attach the trained drafter at `path`: a draft head or trained mask slots, as the file
+        says (None: detach; "auto": the shipped one for this model, if any). CheckpointError when
+        the file is unreadable or was trained for another model; the verifier never changes."""
+        from .draft_head import DraftHead
+        from .drafter_files import load_drafter_file, resolve_drafter
         if path is not None and str(path) in ("auto", "none", ""):
             path = resolve_drafter(str(path), self.cfg)
         with self._lock:
             if self.adapter is not None:
                 self.adapter.detach_hooks()
-                self.adapter, self.drafter_path = None, None
+            self.adapter, self.head, self.drafter_path = None, None, None
             if path is None:
                 return
             if self.cfg.attention != "causal":
-                raise CheckpointError(f"{path}: mask-slot drafters are for causal (AR) models, "
+                raise CheckpointError(f"{path}: trained drafters are for causal (AR) models, "
                                       f"not the {self.cfg.family} family")
-            adapter = MaskAdapter.load(path, self.cfg)
-            self.adapter = adapter.attach(self.model).eval()
+            drafter = load_drafter_file(path, self.cfg)
+            if isinstance(drafter, DraftHead):
+                self.head = drafter.bind(self.model).eval()
+            else:
+                self.adapter = drafter.attach(self.model).eval()
             self.drafter_path = str(path)
 
     @classmethod
@@ -170,7 +175,8 @@ class Engine:
     def decoder(self) -> Decoder:
         """A fresh decoder for one request (the context cache is the engine's)."""
         if self.cfg.attention == "causal":
-            return CausalDecoder(self.model, self.tokenizer, self.cfg, self.context_cache, adapter=self.adapter)
+            return CausalDecoder(self.model, self.tokenizer, self.cfg, self.context_cache, adapter=self.adapter,
+                                 head=self.head)
         return Decoder(self.model, self.tokenizer, self.cfg, self.context_cache)
 
     def warm(self, req: InfillRequest, cancel: Optional[threading.Event] = None, chunk: int = 32) -> int:

@@ -35,7 +35,6 @@ from torch import nn
 
 from .errors import CheckpointError
 
-SHIPPED_DIR = Path(__file__).with_name("drafters")     # drafters trained by this project, in the repo
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FORMAT = "dllm-mask-adapter-1"
 
@@ -189,28 +188,3 @@ def _projection_shapes(cfg, targets: Sequence[str]) -> Dict[str, tuple]:
             group, fan_in, fan_out = dims[t]
             out[f"layers.{n}.{group}.{t}"] = (fan_in, fan_out)
     return out
-
-
-def resolve_drafter(spec: Optional[str], cfg) -> Optional[Path]:
-    """The drafter file `spec` names for a model of config `cfg`: "auto" = the shipped drafter
-    trained for this model's shape (None when there is none), "none"/""/None = no drafter, else
-    a path (CheckpointError when absent)."""
-    if spec in (None, "", "none"):
-        return None
-    if spec == "auto":
-        if cfg.attention != "causal":
-            return None
-        for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
-            try:
-                from safetensors import safe_open
-                with safe_open(str(path), framework="pt", device="cpu") as f:
-                    meta = f.metadata() or {}
-            except Exception:  # a damaged shipped file: no drafter rather than no server
-                continue
-            if meta.get("format") == FORMAT and json.loads(meta.get("identity", "{}")) == base_identity(cfg):
-                return path
-        return None
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no drafter file there")
-    return path

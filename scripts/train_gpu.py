@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Train the embedded model, or the default model's mask-slot drafter, on a GPU box for at most 10 minutes.
+"""Train the embedded model, or a drafter of the default model, on a GPU box for at most 10 minutes.
 
     python scripts/train_gpu.py --init runs/main/ckpt.pt --minutes 9 --out runs/gpu/model
-    python scripts/train_gpu.py --drafter MODEL --minutes 9 --run runs/drafter-main
+    python scripts/train_gpu.py --drafter MODEL [--kind head|mask] --minutes 9 --run runs/drafter-main
 
---drafter trains the mask-slot drafter (engine/train/drafter.py) of MODEL (a .gguf file or a
+--drafter trains a drafter of MODEL (--kind head: the draft head, engine/train/draft_head_train.py;
+mask: the mask slots, engine/train/drafter.py; a resumed run keeps its kind) (a .gguf file or a
 converted model folder: the box has no network, so the model travels with the job) with the
-same trainer as `dllm-lsp train-drafter`, continuing the run folder's state (adapter and
+same trainer as `dllm-lsp train-drafter`, continuing the run folder's state (weights, features and
 optimizer), so CPU and GPU sessions accumulate into one drafter.
 
 Runs from the repository root without installing the package (imports `engine` from the
@@ -37,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--init", default=None, help="ckpt.pt of a CPU run, a model folder, or 'embedded'")
     p.add_argument("--drafter", default=None, metavar="MODEL",
-                   help="train MODEL's mask-slot drafter instead (a .gguf file or a model folder)")
+                   help="train a drafter of MODEL instead (a .gguf file or a model folder)")
+    p.add_argument("--kind", choices=("head", "mask"), default="head",
+                   help="with --drafter: head (a draft head, the default) or mask (trained mask slots)")
     p.add_argument("--minutes", type=float, default=9.0, help=f"training minutes (at most {MAX_MINUTES:g})")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps of this session")
     p.add_argument("--data", nargs="*", default=[], help="code folders (default: stdlib + site-packages)")
@@ -98,22 +101,24 @@ def session_config(args, init_folder):
 
 
 def train_drafter(args) -> int:
-    """The drafter mode: DrafterTrainer on args.device for args.minutes, in args.run."""
+    """The drafter mode: the run folder's trainer on args.device for args.minutes, in args.run."""
     import torch  # noqa: PLC0415
     from engine.engine import Engine  # noqa: PLC0415
-    from engine.train.drafter import DrafterTrainer, drafter_corpus  # noqa: PLC0415
+    from engine.train.drafter import drafter_corpus  # noqa: PLC0415
+    from engine.train.drafter_runs import describe_step, open_run  # noqa: PLC0415
     t0 = time.perf_counter()
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
     engine = Engine.load(args.drafter, device=args.device, dtype="float32")
     train, heldout = drafter_corpus(Path(args.run), args.data, say=lambda m: print(m, flush=True))
-    trainer = DrafterTrainer(engine.model, Path(args.run), train, heldout, engine.tokenizer.encode,
-                             say=lambda m: print(m, flush=True))
+    trainer = open_run(args.kind, engine.model, Path(args.run), train, heldout, engine.tokenizer.encode,
+                       say=lambda m: print(m, flush=True))
     budget = max(10.0, args.minutes * 60 - (time.perf_counter() - t0) - 20)
     trainer.train(seconds=budget, steps=args.max_steps,
-                  progress=lambda e: print(f"step {e['step']} loss {e['loss']:.3f} slots {e['slot_accuracy']}", flush=True))
+                  progress=lambda e: describe_step(e) and print(describe_step(e), flush=True))
     final = trainer.evaluate()
-    print(f"drafter step {trainer.state.step} after {time.perf_counter() - t0:.0f} s: {json.dumps(final)}", flush=True)
+    print(f"drafter ({trainer.kind}) step {trainer.state.step} after {time.perf_counter() - t0:.0f} s: "
+          f"{json.dumps(final)}", flush=True)
     return 0
 
 

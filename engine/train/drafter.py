@@ -32,6 +32,7 @@ seconds trained), log.jsonl (one line per logged step and per evaluation).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 from ..mask_adapter import MaskAdapter
 from ..model import DecoderModel, causal_mask
 from . import corpus, fim
+from .adam_files import load_adam, save_adam
 
 # Middle kinds as the server meets them, longer middles a little more often than the server's
 # own mix: a long middle gives many anchors for one frozen pass.
@@ -139,14 +141,15 @@ def mask_attention(anchors: Sequence[int], k: int, n_past: int, device=None) -> 
 
 
 @torch.no_grad()
-def greedy_middle(model: DecoderModel, adapter: MaskAdapter, x: List[int], mid: int) -> List[int]:
+def greedy_middle(model: DecoderModel, adapter: Optional[MaskAdapter], x: List[int], mid: int) -> List[int]:
     """X with its middle replaced by the frozen model's greedy continuation of X[:mid + 1]
-    (as many tokens as the middle had, ending early at a stop token)."""
+    (as many tokens as the middle had, ending early at a stop token); an attached adapter is
+    switched off for it."""
     cfg, dev = model.cfg, model.device
     budget = len(x) - mid - 1
     ctx = x[:mid + 1]
     out: List[int] = []
-    with adapter.rows_from(None):
+    with adapter.rows_from(None) if adapter is not None else contextlib.nullcontext():
         ids = torch.tensor([ctx], device=dev)
         raw, past = model(ids, torch.arange(len(ctx), device=dev), None, causal_mask(len(ctx), 0, dev), len(ctx) - 1)
         for _ in range(budget):
@@ -367,34 +370,13 @@ class DrafterTrainer:
         from safetensors.torch import save_file
         self.adapter.save(self.run_dir / "adapter.safetensors",
                           extra={"step": self.state.step, "seconds": round(self.state.seconds, 1)})
-        tensors = {}
-        names = dict((id(p), n) for n, p in self.adapter.named_parameters())
-        for group in self.opt.param_groups:
-            for p in group["params"]:
-                st = self.opt.state.get(p)
-                if st:
-                    n = names[id(p)]
-                    tensors[f"{n}.exp_avg"] = st["exp_avg"].detach().cpu().contiguous()
-                    tensors[f"{n}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
-                    tensors[f"{n}.step"] = torch.as_tensor(st["step"]).reshape(1).float().cpu()
-        tmp = self.run_dir / "optimizer.safetensors.part"
-        if tensors:
-            save_file(tensors, str(tmp))
-            tmp.replace(self.run_dir / "optimizer.safetensors")
+        save_adam(self.opt, self.adapter, self.run_dir / "optimizer.safetensors")
         tmp = self.run_dir / "state.json.part"
         tmp.write_text(json.dumps(asdict(self.state), indent=1))
         tmp.replace(self.run_dir / "state.json")
 
     def _load_optimizer(self) -> None:
-        path = self.run_dir / "optimizer.safetensors"
-        if not path.is_file():
-            return
-        from safetensors.torch import load_file
-        saved = load_file(str(path))
-        for n, p in self.adapter.named_parameters():
-            if f"{n}.exp_avg" in saved:
-                self.opt.state[p] = {"exp_avg": saved[f"{n}.exp_avg"].to(p), "exp_avg_sq": saved[f"{n}.exp_avg_sq"].to(p),
-                                     "step": saved[f"{n}.step"].reshape(()).clone()}
+        load_adam(self.opt, self.adapter, self.run_dir / "optimizer.safetensors")
 
     def _log(self, entry: dict) -> None:
         entry = dict(entry, time=time.strftime("%Y-%m-%dT%H:%M:%S"))

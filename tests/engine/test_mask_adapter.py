@@ -200,7 +200,7 @@ def test_the_shipped_drafter_on_the_real_model(real_engine):
     """The drafter shipped for the default model loads by "auto", leaves real rows bit for bit,
     and gives the one-per-pass text on HumanEval single-line prompts."""
     from dllm_lsp.evaluate import humaneval_tasks
-    from engine.mask_adapter import resolve_drafter
+    from engine.drafter_files import resolve_drafter
     from engine.train.corpus import load_humaneval_problems
     path = resolve_drafter("auto", real_engine.cfg)
     assert path is not None and path.stat().st_size <= 16 * 2 ** 20, "no drafter shipped for the default model"

@@ -1,0 +1,172 @@
+"""A small draft head over the frozen model's last hidden state: the second drafter candidate of
+issue 12, beside the mask slots (mask_adapter.py).
+
+Design (after Medusa, Cai et al. 2024, and EAGLE, Li et al. 2024): the verify pass already
+computes h_t, the final (normed) hidden state of the last accepted row, and its argmax b, the
+bonus token the pass commits. The head reads both and predicts the hidden state the model will
+have one position later, so that the model's own (frozen, tied) vocabulary projection turns it
+into a guess of the token after b; chained on its own predictions it drafts K tokens after b:
+
+    z   = W_in [h_t ; rms(e_b)]                 h_t [H] (model.hidden's output), e_b = embed(b) [H]
+    z   = z + SwiGLU(rms(z))                    one residual block, inner width I
+    f   = rms_out(z)                            predicted h_{t+1} [H]
+    p   = softmax(f E_V^T)                      E_V: the frozen embedding rows of the draft vocabulary V
+    g_1 = V[argmax p];  then (f, g_1) -> g_2, ...   (stopping at the first guess below min_prob)
+
+The head never runs inside the model: the verifier is untouched by construction (the decoder's
+pass is the frozen model's pass; tests/engine/test_draft_head.py checks the logits anyway), and
+a guess is only ever a draft that the next pass verifies. Unlike mask-slot guesses, which were
+conditioned on the pass's drafts and die with a rejected one, the head is conditioned on the
+exact state after the committed tokens, so it drafts after every pass.
+
+The draft vocabulary V (the most frequent verifier tokens of the training data, a few
+thousand) keeps a guess cheap: one step reads W_in, the block and |V| x H rows (~40 MB in fp32
+at the 0.5B's sizes), not the 150k-row projection; a token outside V is simply never drafted.
+
+Saved as safetensors (fp16) with the format, the base model's identity (mask_adapter's) and
+the vocabulary ids; refused for any other model.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import CheckpointError
+from .mask_adapter import base_identity
+
+FORMAT = "dllm-draft-head-1"
+GUESS_MIN_PROB = 0.3
+
+
+def rms(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RMSNorm over the last dimension, in the input's dtype."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
+
+
+class DraftHead(nn.Module):
+    def __init__(self, cfg, vocab: Sequence[int], inner: int = 1024, slots: int = 4,
+                 out_norm: Optional[torch.Tensor] = None, seed: int = 0):
+        super().__init__()
+        h = cfg.hidden_size
+        self.identity = base_identity(cfg)
+        self.slots, self.inner = slots, inner
+        self.register_buffer("vocab", torch.tensor(list(vocab), dtype=torch.long), persistent=False)   # [Nv]
+        gen = torch.Generator().manual_seed(seed)
+        w_in = torch.zeros(h, 2 * h)
+        w_in[:, :h] = torch.eye(h)                       # start as "the next state is this one"
+        w_in += torch.randn(h, 2 * h, generator=gen) * (0.02 / h ** 0.5)
+        self.w_in = nn.Parameter(w_in)                                                   # [H, 2H]
+        self.embed_norm = nn.Parameter(torch.ones(h))
+        self.block_norm = nn.Parameter(torch.ones(h))
+        self.gate = nn.Parameter(torch.randn(inner, h, generator=gen) / h ** 0.5)        # [I, H]
+        self.up = nn.Parameter(torch.randn(inner, h, generator=gen) / h ** 0.5)          # [I, H]
+        self.down = nn.Parameter(torch.zeros(h, inner))                                  # [H, I]
+        self.out_norm = nn.Parameter(out_norm.detach().clone().float() if out_norm is not None else torch.ones(h))
+        self.table: Optional[torch.Tensor] = None      # [Nv, H] frozen projection rows (bind())
+        self.embed: Optional[torch.Tensor] = None      # [V, H] the model's input embedding (bind())
+
+    # ---- the model it drafts for ----------------------------------------------------------------
+    def bind(self, model) -> "DraftHead":
+        """Take the frozen embedding and the vocabulary rows of `model`'s output projection; the
+        head follows the model's device and dtype."""
+        w = model.embed_tokens.weight
+        self.to(device=w.device, dtype=w.dtype)
+        self.vocab = self.vocab.to(w.device)
+        out = w if model.lm_head is None else model.lm_head.weight
+        self.table = out.detach()[self.vocab].contiguous()
+        self.embed = w.detach()
+        return self
+
+    # ---- one step and a chain -------------------------------------------------------------------
+    def step(self, hidden: torch.Tensor, tokens: torch.Tensor):
+        """hidden [N, H], tokens [N] -> (predicted next hidden [N, H], logits over V [N, Nv])."""
+        e = rms(self.embed[tokens], self.embed_norm)                                     # [N, H]
+        z = F.linear(torch.cat([hidden, e], dim=-1), self.w_in)                          # [N, H]
+        u = rms(z, self.block_norm)
+        z = z + F.linear(F.silu(F.linear(u, self.gate)) * F.linear(u, self.up), self.down)
+        f = rms(z, self.out_norm)                                                        # [N, H]
+        return f, F.linear(f, self.table)                                                # [N, Nv]
+
+    @torch.no_grad()
+    def propose(self, hidden: torch.Tensor, token: int, k: int, min_prob: float = GUESS_MIN_PROB,
+                banned: Sequence[int] = ()) -> List[int]:
+        """hidden [H] of the last accepted row, token = the bonus token committed after it ->
+        up to k guesses of the tokens after it, cut at the first one below min_prob (the first
+        guess is always kept). A banned token (a stop token) ends the chain after itself."""
+        out: List[int] = []
+        f = hidden.reshape(1, -1).to(self.table.dtype)
+        tok = torch.tensor([token], device=self.table.device)
+        for i in range(k):
+            f, logits = self.step(f, tok)
+            p, j = torch.softmax(logits[0].float(), dim=-1).max(dim=-1)
+            if i and float(p) < min_prob:
+                break
+            tok = self.vocab[j].reshape(1)
+            out.append(int(tok))
+            if out[-1] in banned:
+                break
+        return out
+
+    # ---- files ---------------------------------------------------------------------------------
+    def save(self, path: Path, extra: Optional[dict] = None) -> None:
+        from safetensors.torch import save_file
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {n: p.detach().cpu().to(torch.float16).contiguous() for n, p in self.named_parameters()}
+        tensors["vocab"] = self.vocab.detach().cpu().to(torch.int32).contiguous()
+        meta = {"format": FORMAT, "identity": json.dumps(self.identity, sort_keys=True),
+                "inner": str(self.inner), "slots": str(self.slots), "extra": json.dumps(extra or {})}
+        tmp = path.with_name(path.name + ".part")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path, cfg) -> "DraftHead":
+        """Read a head file; CheckpointError when it is unreadable or made for another model."""
+        from safetensors import safe_open
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no drafter file there")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors' own error types for corrupt files
+            raise CheckpointError(f"{path}: cannot read drafter file ({type(exc).__name__}: {exc})") from exc
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a draft head (format {meta.get('format')!r})")
+        identity = json.loads(meta.get("identity", "{}"))
+        if identity != base_identity(cfg):
+            diff = sorted(k for k in set(identity) | set(base_identity(cfg))
+                          if identity.get(k) != base_identity(cfg).get(k))
+            raise CheckpointError(f"{path}: drafter was trained for another model (differs in {', '.join(diff)})")
+        vocab = tensors.pop("vocab", None)
+        if vocab is None or vocab.dim() != 1 or not len(vocab) or int(vocab.min()) < 0 \
+                or int(vocab.max()) >= cfg.vocab_size:
+            raise CheckpointError(f"{path}: draft head vocabulary missing or out of range")
+        head = cls(cfg, vocab.tolist(), inner=int(meta["inner"]), slots=int(meta.get("slots", 4)))
+        try:
+            missing, unexpected = head.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+        except RuntimeError as exc:   # a tensor of the wrong shape
+            raise CheckpointError(f"{path}: draft head tensors do not match ({exc})") from exc
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: draft head tensors do not match (missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]})")
+        head.extra = json.loads(meta.get("extra", "{}"))
+        return head
+
+
+def drafter_format(path) -> Optional[str]:
+    """The `format` a drafter file declares (None when unreadable)."""
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return (f.metadata() or {}).get("format")
+    except Exception:  # unreadable: the loader names the cause
+        return None

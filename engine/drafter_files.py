@@ -1,0 +1,58 @@
+"""Drafter files: which file a `drafter` setting names, and loading it as what it declares.
+
+Two kinds of trained drafter exist (issue 12), both safetensors with a `format` in their
+metadata and the identity of the base model they were trained for:
+  dllm-draft-head-1    DraftHead (draft_head.py): a small head over the last hidden state
+  dllm-mask-adapter-1  MaskAdapter (mask_adapter.py): trained mask slots inside the pass
+"auto" picks the shipped file (engine/drafters/) trained for the model's shape, preferring the
+kind listed first in PREFERRED (the one that measured faster, docs/models.md).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Union
+
+from . import draft_head, mask_adapter
+from .errors import CheckpointError
+
+SHIPPED_DIR = Path(__file__).with_name("drafters")     # drafters trained by this project, in the repo
+PREFERRED = (draft_head.FORMAT, mask_adapter.FORMAT)
+
+
+def _meta(path: Path) -> dict:
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return f.metadata() or {}
+
+
+def resolve_drafter(spec: Optional[str], cfg) -> Optional[Path]:
+    """The drafter file `spec` names for a model of config `cfg`: "auto" = the shipped drafter
+    trained for this model's shape (None when there is none), "none"/""/None = no drafter, else
+    a path (CheckpointError when absent)."""
+    if spec in (None, "", "none"):
+        return None
+    if spec == "auto":
+        if cfg.attention != "causal":
+            return None
+        found = {}
+        for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
+            try:
+                meta = _meta(path)
+            except Exception:  # a damaged shipped file: no drafter rather than no server
+                continue
+            if json.loads(meta.get("identity", "{}")) == mask_adapter.base_identity(cfg):
+                found.setdefault(meta.get("format"), path)
+        return next((found[f] for f in PREFERRED if f in found), None)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no drafter file there")
+    return path
+
+
+def load_drafter_file(path: Path, cfg) -> Union[draft_head.DraftHead, mask_adapter.MaskAdapter]:
+    """A DraftHead or MaskAdapter, as the file declares; CheckpointError for anything else."""
+    fmt = draft_head.drafter_format(path)
+    if fmt == draft_head.FORMAT:
+        return draft_head.DraftHead.load(path, cfg)
+    return mask_adapter.MaskAdapter.load(path, cfg)     # names the file and what is wrong with it
