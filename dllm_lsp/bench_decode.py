@@ -15,9 +15,10 @@ Context: context.windows with the server's Settings() budgets (prefix_tokens/suf
 counted with the model's tokenizer; no snippet header), so prompts are the server's.
 
 Decoders (rows, one per draft source): "one-per-pass" (drafting=False, the reference),
-"lookup" (prompt-lookup drafts alone, --max-draft), and with a trained mask-slot drafter
-(--drafter, default the shipped one): "mask" (the mask slots' guesses alone) and
-"lookup+mask" (both: what the server does). Each case is
+"lookup" (prompt-lookup drafts alone, --max-draft), and for each trained drafter (--drafter,
+repeatable, default the shipped one) two rows named by its kind, "head" (draft head) or "mask"
+(mask slots): "<kind>" (its guesses alone) and "lookup+<kind>" (both: what the server does), so
+several drafters are compared on the same cases in one run. Each case is
 decoded by each decoder cold (engine.context_cache cleared first) and then warm (the same
 request again at once: the context KV is cached, the suggestion is decoded afresh). Line
 cases stop at the first newline with a cancel-on-newline loop over the decoder's updates:
@@ -45,7 +46,8 @@ worker cannot start, the llama.cpp rows are absent and the reason is printed and
 
 --json prints one JSON object on the last line: identical (share over every lookup
 suggestion), tokens_per_forward (lookup on stdlib-line), tokens_per_forward_with_mask and
-mask_gain (lookup+mask on stdlib-line, and its ratio to lookup alone), llamacpp_ratio (lookup warm p50 on
+mask_gain (lookup+<the first drafter's kind> on stdlib-line, and its ratio to lookup alone;
+drafter_gains: the same for every drafter), llamacpp_ratio (lookup warm p50 on
 stdlib-line / llama.cpp warm p50 on stdlib-line; llamacpp_ratios per kind), rows, ....
 """
 from __future__ import annotations
@@ -67,13 +69,27 @@ from engine.train.corpus import BENCH_MODULES as STDLIB_MODULES, bench_files as 
 from typing import Dict, List, Optional, Sequence
 
 KINDS = ("stdlib-line", "stdlib-block", "humaneval-line")
-# name -> InfillRequest changes; the mask rows run only when the engine has a drafter
-DECODERS = (("one-per-pass", {"drafting": False}), ("lookup", {"drafting": True, "draft_with": "lookup"}),
-            ("mask", {"drafting": True, "draft_with": "mask"}), ("lookup+mask", {"drafting": True, "draft_with": "auto"}))
+# (name, InfillRequest changes, drafter): the drafter rows run once per trained drafter
+PLAIN_DECODERS = (("one-per-pass", {"drafting": False}), ("lookup", {"drafting": True, "draft_with": "lookup"}))
 
 
-def decoders_for(engine) -> list:
-    return [(n, c) for n, c in DECODERS if engine.adapter is not None or c.get("draft_with") not in ("mask", "auto")]
+def drafter_kind(drafter) -> str:
+    from engine.draft_head import DraftHead
+    return "head" if isinstance(drafter, DraftHead) else "mask"
+
+
+def decoders_for(drafters: Sequence) -> list:
+    """(name, request changes, drafter or None) for every row: the plain ones, then two per
+    drafter (a second drafter of the same kind is numbered: head, head2, ...)."""
+    out = [(n, c, None) for n, c in PLAIN_DECODERS]
+    seen: Dict[str, int] = {}
+    for d in drafters:
+        kind = drafter_kind(d)
+        seen[kind] = seen.get(kind, 0) + 1
+        name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
+        out += [(name, {"drafting": True, "draft_with": "mask"}, d),
+                (f"lookup+{name}", {"drafting": True, "draft_with": "auto"}, d)]
+    return out
 
 
 WORKER = Path(__file__).with_name("bench_llamacpp_worker.py")
@@ -306,22 +322,25 @@ class Row:
 
 
 def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Optional[LlamaCpp] = None,
-          log=None) -> Dict:
-    """Decode every case with every decoder (and llama.cpp); rows keyed (kind, decoder)."""
+          log=None, drafters: Sequence = ()) -> Dict:
+    """Decode every case with every decoder (and llama.cpp); rows keyed (kind, decoder).
+    `drafters`: loaded DraftHead / MaskAdapter objects, each attached for its own rows."""
     tok = engine.tokenizer
     stop_ids = sorted(engine.cfg.stop_ids)
     rows: Dict[tuple, Row] = {}
     mismatches = []
     reqs = [request_for(c, tok, settings, max_draft) for c in cases]
-    decoders = decoders_for(engine)
+    decoders = decoders_for(drafters)
     if cases:                                       # warm-up (first-call overheads), not counted
-        for _, changes in decoders:
+        for _, changes, drafter in decoders:
+            engine.use_drafter(drafter)
             decode(engine, replace(reqs[0], **changes), cases[0].line)
         if llama is not None:
             llama.complete(engine.decoder().context_ids(reqs[0]), reqs[0].max_new_tokens, stop_ids, cases[0].line)
     for n, (case, req) in enumerate(zip(cases, reqs), 1):
         ref = None
-        for name, changes in decoders:
+        for name, changes, drafter in decoders:
+            engine.use_drafter(drafter)
             r = replace(req, **changes)
             engine.context_cache.clear()
             cold = decode(engine, r, case.line)
@@ -360,6 +379,7 @@ def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Op
             row.compared += 1
         if log is not None:
             log(f"[{n}/{len(cases)}] {case.kind} {case.name}: {tok.decode(ref)!r}")
+    engine.use_drafter(None)
     return {"rows": [r.summary() for r in rows.values()], "mismatches": mismatches,
             "_raw": {f"{k}|{d}": {"cold": r.cold_ms, "warm": r.warm_ms} for (k, d), r in rows.items()}}
 
@@ -375,12 +395,16 @@ def headline(rows: Sequence[Dict]) -> Dict:
         if ours and ref and ours["warm_p50_ms"] and ref["warm_p50_ms"]:
             ratios[kind] = round(ours["warm_p50_ms"] / ref["warm_p50_ms"], 3)
     line = by.get(("stdlib-line", "lookup"))
-    both = by.get(("stdlib-line", "lookup+mask"))
+    gains = {}
+    for r in rows:
+        if r["kind"] == "stdlib-line" and r["decoder"].startswith("lookup+") and line and line["tokens_per_forward"] \
+                and r["tokens_per_forward"]:
+            gains[r["decoder"]] = round(r["tokens_per_forward"] / line["tokens_per_forward"], 3)
+    first = next(iter(gains), None)
     return {"identical": round(same / n, 4) if n else None,
             "tokens_per_forward": line["tokens_per_forward"] if line else None,
-            "tokens_per_forward_with_mask": both["tokens_per_forward"] if both else None,
-            "mask_gain": round(both["tokens_per_forward"] / line["tokens_per_forward"], 3)
-            if both and line and line["tokens_per_forward"] else None,
+            "tokens_per_forward_with_mask": by[("stdlib-line", first)]["tokens_per_forward"] if first else None,
+            "mask_gain": gains.get(first), "drafter_gains": gains,
             "llamacpp_ratio": ratios.get("stdlib-line"), "llamacpp_ratios": ratios}
 
 
@@ -425,6 +449,19 @@ def plot(raw: Dict, path: Path) -> Optional[str]:
     return None
 
 
+def load_drafters(engine, specs: Sequence[str]) -> list:
+    """The drafters `specs` name ("auto" = the shipped one, "none" = none), loaded for engine."""
+    from engine.drafter_files import load_drafter_file, resolve_drafter
+    out = []
+    for spec in specs:
+        path = resolve_drafter(spec, engine.cfg)
+        if path is not None:
+            drafter = load_drafter_file(path, engine.cfg)
+            drafter.path = path
+            out.append(drafter)
+    return out
+
+
 # ---- command line -----------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -433,8 +470,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kinds", default=",".join(KINDS), help=f"case kinds, comma-separated (default {','.join(KINDS)})")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and llama.cpp (default 2)")
     p.add_argument("--max-draft", type=int, default=8, help="draft tokens per pass for the lookup row (default 8)")
-    p.add_argument("--drafter", default="auto",
-                   help="trained mask-slot drafter for the mask rows: auto (the shipped one), none, or a file")
+    p.add_argument("--drafter", action="append", default=None,
+                   help="trained drafter for the drafter rows: auto (the shipped one), none, or a file; "
+                        "repeat it to compare several in one run (default: auto)")
     p.add_argument("--device", default="cpu", help="engine device (default cpu, like the llama.cpp build)")
     p.add_argument("--dtype", default="auto", help="engine dtype (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the case sample (default 0)")
@@ -459,7 +497,11 @@ def run(args) -> int:
     if engine.cfg.attention != "causal":
         print(f"{args.model}: bench decode is for causal (AR) models; this one is {engine.cfg.attention}", file=sys.stderr)
         return 2
-    engine.load_drafter(args.drafter)
+    try:
+        drafters = load_drafters(engine, args.drafter or ["auto"])
+    except Exception as exc:  # CheckpointError and the like: one line
+        print(f"bench decode: {exc}", file=sys.stderr)
+        return 2
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     cases: List[Case] = []
     notes = []
@@ -485,7 +527,7 @@ def run(args) -> int:
             except LlamaUnavailable as exc:
                 llama_info["reason"] = str(exc)
     try:
-        res = bench(engine, cases, settings, args.max_draft, llama, log)
+        res = bench(engine, cases, settings, args.max_draft, llama, log, drafters)
     finally:
         if llama is not None:
             llama.close()
@@ -498,8 +540,8 @@ def run(args) -> int:
     print("same: token ids equal one-per-pass cold (one-per-pass: its warm run; llama.cpp: its cold run vs ours)")
     for r in res["rows"]:
         if r.get("slot_acceptance"):
-            print(f"{r['kind']} {r['decoder']}: mask slot acceptance (slot i and all before it accepted, "
-                  f"per pass drafting from the masks): {r['slot_acceptance']}")
+            print(f"{r['kind']} {r['decoder']}: drafter slot acceptance (slot i and all before it accepted, "
+                  f"per pass drafting from the trained drafter): {r['slot_acceptance']}")
     print("llama.cpp: " + (f"llama-cpp-python {llama_info['version']}" if llama_info["available"]
                            else f"not run ({llama_info['reason']})"))
     for note in notes:
@@ -511,7 +553,7 @@ def run(args) -> int:
         why = plot(raw, args.plot)
         print(f"plot: {args.plot}" if why is None else f"plot not written: {why}")
     if args.json:
-        out = {**headline(res["rows"]), "model": args.model, "threads": args.threads, "max_draft": args.max_draft,
+        out = {**headline(res["rows"]), "drafters": [str(getattr(d, "path", "")) for d in drafters], "model": args.model, "threads": args.threads, "max_draft": args.max_draft,
                "cases": counts, "llamacpp": llama_info, "rows": res["rows"], "mismatches": res["mismatches"]}
         print(json.dumps(out))
     return 0 if not res["mismatches"] else 1

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"'default' (the server's default model), a model folder, or an HF repo id in the "
                              f"local cache (default: {d.model})")
     parser.add_argument("--drafter", default=d.drafter,
-                        help=f"trained mask-slot drafter: auto (the one shipped for the model), none, or a file "
+                        help=f"trained drafter (draft head or mask slots): auto (the one shipped for the model), none, or a file "
                              f"(default: {d.drafter}; the text is the same either way)")
     parser.add_argument("--language", default=None, help="language id (default: from the file extension)")
     parser.add_argument("--device", default=d.device, help=f"auto | cpu | cuda | cuda:N (default: {d.device})")

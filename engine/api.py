@@ -36,7 +36,7 @@ class InfillRequest:
     max_draft_tokens at most this many drafts per pass (the block is 1 + this many slots)
     draft_sources further token sequences to look drafts up in (other open files, the previous
                suggestion); the prompt itself is always searched
-    draft_with "auto": lookup and, where the engine has a trained mask-slot drafter, its guesses;
+    draft_with "auto": lookup and, where the engine has a trained drafter (head or mask slots), its guesses;
                "lookup" or "mask": that source alone (for measuring each)
     raw_prompt AR models only: `prefix` is the whole prompt, token for token as written (special
                tokens such as <|im_start|> in the text become their special ids), with no FIM

@@ -40,7 +40,8 @@ from .errors import CheckpointError
 from .mask_adapter import base_identity
 
 FORMAT = "dllm-draft-head-1"
-GUESS_MIN_PROB = 0.3
+FIRST_MIN_PROB = 0.0      # the first guess is always drafted (tuned by `bench decode`, docs/models.md)
+GUESS_MIN_PROB = 0.3      # later guesses while their probability stays at least this
 
 
 def rms(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -56,6 +57,7 @@ class DraftHead(nn.Module):
         h = cfg.hidden_size
         self.identity = base_identity(cfg)
         self.slots, self.inner = slots, inner
+        self.first_min_prob, self.min_prob = FIRST_MIN_PROB, GUESS_MIN_PROB    # see propose()
         self.register_buffer("vocab", torch.tensor(list(vocab), dtype=torch.long), persistent=False)   # [Nv]
         gen = torch.Generator().manual_seed(seed)
         w_in = torch.zeros(h, 2 * h)
@@ -94,18 +96,19 @@ class DraftHead(nn.Module):
         return f, F.linear(f, self.table)                                                # [N, Nv]
 
     @torch.no_grad()
-    def propose(self, hidden: torch.Tensor, token: int, k: int, min_prob: float = GUESS_MIN_PROB,
-                banned: Sequence[int] = ()) -> List[int]:
+    def propose(self, hidden: torch.Tensor, token: int, k: int, banned: Sequence[int] = ()) -> List[int]:
         """hidden [H] of the last accepted row, token = the bonus token committed after it ->
-        up to k guesses of the tokens after it, cut at the first one below min_prob (the first
-        guess is always kept). A banned token (a stop token) ends the chain after itself."""
+        up to k guesses of the tokens after it, cut at the first one whose probability is below
+        `first_min_prob` (the first guess) or `min_prob` (the later ones): on a CPU every
+        drafted row costs pass time, so only likely guesses are worth a row. A banned token (a
+        stop token) ends the chain after itself."""
         out: List[int] = []
         f = hidden.reshape(1, -1).to(self.table.dtype)
         tok = torch.tensor([token], device=self.table.device)
         for i in range(k):
             f, logits = self.step(f, tok)
             p, j = torch.softmax(logits[0].float(), dim=-1).max(dim=-1)
-            if i and float(p) < min_prob:
+            if float(p) < (self.min_prob if i else self.first_min_prob):
                 break
             tok = self.vocab[j].reshape(1)
             out.append(int(tok))

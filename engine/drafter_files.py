@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 from . import draft_head, mask_adapter
 from .errors import CheckpointError
@@ -26,6 +26,19 @@ def _meta(path: Path) -> dict:
         return f.metadata() or {}
 
 
+def shipped_drafters(cfg) -> Dict[str, Path]:
+    """format -> the shipped drafter file of that format trained for a model of config `cfg`."""
+    found: Dict[str, Path] = {}
+    for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
+        try:
+            meta = _meta(path)
+        except Exception:  # a damaged shipped file: no drafter rather than no server
+            continue
+        if json.loads(meta.get("identity", "{}")) == mask_adapter.base_identity(cfg):
+            found.setdefault(meta.get("format"), path)
+    return found
+
+
 def resolve_drafter(spec: Optional[str], cfg) -> Optional[Path]:
     """The drafter file `spec` names for a model of config `cfg`: "auto" = the shipped drafter
     trained for this model's shape (None when there is none), "none"/""/None = no drafter, else
@@ -35,14 +48,7 @@ def resolve_drafter(spec: Optional[str], cfg) -> Optional[Path]:
     if spec == "auto":
         if cfg.attention != "causal":
             return None
-        found = {}
-        for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
-            try:
-                meta = _meta(path)
-            except Exception:  # a damaged shipped file: no drafter rather than no server
-                continue
-            if json.loads(meta.get("identity", "{}")) == mask_adapter.base_identity(cfg):
-                found.setdefault(meta.get("format"), path)
+        found = shipped_drafters(cfg)
         return next((found[f] for f in PREFERRED if f in found), None)
     path = Path(spec).expanduser()
     if not path.is_file():

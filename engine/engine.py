@@ -126,26 +126,38 @@ class Engine:
     def load_drafter(self, path: Union[str, os.PathLike, None]) -> None:
         """Attach the trained drafter at `path`: a draft head or trained mask slots, as the file
         says (None: detach; "auto": the shipped one for this model, if any). CheckpointError when
-        the file is unreadable or was trained for another model; the verifier never changes."""
-        from .draft_head import DraftHead
+        the file is unreadable or was trained for another model (no drafter is left attached);
+        the verifier never changes."""
         from .drafter_files import load_drafter_file, resolve_drafter
+        self.use_drafter(None)
         if path is not None and str(path) in ("auto", "none", ""):
             path = resolve_drafter(str(path), self.cfg)
+        if path is None:
+            return
+        if self.cfg.attention != "causal":
+            raise CheckpointError(f"{path}: trained drafters are for causal (AR) models, "
+                                  f"not the {self.cfg.family} family")
+        drafter = load_drafter_file(path, self.cfg)
+        drafter.path = path
+        self.use_drafter(drafter)
+
+    def use_drafter(self, drafter) -> None:
+        """Attach a loaded DraftHead or MaskAdapter (None: none), detaching the current one
+        (benches switch drafters this way without reading files)."""
         with self._lock:
             if self.adapter is not None:
                 self.adapter.detach_hooks()
             self.adapter, self.head, self.drafter_path = None, None, None
-            if path is None:
-                return
-            if self.cfg.attention != "causal":
-                raise CheckpointError(f"{path}: trained drafters are for causal (AR) models, "
-                                      f"not the {self.cfg.family} family")
-            drafter = load_drafter_file(path, self.cfg)
-            if isinstance(drafter, DraftHead):
-                self.head = drafter.bind(self.model).eval()
-            else:
-                self.adapter = drafter.attach(self.model).eval()
-            self.drafter_path = str(path)
+            if drafter is not None:
+                self._attach(drafter)
+                self.drafter_path = str(getattr(drafter, "path", "")) or None
+
+    def _attach(self, drafter) -> None:
+        from .draft_head import DraftHead
+        if isinstance(drafter, DraftHead):
+            self.head = drafter.bind(self.model).eval()
+        else:
+            self.adapter = drafter.attach(self.model).eval()
 
     @classmethod
     def load(cls, path_or_name: Union[str, os.PathLike] = "default", device: str = "auto",

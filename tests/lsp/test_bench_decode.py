@@ -188,21 +188,37 @@ def test_a_missing_python_is_reported(tiny_gguf_qwen2, tmp_path):
         bd.LlamaCpp(str(tmp_path / "no-python"), tiny_gguf_qwen2, 1, 512)
 
 
-def test_bench_with_a_drafter_reports_a_row_per_draft_source(tiny_gguf_qwen2, tmp_path, capsys):
+def test_bench_with_drafters_reports_rows_per_draft_source(tiny_gguf_qwen2, tmp_path, capsys):
+    """Both kinds of drafter in one run: two rows each, named by kind, every text identical."""
     from engine import Engine
+    from engine.draft_head import DraftHead
     from engine.mask_adapter import MaskAdapter
     cfg = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32").cfg
-    path = tmp_path / "drafter.safetensors"
-    MaskAdapter(cfg, rank=2, mask_slots=3).save(path)
+    mask, head = tmp_path / "mask.safetensors", tmp_path / "head.safetensors"
+    MaskAdapter(cfg, rank=2, mask_slots=3).save(mask)
+    DraftHead(cfg, list(range(40)), inner=16, slots=2).save(head)
     rc, out, result = run_cli(["--model", str(tiny_gguf_qwen2), "--dtype", "float32", "--threads", "1",
-                               "--limit", "2", "--kinds", "stdlib-line", "--drafter", str(path), "--json"], capsys)
+                               "--limit", "2", "--kinds", "stdlib-line", "--drafter", str(mask),
+                               "--drafter", str(head), "--json"], capsys)
     assert rc == 0, out
     assert result["identical"] == 1.0 and result["mismatches"] == []
     rows = {r["decoder"]: r for r in result["rows"]}
-    assert set(rows) == {"one-per-pass", "lookup", "mask", "lookup+mask"}
-    assert rows["mask"]["acceptance"] is not None                  # the mask slots did draft
-    slots = rows["mask"]["slot_acceptance"]
-    assert len(slots) == 3 and all(a is None or 0 <= a <= 1 for a in slots)
-    assert "mask slot acceptance" in out
-    assert result["tokens_per_forward_with_mask"] == rows["lookup+mask"]["tokens_per_forward"]
-    assert result["mask_gain"] == round(rows["lookup+mask"]["tokens_per_forward"] / rows["lookup"]["tokens_per_forward"], 3)
+    assert set(rows) == {"one-per-pass", "lookup", "mask", "lookup+mask", "head", "lookup+head"}
+    assert rows["mask"]["acceptance"] is not None and rows["head"]["acceptance"] is not None   # both drafted
+    assert len(rows["mask"]["slot_acceptance"]) == 3 and len(rows["head"]["slot_acceptance"]) == 2
+    assert all(a is None or 0 <= a <= 1 for a in rows["mask"]["slot_acceptance"] + rows["head"]["slot_acceptance"])
+    assert "drafter slot acceptance" in out
+    assert result["tokens_per_forward_with_mask"] == rows["lookup+mask"]["tokens_per_forward"]   # the first drafter
+    lookup = rows["lookup"]["tokens_per_forward"]
+    assert result["mask_gain"] == round(rows["lookup+mask"]["tokens_per_forward"] / lookup, 3)
+    assert result["drafter_gains"]["lookup+head"] == round(rows["lookup+head"]["tokens_per_forward"] / lookup, 3)
+    assert result["drafters"] == [str(mask), str(head)]
+
+
+def test_a_bad_drafter_is_one_line(tiny_gguf_qwen2, tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"junk")
+    rc = cli.main(["bench", "decode", "--model", str(tiny_gguf_qwen2), "--threads", "1", "--limit", "1",
+                   "--kinds", "stdlib-line", "--drafter", str(bad)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "bad.safetensors" in err and "Traceback" not in err
