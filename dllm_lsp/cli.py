@@ -5,6 +5,7 @@
     dllm-lsp bench lsp|decode|context|http|fuzz|storm|engine   benchmarks
     dllm-lsp eval humaneval-infill ...          evaluation
     dllm-lsp train ...                          train or fine-tune the small model
+    dllm-lsp train --drafter ...                = dllm-lsp train-drafter ...
     dllm-lsp train-drafter ...                  train a drafter of the default model
     dllm-lsp stats                              local acceptance / latency counts
     dllm-lsp pull [MODEL]                       download a model into the user cache
@@ -29,7 +30,8 @@ SUBCOMMANDS = {
     "bench": ("dllm_lsp.bench", "benchmarks: `bench lsp`, `bench decode`, `bench context`, `bench http`, `bench fuzz`, "
                                 "`bench storm`, `bench engine`"),
     "eval": ("dllm_lsp.evaluate", "evaluation: `eval humaneval-infill`, `eval heldout`"),
-    "train": ("engine.train.cli", "train or fine-tune the small model on your code"),
+    "train": ("engine.train.cli", "train or fine-tune the small model on your code; "
+                                  "`train --drafter` = `train-drafter`"),
     "train-drafter": ("dllm_lsp.train_drafter_cmd", "train a drafter of the default model on your code (draft head or mask slots)"),
     "stats": ("dllm_lsp.stats", "print local acceptance and latency counts"),
     "serve": ("dllm_lsp.serve_cmd", "run the language server (the default)"),
@@ -70,6 +72,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["serve"] + argv                     # `dllm-lsp --stdio` and bare `dllm-lsp` serve
+    if argv[0] == "train" and "--drafter" in argv:  # the default model's drafter, by its other name
+        argv = ["train-drafter"] + [a for a in argv[1:] if a != "--drafter"]
     args = build_parser().parse_args(argv)
     if args.command is None:
         args = build_parser().parse_args(["serve"])

@@ -16,6 +16,9 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--drafter", action="store_true",
+                   help="train a drafter of the default model instead: the same as `dllm-lsp train-drafter` "
+                        "(see its --help for the options)")
     p.add_argument("--data", nargs="+", default=[], metavar="DIR",
                    help="folders of Python code to train on (default: the standard library and site-packages)")
     p.add_argument("--minutes", type=float, default=None, help="train for this many minutes (this session)")

@@ -66,7 +66,7 @@ def test_train_drafter_trains_a_draft_head_by_default(tiny_gguf_qwen2, code_dir,
     engine = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
     engine.load_drafter(out)
     assert engine.head is not None and engine.head.slots == 3 and engine.adapter is None
-    assert main(argv[:1] + ["--kind", "mask"] + argv[1:]) == 0          # a head run stays a head run
+    assert main(["train", "--drafter", "--kind", "mask"] + argv[1:]) == 0   # its other name; a head run stays one
     assert json.loads((run / "state.json").read_text())["step"] == 8
 
 
