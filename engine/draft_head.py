@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError
-from .mask_adapter import base_identity
+from .mask_adapter import base_identity, read_drafter_file
 
 FORMAT = "dllm-draft-head-1"
 FIRST_MIN_PROB = 0.0      # the first guess is always drafted (tuned by `bench decode`, docs/models.md)
@@ -132,23 +132,7 @@ class DraftHead(nn.Module):
     @classmethod
     def load(cls, path, cfg) -> "DraftHead":
         """Read a head file; CheckpointError when it is unreadable or made for another model."""
-        from safetensors import safe_open
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no drafter file there")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # safetensors' own error types for corrupt files
-            raise CheckpointError(f"{path}: cannot read drafter file ({type(exc).__name__}: {exc})") from exc
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: not a draft head (format {meta.get('format')!r})")
-        identity = json.loads(meta.get("identity", "{}"))
-        if identity != base_identity(cfg):
-            diff = sorted(k for k in set(identity) | set(base_identity(cfg))
-                          if identity.get(k) != base_identity(cfg).get(k))
-            raise CheckpointError(f"{path}: drafter was trained for another model (differs in {', '.join(diff)})")
+        meta, tensors = read_drafter_file(path, cfg, FORMAT, "draft head")
         vocab = tensors.pop("vocab", None)
         if vocab is None or vocab.dim() != 1 or not len(vocab) or int(vocab.min()) < 0 \
                 or int(vocab.max()) >= cfg.vocab_size:

@@ -46,6 +46,29 @@ def base_identity(cfg) -> dict:
             "num_kv_heads": cfg.num_kv_heads, "mask_id": cfg.mask_id}
 
 
+def read_drafter_file(path, cfg, fmt: str, what: str):
+    """(metadata, tensors) of a drafter file of format `fmt` made for a model of config `cfg`;
+    CheckpointError naming the file when it is absent, unreadable, of another kind ("not a
+    <what>") or trained for another model."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no drafter file there")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors' own error types for corrupt files
+        raise CheckpointError(f"{path}: cannot read drafter file ({type(exc).__name__}: {exc})") from exc
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a {what} (format {meta.get('format')!r})")
+    identity, want = json.loads(meta.get("identity", "{}")), base_identity(cfg)
+    if identity != want:
+        diff = sorted(k for k in set(identity) | set(want) if identity.get(k) != want.get(k))
+        raise CheckpointError(f"{path}: drafter was trained for another model (differs in {', '.join(diff)})")
+    return meta, tensors
+
+
 def _linear_targets(model: nn.Module, targets: Sequence[str]) -> Dict[str, nn.Linear]:
     """'layers.N.self_attn.q_proj' -> module, for every targeted projection of every layer."""
     out = {}
@@ -146,23 +169,7 @@ class MaskAdapter(nn.Module):
     @classmethod
     def load(cls, path, cfg) -> "MaskAdapter":
         """Read an adapter file; CheckpointError when it is unreadable or made for another model."""
-        from safetensors import safe_open
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no drafter file there")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # safetensors' own error types for corrupt files
-            raise CheckpointError(f"{path}: cannot read drafter file ({type(exc).__name__}: {exc})") from exc
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: not a mask-slot drafter (format {meta.get('format')!r})")
-        identity = json.loads(meta.get("identity", "{}"))
-        if identity != base_identity(cfg):
-            diff = sorted(k for k in set(identity) | set(base_identity(cfg))
-                          if identity.get(k) != base_identity(cfg).get(k))
-            raise CheckpointError(f"{path}: drafter was trained for another model (differs in {', '.join(diff)})")
+        meta, tensors = read_drafter_file(path, cfg, FORMAT, "mask-slot drafter")
         adapter = cls(cfg, rank=int(meta["rank"]), alpha=float(meta["alpha"]),
                       targets=tuple(meta["targets"].split(",")), mask_slots=int(meta.get("mask_slots", 4)))
         state = {"mask_embedding": tensors.pop("mask_embedding").float()}

@@ -31,7 +31,6 @@ state.json, log.jsonl.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -367,7 +366,6 @@ class DrafterTrainer:
 
     # ---- files -----------------------------------------------------------------------------
     def save(self) -> None:
-        from safetensors.torch import save_file
         self.adapter.save(self.run_dir / "adapter.safetensors",
                           extra={"step": self.state.step, "seconds": round(self.state.seconds, 1)})
         save_adam(self.opt, self.adapter, self.run_dir / "optimizer.safetensors")

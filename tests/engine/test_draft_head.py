@@ -5,7 +5,6 @@ one-token-per-pass decoding (the text with head drafts, on every prompt). Traini
 to lower the loss, to accumulate features and to resume from its files.
 """
 import hashlib
-import random
 
 import pytest
 import torch
@@ -17,8 +16,7 @@ from engine.model import causal_mask
 from engine.train import draft_head_train as H
 from engine.train.corpus import SourceFile
 
-from test_causal_decode import fim_cases  # rootdir-relative: tests/engine is on sys.path
-from test_mask_adapter import REPEATED
+from test_mask_adapter import REPEATED, drafted_text_is_the_one_per_pass_text, typing_cases  # tests/engine on sys.path
 
 
 @pytest.fixture(scope="module")
@@ -62,27 +60,9 @@ def test_a_bound_head_leaves_the_model_alone(tiny_ar, trained_head):
 @pytest.mark.parametrize("draft_with", ["auto", "mask"])
 def test_head_drafts_give_the_one_per_pass_text(tiny_ar, trained_head, draft_with):
     """Head guesses accepted and rejected, after accepted and after rejected drafts, cut by the budget."""
-    rng = random.Random(5)
-    cases = []
-    for _ in range(40):
-        cut = rng.randrange(1, len(REPEATED) - 1)
-        cases.append((REPEATED[:cut], REPEATED[cut:cut + rng.randrange(0, 60)]))
-    cases += fim_cases(10, seed=11)
     tiny_ar.head = trained_head.bind(tiny_ar.model)
-    drafted = accepted = 0
     try:
-        for prefix, suffix in cases:
-            for budget in (12, 5):
-                base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
-                dec = tiny_ar.decoder()
-                last = None
-                for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=budget, draft_with=draft_with)):
-                    pass
-                res = last.result
-                assert res.token_ids == base.token_ids and res.finish_reason == base.finish_reason, (prefix, suffix)
-                assert res.forwards <= base.forwards
-                drafted += dec.mask_drafted
-                accepted += dec.mask_accepted
+        drafted, accepted = drafted_text_is_the_one_per_pass_text(tiny_ar, typing_cases(5, 11), draft_with)
     finally:
         tiny_ar.head = None
     assert 0 < accepted < drafted, (accepted, drafted)

@@ -82,30 +82,41 @@ def trained_adapter(tiny_ar, tmp_path_factory):
     return tr.adapter.eval()
 
 
+def typing_cases(seed: int, extra_seed: int):
+    """40 cursors anywhere in REPEATED (what the tiny drafters were trained on) + 10 FIM cases."""
+    rng = random.Random(seed)
+    cases = []
+    for _ in range(40):
+        cut = rng.randrange(1, len(REPEATED) - 1)
+        cases.append((REPEATED[:cut], REPEATED[cut:cut + rng.randrange(0, 60)]))
+    return cases + fim_cases(10, seed=extra_seed)
+
+
+def drafted_text_is_the_one_per_pass_text(engine, cases, draft_with, budgets=(12, 5)):
+    """Decode every case with drafting and without; assert equal token ids and finish reasons
+    and no more passes; return (trained drafts proposed, accepted) over all cases."""
+    drafted = accepted = 0
+    for prefix, suffix in cases:
+        for budget in budgets:
+            base = engine.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
+            dec = engine.decoder()
+            last = None
+            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=budget, draft_with=draft_with)):
+                pass
+            res = last.result
+            assert res.token_ids == base.token_ids and res.finish_reason == base.finish_reason, (prefix, suffix)
+            assert res.forwards <= base.forwards
+            drafted += dec.mask_drafted
+            accepted += dec.mask_accepted
+    return drafted, accepted
+
+
 @pytest.mark.parametrize("draft_with", ["auto", "mask"])
 def test_mask_drafts_give_the_one_per_pass_text(tiny_ar, trained_adapter, draft_with):
     """Every path: mask guesses accepted, rejected, voided by a rejected draft, cut by the budget."""
-    rng = random.Random(3)
-    cases = []
-    for _ in range(40):                                 # cursor anywhere in the text it was trained on
-        cut = rng.randrange(1, len(REPEATED) - 1)
-        cases.append((REPEATED[:cut], REPEATED[cut:cut + rng.randrange(0, 60)]))
-    cases += fim_cases(10, seed=7)
     tiny_ar.adapter = trained_adapter.attach(tiny_ar.model)
-    drafted = accepted = 0
     try:
-        for prefix, suffix in cases:
-            for budget in (12, 5):
-                base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
-                dec = tiny_ar.decoder()
-                last = None
-                for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=budget, draft_with=draft_with)):
-                    pass
-                res = last.result
-                assert res.token_ids == base.token_ids and res.finish_reason == base.finish_reason, (prefix, suffix)
-                assert res.forwards <= base.forwards
-                drafted += dec.mask_drafted
-                accepted += dec.mask_accepted
+        drafted, accepted = drafted_text_is_the_one_per_pass_text(tiny_ar, typing_cases(3, 7), draft_with)
     finally:
         trained_adapter.detach_hooks()
         tiny_ar.adapter = None
