@@ -22,6 +22,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .kernels import reference
+from .linear import Linear, project
 
 KV = Tuple[torch.Tensor, torch.Tensor]
 
@@ -38,10 +39,10 @@ class Attention(nn.Module):
         super().__init__()
         h, d = cfg.hidden_size, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, d
-        self.q_proj = nn.Linear(h, cfg.num_heads * d, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(h, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(h, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(cfg.num_heads * d, h, bias=cfg.mlp_bias)
+        self.q_proj = Linear(h, cfg.num_heads * d, bias=cfg.qkv_bias)
+        self.k_proj = Linear(h, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
+        self.v_proj = Linear(h, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
+        self.o_proj = Linear(cfg.num_heads * d, h, bias=cfg.mlp_bias)
 
     def forward(self, x, cos, sin, past: Optional[KV], mask, kernels) -> Tuple[torch.Tensor, KV]:
         b, t, _ = x.shape
@@ -64,9 +65,9 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         h, i = cfg.hidden_size, cfg.intermediate_size
-        self.gate_proj = nn.Linear(h, i, bias=cfg.mlp_bias)
-        self.up_proj = nn.Linear(h, i, bias=cfg.mlp_bias)
-        self.down_proj = nn.Linear(i, h, bias=cfg.mlp_bias)
+        self.gate_proj = Linear(h, i, bias=cfg.mlp_bias)
+        self.up_proj = Linear(h, i, bias=cfg.mlp_bias)
+        self.down_proj = Linear(i, h, bias=cfg.mlp_bias)
 
     def forward(self, x, kernels):
         return self.down_proj(kernels.swiglu(self.gate_proj(x), self.up_proj(x)))
@@ -92,7 +93,7 @@ class DecoderModel(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, _weight=blank)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = None if cfg.tie_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         d = cfg.head_dim
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32, device="cpu") / d))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
@@ -133,7 +134,7 @@ class DecoderModel(nn.Module):
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight)                                                   # [.., V]
+        return project(hidden, weight)                                                    # [.., V]
 
     def forward(self, ids, positions, past=None, mask=None, logits_from: int = 0):
         """Raw logits for inputs logits_from.. only ([1, T - logits_from, V]): the vocabulary
