@@ -90,14 +90,14 @@ def plot_curve(run_dir: Path, png: Path) -> str:
     smooth = [sum(losses[max(0, i - 9):i + 1]) / len(losses[max(0, i - 9):i + 1]) for i in range(len(losses))]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(minutes, smooth)
-    a.set_xlabel("minutes trained")
+    a.set_xlabel("minutes of training steps (a head run: its feature passes excluded)")
     a.set_ylabel("drafter training loss (mean of 10 steps)")
     if evals:
         em = [e["seconds_trained"] / 60 for e in evals]
-        b.plot(em, [e["expected_tokens_per_pass"] for e in evals], marker="o", label="tokens / pass (masks alone)")
+        b.plot(em, [e["expected_tokens_per_pass"] for e in evals], marker="o", label="tokens / pass (the drafter alone)")
         for i in range(len(evals[0]["slot_accuracy"])):
             b.plot(em, [1 + e["slot_accuracy"][i] for e in evals], linestyle="--", label=f"1 + slot {i + 1} accuracy")
-        b.set_xlabel("minutes trained")
+        b.set_xlabel("minutes trained (all of it)")
         b.legend(fontsize=7)
     b.set_title("held out")
     fig.tight_layout()
