@@ -49,9 +49,9 @@ class Settings:
     drafting: bool = True                # AR models: verify draft tokens in the same pass (identical text,
                                          # fewer passes); false = one token per forward pass
     max_draft_tokens: int = 8            # drafts per pass (the block after the last committed token)
-    drafter: str = "none"                # trained drafter (head or mask slots): "auto" (the one shipped for the model,
-                                         # if any), "none", or a file from `dllm-lsp train-drafter`; "none"
-                                         # by default while its extra rows cost more on a CPU than they save
+    drafter: str = "auto"                # trained drafter (head or mask slots): "auto" (the one shipped for the model,
+                                         # if any: the draft head for the default model), "none", or a file from
+                                         # `dllm-lsp train-drafter`; the text is the same either way
     warm_up: bool = True                 # prefill the context in the background on didOpen and when the cursor rests
     warm_up_delay_ms: int = 300          # "rests": this long after the last didChange / dllm/cursor
     log_level: str = "warning"

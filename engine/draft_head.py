@@ -23,8 +23,9 @@ The draft vocabulary V (the most frequent verifier tokens of the training data, 
 thousand) keeps a guess cheap: one step reads W_in, the block and |V| x H rows (~40 MB in fp32
 at the 0.5B's sizes), not the 150k-row projection; a token outside V is simply never drafted.
 
-Saved as safetensors (fp16) with the format, the base model's identity (mask_adapter's) and
-the vocabulary ids; refused for any other model.
+Saved as safetensors (fp16) with the format, the base model's identity (mask_adapter's), the
+vocabulary ids and the two guess thresholds (a file without them gets FIRST_MIN_PROB and
+GUESS_MIN_PROB); refused for any other model.
 """
 from __future__ import annotations
 
@@ -40,8 +41,12 @@ from .errors import CheckpointError
 from .mask_adapter import base_identity, read_drafter_file
 
 FORMAT = "dllm-draft-head-1"
-FIRST_MIN_PROB = 0.0      # the first guess is always drafted (tuned by `bench decode`, docs/models.md)
-GUESS_MIN_PROB = 0.3      # later guesses while their probability stays at least this
+# A guess is drafted while its probability is at least this (the first guess and the later ones).
+# Measured on bench decode's 20 stdlib-line cases, warm, 2 threads (docs/models.md): 0/0.3 gave
+# 1.38 tokens per pass and 589 ms p50 (a doubtful first guess displaced a short lookup match),
+# 0.3/0.3 1.49 and 410 ms, 0.5/0.5 1.47 and 383 ms (lookup alone: 1.34, 403 ms).
+FIRST_MIN_PROB = 0.5
+GUESS_MIN_PROB = 0.5
 
 
 def rms(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -124,7 +129,8 @@ class DraftHead(nn.Module):
         tensors = {n: p.detach().cpu().to(torch.float16).contiguous() for n, p in self.named_parameters()}
         tensors["vocab"] = self.vocab.detach().cpu().to(torch.int32).contiguous()
         meta = {"format": FORMAT, "identity": json.dumps(self.identity, sort_keys=True),
-                "inner": str(self.inner), "slots": str(self.slots), "extra": json.dumps(extra or {})}
+                "inner": str(self.inner), "slots": str(self.slots), "extra": json.dumps(extra or {}),
+                "first_min_prob": str(self.first_min_prob), "min_prob": str(self.min_prob)}
         tmp = path.with_name(path.name + ".part")
         save_file(tensors, str(tmp), metadata=meta)
         tmp.replace(path)
@@ -146,6 +152,8 @@ class DraftHead(nn.Module):
             raise CheckpointError(f"{path}: draft head tensors do not match (missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]})")
         head.extra = json.loads(meta.get("extra", "{}"))
+        head.first_min_prob = float(meta.get("first_min_prob", FIRST_MIN_PROB))
+        head.min_prob = float(meta.get("min_prob", GUESS_MIN_PROB))
         return head
 
 

@@ -29,17 +29,21 @@ async def infill(client, drafting):
         "prefix": DOC, "suffix": "\n", "options": {"maxNewTokens": 12, "drafting": drafting}})
 
 
-async def test_a_trained_drafter_changes_no_text(tiny_gguf_qwen2, tmp_path):
-    from engine import Engine
-    from engine.mask_adapter import MaskAdapter
+@pytest.mark.parametrize("kind", ["mask", "head"])
+async def test_a_trained_drafter_changes_no_text(tiny_gguf_qwen2, tmp_path, kind):
     import torch
+    from engine import Engine
+    from engine.draft_head import DraftHead
+    from engine.mask_adapter import MaskAdapter
     cfg = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32").cfg
-    ad = MaskAdapter(cfg, rank=2, mask_slots=3)
+    drafter = MaskAdapter(cfg, rank=2, mask_slots=3) if kind == "mask" else DraftHead(cfg, list(range(60)), inner=16)
     with torch.no_grad():
-        for p in ad.parameters():
+        for p in drafter.parameters():
             p.normal_()
+    if kind == "head":
+        drafter.first_min_prob = drafter.min_prob = 0.0          # draft every guess, right or wrong
     path = tmp_path / "drafter.safetensors"
-    ad.save(path)
+    drafter.save(path)
     client = await start(tiny_gguf_qwen2, str(path))
     try:
         assert client.dllm_status[-1].state == "ready"
