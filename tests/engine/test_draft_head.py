@@ -9,7 +9,7 @@ import hashlib
 import pytest
 import torch
 
-from engine import Engine, InfillRequest
+from engine import Engine
 from engine.draft_head import DraftHead
 from engine.errors import CheckpointError
 from engine.model import causal_mask
@@ -163,16 +163,8 @@ def test_the_shipped_head_on_the_real_model(real_engine):
         with torch.no_grad():
             after, _ = model(ids, pos, None, attn)
         assert torch.equal(after, frozen)
-        drafted = accepted = 0
-        for t in humaneval_tasks(problems, "single-line")[::131][:6]:
-            prefix, suffix = t.document[:t.offset], t.document[t.offset:]
-            base = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=12, drafting=False))
-            dec = real_engine.decoder()
-            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=12, draft_with="mask")):
-                pass
-            assert last.result.token_ids == base.token_ids, t.task_id
-            drafted += dec.mask_drafted
-            accepted += dec.mask_accepted
+        cases = [(t.document[:t.offset], t.document[t.offset:]) for t in humaneval_tasks(problems, "single-line")[::131][:6]]
+        drafted, accepted = drafted_text_is_the_one_per_pass_text(real_engine, cases, "mask", budgets=(12,))
         assert drafted > 0 and accepted > 0
     finally:
         real_engine.load_drafter(None)

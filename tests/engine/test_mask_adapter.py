@@ -231,15 +231,8 @@ def test_the_shipped_drafter_on_the_real_model(real_engine):
             adapted, _ = model(x, pos, None, attn)
         assert torch.equal(adapted[0, :-4], frozen[0, :-4])                     # the verifier, bit for bit
         assert not torch.equal(adapted[0, -4:], frozen[0, -4:])
-        drafted = 0
-        for t in humaneval_tasks(problems, "single-line")[::131][:6]:
-            prefix, suffix = t.document[:t.offset], t.document[t.offset:]
-            base = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=12, drafting=False))
-            dec = real_engine.decoder()
-            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=12, draft_with="mask")):
-                pass
-            assert last.result.token_ids == base.token_ids, t.task_id
-            drafted += dec.mask_drafted
+        cases = [(t.document[:t.offset], t.document[t.offset:]) for t in humaneval_tasks(problems, "single-line")[::131][:6]]
+        drafted, _ = drafted_text_is_the_one_per_pass_text(real_engine, cases, "mask", budgets=(12,))
         assert drafted > 0
     finally:
         real_engine.load_drafter(None)
