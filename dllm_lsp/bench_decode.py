@@ -451,15 +451,8 @@ def plot(raw: Dict, path: Path) -> Optional[str]:
 
 def load_drafters(engine, specs: Sequence[str]) -> list:
     """The drafters `specs` name ("auto" = the shipped one, "none" = none), loaded for engine."""
-    from engine.drafter_files import load_drafter_file, resolve_drafter
-    out = []
-    for spec in specs:
-        path = resolve_drafter(spec, engine.cfg)
-        if path is not None:
-            drafter = load_drafter_file(path, engine.cfg)
-            drafter.path = path
-            out.append(drafter)
-    return out
+    from engine.drafter_files import load_named
+    return [d for d in (load_named(spec, engine.cfg) for spec in specs) if d is not None]
 
 
 # ---- command line -----------------------------------------------------------------------------

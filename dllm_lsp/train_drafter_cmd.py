@@ -149,19 +149,8 @@ def run(args) -> int:
     else:
         _train_with_progress(trainer, seconds, args.max_steps)
     shutil.copyfile(trainer.weights_file, out)
-    print(f"wrote {out} ({kind} drafter, step {trainer.state.step}, {_amount(trainer)}, "
-          f"{_minutes(trainer):.1f} min trained); use it with the dllm.drafter setting", flush=True)
+    print(f"wrote {out} ({trainer.kind} drafter, {trainer.summary()}); use it with the dllm.drafter setting", flush=True)
     return 0
-
-
-def _amount(trainer) -> str:
-    state = trainer.state
-    return f"{state.rows} feature rows" if trainer.kind == "head" else f"{state.targets} mask targets"
-
-
-def _minutes(trainer) -> float:
-    state = trainer.state
-    return (state.seconds_features + state.seconds_training if trainer.kind == "head" else state.seconds) / 60
 
 
 def _train_with_progress(trainer, seconds, steps) -> None:

@@ -62,3 +62,16 @@ def load_drafter_file(path: Path, cfg) -> Union[draft_head.DraftHead, mask_adapt
     if fmt == draft_head.FORMAT:
         return draft_head.DraftHead.load(path, cfg)
     return mask_adapter.MaskAdapter.load(path, cfg)     # names the file and what is wrong with it
+
+
+def load_named(spec, cfg):
+    """The drafter a setting names ("auto", "none", a path), loaded and carrying its `.path`;
+    None for no drafter. CheckpointError as resolve_drafter / load_drafter_file raise it."""
+    path = resolve_drafter(str(spec), cfg) if spec is not None else None
+    if path is None:
+        return None
+    if cfg.attention != "causal":
+        raise CheckpointError(f"{path}: trained drafters are for causal (AR) models, not the {cfg.family} family")
+    drafter = load_drafter_file(path, cfg)
+    drafter.path = path
+    return drafter

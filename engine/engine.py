@@ -128,18 +128,9 @@ class Engine:
         says (None: detach; "auto": the shipped one for this model, if any). CheckpointError when
         the file is unreadable or was trained for another model (no drafter is left attached);
         the verifier never changes."""
-        from .drafter_files import load_drafter_file, resolve_drafter
+        from .drafter_files import load_named
         self.use_drafter(None)
-        if path is not None and str(path) in ("auto", "none", ""):
-            path = resolve_drafter(str(path), self.cfg)
-        if path is None:
-            return
-        if self.cfg.attention != "causal":
-            raise CheckpointError(f"{path}: trained drafters are for causal (AR) models, "
-                                  f"not the {self.cfg.family} family")
-        drafter = load_drafter_file(path, self.cfg)
-        drafter.path = path
-        self.use_drafter(drafter)
+        self.use_drafter(load_named(path, self.cfg))
 
     def use_drafter(self, drafter) -> None:
         """Attach a loaded DraftHead or MaskAdapter (None: none), detaching the current one

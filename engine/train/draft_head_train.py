@@ -223,6 +223,7 @@ def evaluate_head(head: DraftHead, held: Dict[str, torch.Tensor], mids: Sequence
 class HeadTrainer:
     """Owns the run folder; `train(seconds=..., steps=...)` collects features, trains, logs,
     saves, and resumes where the folder left off."""
+    kind = "head"
 
     def __init__(self, model: DecoderModel, run_dir: Path, files_train, files_heldout, encode,
                  hcfg: Optional[HeadConfig] = None, say: Callable[[str], None] = print):
@@ -250,6 +251,14 @@ class HeadTrainer:
             self._make_head(DraftHead.load(head_path, self.cfg))
         self.feats: Optional[Dict[str, torch.Tensor]] = None
         self.held, self.held_mids = self._heldout()
+
+    @property
+    def weights_file(self) -> Path:
+        return self.run_dir / "head.safetensors"
+
+    def summary(self) -> str:
+        minutes = (self.state.seconds_features + self.state.seconds_training) / 60
+        return f"step {self.state.step}, {self.state.rows} feature rows, {minutes:.1f} min trained"
 
     # ---- pieces ---------------------------------------------------------------------------
     def collect(self, seconds: Optional[float] = None, examples: Optional[int] = None,

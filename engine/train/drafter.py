@@ -279,6 +279,7 @@ def drafter_corpus(run_dir: Path, roots: Sequence[str], say: Callable[[str], Non
 
 class DrafterTrainer:
     """Owns the run folder; `train(seconds=..., steps=...)` runs, logs, saves, and can resume."""
+    kind = "mask"
 
     def __init__(self, model: DecoderModel, run_dir: Path, files_train, files_heldout, encode,
                  dcfg: Optional[DrafterConfig] = None, say: Callable[[str], None] = print):
@@ -310,6 +311,13 @@ class DrafterTrainer:
         held = example_stream(files_heldout, encode, self.cfg, self.dcfg, seed=99) if files_heldout else None
         self.heldout = [next(held) for _ in range(self.dcfg.eval_examples)] if held else []
         self.rng = random.Random(self.dcfg.seed + self.state.step)
+
+    @property
+    def weights_file(self) -> Path:
+        return self.run_dir / "adapter.safetensors"
+
+    def summary(self) -> str:
+        return f"step {self.state.step}, {self.state.targets} mask targets, {self.state.seconds / 60:.1f} min trained"
 
     def lr_at(self, step: int) -> float:
         return self.dcfg.lr * min(1.0, (step + 1) / max(1, self.dcfg.warmup_steps))

@@ -29,17 +29,11 @@ def run_kind(run_dir: Path, requested: str) -> str:
 def open_run(kind: str, model, run_dir: Path, train, heldout, encode, config=None,
              say: Callable[[str], None] = print):
     """The trainer for run_dir (config: a HeadConfig / DrafterConfig for a new run, else None)."""
-    kind = run_kind(run_dir, kind)
-    if kind == "head":
-        from .draft_head_train import HeadTrainer
-        trainer = HeadTrainer(model, run_dir, train, heldout, encode, config, say=say)
-        trainer.weights_file = Path(run_dir) / "head.safetensors"
+    if run_kind(run_dir, kind) == "head":
+        from .draft_head_train import HeadTrainer as Trainer
     else:
-        from .drafter import DrafterTrainer
-        trainer = DrafterTrainer(model, run_dir, train, heldout, encode, config, say=say)
-        trainer.weights_file = Path(run_dir) / "adapter.safetensors"
-    trainer.kind = kind
-    return trainer
+        from .drafter import DrafterTrainer as Trainer
+    return Trainer(model, run_dir, train, heldout, encode, config, say=say)
 
 
 def describe_step(entry: dict) -> Optional[str]:
