@@ -89,6 +89,11 @@ class CausalDecoder(Decoder):
     def context_ids(self, req) -> List[int]:
         """The prompt: prefix-suffix-middle with the model's FIM tokens, or the prefix alone;
         with `req.raw_prompt` the prefix's own tokens and nothing else."""
+        return self.prompt(req)[0]
+
+    def prompt(self, req):
+        """(context ids, lead): lead is the tokens the suggestion continues, the prefix of a
+        FIM prompt (its middle follows the code before the cursor), else the context itself."""
         cfg = self.cfg
         if req.raw_prompt:
             if req.suffix:
@@ -96,14 +101,14 @@ class CausalDecoder(Decoder):
             prompt, _ = self._fit(self.tok.encode(req.prefix), [], req.max_new_tokens)
             if not prompt:
                 raise ValueError("raw_prompt needs a non-empty prompt")
-            return prompt
+            return prompt, prompt
         prefix, suffix = self.tok.encode(req.prefix), self.tok.encode(req.suffix)
         if cfg.fim_middle_id is not None:
             prefix, suffix = self._fit(prefix, suffix, 3 + req.max_new_tokens)
-            return [cfg.fim_prefix_id] + prefix + [cfg.fim_suffix_id] + suffix + [cfg.fim_middle_id]
+            return [cfg.fim_prefix_id] + prefix + [cfg.fim_suffix_id] + suffix + [cfg.fim_middle_id], prefix
         head = [cfg.bos_id] if cfg.bos_id is not None else []
         prefix, _ = self._fit(prefix, [], len(head) + req.max_new_tokens)
-        return head + prefix
+        return head + prefix, head + prefix
 
     def prefill(self, ctx: List[int], chunk: int, cancel=None) -> int:
         """Compute and cache the KV of `ctx` in chunks of `chunk` tokens (warm-up); returns how
@@ -128,7 +133,7 @@ class CausalDecoder(Decoder):
     def _run_causal(self) -> Iterator:
         req, dev = self.req, self.device
         m = req.max_new_tokens
-        ctx = self.context_ids(req)
+        ctx, lead = self.prompt(req)
         exact = req.cache != "none"
         n_cached, past = self.context_cache.lookup(ctx) if exact else (0, None)
         if n_cached == len(ctx):                  # the last context token's output is needed
@@ -158,7 +163,8 @@ class CausalDecoder(Decoder):
                                                     sources=[self.tok.encode(t) if isinstance(t, str) else t
                                                              for t in req.draft_sources])
         if drafter is not None:
-            drafter.start(ctx, req)
+            fim = [t for t in (self.cfg.fim_prefix_id, self.cfg.fim_suffix_id, self.cfg.fim_middle_id) if t is not None]
+            drafter.start(ctx, req, lead=lead, barriers=fim)
         drafts, from_masks = self._propose(drafter, span, done, guesses)
         while True:
             if self._should_stop():

@@ -46,7 +46,7 @@ class ScriptedDrafter:
         self.reference, self.corrupt, self.rng, self.vocab = list(reference), corrupt, random.Random(seed), vocab
         self.proposed = self.accepted = 0
 
-    def start(self, context, req):
+    def start(self, context, req, lead=None, barriers=()):
         pass
 
     def propose(self, committed, room):
@@ -192,18 +192,36 @@ def test_warm_prefills_in_chunks_and_the_request_then_computes_only_the_rest(tin
     assert tiny_ar.context_cache.hits - hits == len(ctx)                     # the request reused all of it
 
 
-def test_draft_length_follows_the_match_and_backs_off_after_a_miss():
+def test_draft_length_follows_the_match():
     d = LookupDrafter(max_draft=8, max_ngram=4)
-    d.start([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 3, 4, 5])
-    assert d.propose([], 20) == [6, 7, 8, 9, 10, 11, 12, 3]        # "3 4 5" (3 tokens): a full draft
+    d.start([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 2, 3, 4, 5])
+    assert d.propose([], 20) == [6, 7, 8, 9, 10, 11, 12, 2]        # "2 3 4 5" (4 tokens): max_draft
+    d.start([1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 3, 4, 5])
+    assert d.propose([], 20) == [6, 7, 8, 9]                       # "3 4 5": 4 drafts
     d.start([1, 2, 9, 9, 9, 9, 9, 9, 9, 9, 1, 2])
     assert d.propose([], 20) == [9, 9, 9, 9]                       # "1 2": 4 drafts
     d.start([7, 9, 9, 9, 9, 9, 9, 8, 7])
-    assert d.propose([], 20) == [9, 9]                             # "7": 2 drafts
-    d.observe([5], 0, 2)                                           # all rejected
-    assert d.propose([5], 20) == [] and d.propose([5, 7], 20) == []
-    d.observe([6], 1, 1)
-    assert d.propose([5, 7], 20) == [5, 7]                         # an accept lifts the back-off (latest "7")
+    assert d.propose([], 20) == [9, 9, 9]                          # "7": 3 drafts
+    d.observe([5], 0, 3)                                           # all rejected: no back-off
+    assert d.propose([5, 7], 20) == [5, 7]                         # the latest "7" is the committed one
+    assert d.propose([5, 7], 1) == [5]                             # never more than the room
+
+
+def test_fim_lookup_continues_the_prefix_and_stops_at_control_tokens():
+    P, S, M = 100, 101, 102                                        # fim prefix / suffix / middle
+    prefix, suffix = [5, 6, 7, 1, 2], [3, 9, 8, 1, 2]
+    ctx = [P] + prefix + [S] + suffix + [M]
+    d = LookupDrafter(max_draft=8, max_ngram=4)
+    d.start(ctx, lead=prefix, barriers=[P, S, M])
+    # first pass: the key is the end of the prefix ("1 2"), found in the suffix, not "... <M>"
+    assert d.propose([], 20) == []                                 # suffix "1 2" is followed by <M>: nothing
+    d.start([P] + prefix + [S] + [1, 2, 4, 4, 4] + [M], lead=prefix, barriers=[P, S, M])
+    assert d.propose([], 20) == [4, 4, 4]                          # a draft stops before <M>
+    old = LookupDrafter(max_draft=8, max_ngram=4)
+    old.start([P] + prefix + [S] + [1, 2, 4, 4, 4] + [M])            # lead = the context: key ends in <M>
+    assert old.propose([], 20) == []
+    d.start([P] + prefix + [S] + [8, 3, 7, 2, 3, 9, 8, 1, 4] + [M], lead=prefix, barriers=[P, S, M])
+    assert d.propose([3], 20) == [9, 8, 1, 4]                      # "2 3" spans the cursor: a 2-token match
 
 
 CHAT_PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
