@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence
 
+from .settings import DTYPES
+
 
 @dataclass(frozen=True)
 class Task:
@@ -228,6 +230,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"the server's blankLineMinTokens: at least this many tokens on a blank line "
                             f"(0 lets the model suggest nothing; default: {d.blank_line_min_tokens})")
         p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default: 0)")
+        p.add_argument("--dtype", default="auto", choices=DTYPES,
+                       help="weights and activations type, as the server's setting (default: auto)")
         p.add_argument("--threads", type=int, default=d.threads,
                        help=f"torch CPU threads, as the server's setting (0: half the cores; default: {d.threads})")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -292,7 +296,7 @@ def run(args) -> int:
     from engine import Engine  # noqa: PLC0415
     settings = _settings(args)
     torch.set_num_threads(replace(settings, threads=max(0, args.threads)).engine_threads())
-    engine = Engine.load(args.model, device=args.device)
+    engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
     if args.eval_command == "humaneval-infill":
         from engine.train.corpus import load_humaneval_problems  # noqa: PLC0415
         problems = load_humaneval_problems()

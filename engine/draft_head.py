@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError
+from .half_linear import dense_weight
 from .mask_adapter import base_identity, read_drafter_file
 
 FORMAT = "dllm-draft-head-1"
@@ -85,7 +86,7 @@ class DraftHead(nn.Module):
         w = model.embed_tokens.weight
         self.to(device=w.device, dtype=w.dtype)
         self.vocab = self.vocab.to(w.device)
-        out = w if model.lm_head is None else model.lm_head.weight
+        out = w if model.lm_head is None else dense_weight(model.lm_head)
         self.table = out.detach()[self.vocab].contiguous()
         self.embed = w.detach()
         return self

@@ -27,6 +27,7 @@ from .catalog import EMBEDDED_MODEL_DIR, catalog_entry, pulled_file
 from .errors import CheckpointError, ModelNotFoundError
 from .gguf_import import cached_folder, find_gguf
 from .kernels import select_backend
+from .half_linear import HalfLinear, fp16_gemm_available, pack_fp16
 from .kvcache import ContextCache
 from .model import DecoderModel
 from .tokenizer import TextTokenizer
@@ -93,15 +94,31 @@ def cpu_has_bf16_units() -> bool:
 
 def pick_dtype(dtype: str, device: str, cfg: Optional[ModelConfig] = None) -> torch.dtype:
     """"auto": bf16 on CUDA; on the CPU, bf16 for an AR model stored in bf16 (a converted GGUF)
-    when the CPU has bf16 units, else fp32."""
+    when the CPU has bf16 units, else fp32 ("fp16-weights": fp32 activations, see pick_weights)."""
+    if dtype == "fp16-weights":
+        return torch.float32
     if dtype == "auto":
         if device.startswith("cuda"):
             return torch.bfloat16
         stored_bf16 = cfg is not None and cfg.family == "ar" and cfg.torch_dtype == "bfloat16"
         return torch.bfloat16 if stored_bf16 and cpu_has_bf16_units() else torch.float32
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
+        raise ValueError(f"dtype must be auto, float32, fp16-weights, bfloat16 or float16, not {dtype!r}")
     return _DTYPES[dtype]
+
+
+def pick_weights(dtype: str, device: str, torch_dtype: torch.dtype, cfg: ModelConfig) -> str:
+    """"fp16": the linear layers' weights packed as fp16 for fbgemm (half_linear.py), what
+    "auto" picks for a causal (AR) model on a CPU computing in fp32 where torch has fbgemm;
+    "dense": the weights as loaded."""
+    if dtype == "fp16-weights":
+        if not device.startswith("cpu") or not fp16_gemm_available():
+            raise ValueError("dtype fp16-weights needs the CPU and a torch build with fbgemm (x86)")
+        return "fp16"
+    if (dtype == "auto" and device.startswith("cpu") and torch_dtype == torch.float32
+            and cfg.attention == "causal" and fp16_gemm_available()):
+        return "fp16"
+    return "dense"
 
 
 def build_model(cfg: ModelConfig, device: str, dtype: torch.dtype, kernels: str = "auto") -> DecoderModel:
@@ -162,6 +179,10 @@ class Engine:
         model = build_model(cfg, device, torch_dtype, kernels)
         state = load_state(cfg, folder, expected_shapes(model), torch_dtype, device)
         model.load_state_dict(state, strict=True, assign=True)
+        weights = pick_weights(dtype, device, torch_dtype, cfg)
+        if weights == "fp16":
+            del state
+            pack_fp16(model)
         attach_cuda_graphs(model, cuda_graphs)      # "auto": on for CUDA unless DLLM_CUDA_GRAPHS=0
         if tokenizer.vocab_size > cfg.vocab_size:
             raise CheckpointError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model "
@@ -199,8 +220,10 @@ class Engine:
         return last.result
 
     def describe(self) -> dict:
-        n_params = sum(p.numel() for p in self.model.parameters())
+        packed = [m for m in self.model.modules() if isinstance(m, HalfLinear)]
+        n_params = sum(p.numel() for p in self.model.parameters()) + sum(m.n_params for m in packed)
         return {"name": self.name, "family": self.cfg.family, "attention": self.cfg.attention,
                 "parameters": n_params, "device": str(self.model.device), "dtype": str(self.model.dtype).replace("torch.", ""),
+                "weights": "fp16 (fbgemm)" if packed else str(self.model.dtype).replace("torch.", ""),
                 "kernels": self.model.kernels.NAME, "block_size": self.cfg.block_size,
                 "drafter": self.drafter_path}

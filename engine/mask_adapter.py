@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .half_linear import is_linear
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FORMAT = "dllm-mask-adapter-1"
@@ -73,7 +74,7 @@ def _linear_targets(model: nn.Module, targets: Sequence[str]) -> Dict[str, nn.Li
     """'layers.N.self_attn.q_proj' -> module, for every targeted projection of every layer."""
     out = {}
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear) and name.split(".")[-1] in targets and name.startswith("layers."):
+        if is_linear(mod) and name.split(".")[-1] in targets and name.startswith("layers."):
             out[name] = mod
     return out
 

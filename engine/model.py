@@ -133,8 +133,9 @@ class DecoderModel(nn.Module):
         return out, new_kvs
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return project(hidden, weight)                                                    # [.., V]
+        if self.lm_head is None:                                                          # tied embeddings
+            return project(hidden, self.embed_tokens.weight)                              # [.., V]
+        return self.lm_head(hidden)                                                       # [.., V]
 
     def forward(self, ids, positions, past=None, mask=None, logits_from: int = 0):
         """Raw logits for inputs logits_from.. only ([1, T - logits_from, V]): the vocabulary

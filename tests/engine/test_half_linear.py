@@ -1,0 +1,74 @@
+"""fp16 weights through fbgemm (half_linear.py): the product it computes, where Engine.load uses
+it, and drafted text equal to one token per pass on that weight format (its own oracle)."""
+import pytest
+import torch
+from torch import nn
+
+from engine import Engine, InfillRequest
+from engine.half_linear import HalfLinear, dense_weight, fp16_gemm_available, is_linear, pack_fp16
+
+from test_causal_decode import ScriptedDrafter, fim_cases, run_with  # tests/engine is on sys.path
+
+pytestmark = pytest.mark.skipif(not fp16_gemm_available(), reason="this torch build has no fbgemm fp16 linear")
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 37])
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_product_is_x_times_the_fp16_rounded_weight(rows, bias):
+    torch.manual_seed(rows)
+    lin = nn.Linear(96, 200, bias=bias)
+    half = HalfLinear(lin)
+    x = torch.randn(2, rows, 96)
+    w16 = lin.weight.detach().half().float()                       # what the packed weight holds
+    want = x @ w16.t() + (lin.bias.detach() if bias else 0)
+    got = half(x)
+    assert got.shape == (2, rows, 200) and got.dtype == torch.float32
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, x @ lin.weight.detach().t() + (lin.bias.detach() if bias else 0), rtol=0, atol=0)
+    assert torch.equal(dense_weight(half), w16)                     # unpacking gives the rounded weight back
+    assert is_linear(half) and is_linear(lin) and not is_linear(nn.Embedding(3, 4))
+
+
+def test_pack_swaps_every_linear_and_logits_stay_close(tiny_gguf_qwen2):
+    dense = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
+    packed = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="fp16-weights")
+    assert not any(isinstance(m, HalfLinear) for m in dense.model.modules())
+    n = sum(isinstance(m, HalfLinear) for m in packed.model.modules())
+    assert n == 7 * dense.cfg.num_layers + (dense.model.lm_head is not None)
+    assert not any(isinstance(m, nn.Linear) for m in packed.model.modules())
+    assert packed.describe()["weights"] == "fp16 (fbgemm)" and dense.describe()["weights"] == "float32"
+    assert packed.describe()["parameters"] == dense.describe()["parameters"]
+    ids = torch.tensor([[3, 17, 42, 9, 100, 5]])
+    with torch.inference_mode():
+        a, b = dense.model.logits(ids), packed.model.logits(ids)
+    assert torch.allclose(a, b, rtol=1e-2, atol=1e-2) and not torch.equal(a, b)
+    assert pack_fp16(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 2)))) == 2
+
+
+def test_auto_packs_a_causal_model_on_the_cpu_only(tiny_gguf_qwen2):
+    auto = Engine.load(tiny_gguf_qwen2, device="cpu")
+    assert auto.cfg.attention == "causal" and auto.describe()["weights"] == "fp16 (fbgemm)"
+    with pytest.raises(ValueError, match="fp16-weights"):
+        Engine.load(tiny_gguf_qwen2, device="meta", dtype="fp16-weights")
+
+
+@pytest.fixture(scope="module")
+def tiny_fp16(tiny_gguf_qwen2):
+    return Engine.load(tiny_gguf_qwen2, device="cpu", dtype="fp16-weights")
+
+
+def test_drafted_text_is_the_one_per_pass_text_on_fp16_weights(tiny_fp16):
+    vocab = tiny_fp16.cfg.vocab_size
+    accepted = rejected = 0
+    for k, (prefix, suffix) in enumerate(fim_cases(50, seed=7)):
+        for budget in (16, 6):
+            base = tiny_fp16.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
+            looked, _, dec = run_with(tiny_fp16, InfillRequest(prefix, suffix, max_new_tokens=budget))
+            assert looked.token_ids == base.token_ids and looked.finish_reason == base.finish_reason, (prefix, suffix)
+            accepted += dec.accepted
+            reference = list(base.token_ids) + ([tiny_fp16.cfg.eos_id] * 3 if base.finish_reason == "eos" else [])
+            scripted, _, dec = run_with(tiny_fp16, InfillRequest(prefix, suffix, max_new_tokens=budget),
+                                        ScriptedDrafter(reference, 0.3, seed=k, vocab=vocab))
+            assert scripted.token_ids == base.token_ids and scripted.finish_reason == base.finish_reason
+            rejected += dec.drafted - dec.accepted
+    assert accepted > 0 and rejected > 0
