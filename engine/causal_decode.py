@@ -40,7 +40,12 @@ output distribution is the model's own.
 
 The context's KV (longest shared token prefix) is reused across requests through the
 ContextCache: with prefix-suffix-middle order a keystroke keeps the prefix up to the cursor
-and recomputes the rest of the prefix and the suffix.
+and recomputes the rest of the prefix and the suffix. The cache also keeps the final hidden
+state of the prompt's last position (the warm-up and a request's first pass store it): a
+request whose whole prompt is cached takes its first token from that state through the output
+projection (and the draft head its first guesses), so its first pass already verifies drafts
+after that token instead of recomputing the last prompt token. That projection is not counted
+as a forward pass; the text is the same (the state is the one the pass would compute).
 """
 from __future__ import annotations
 
@@ -121,12 +126,12 @@ class CausalDecoder(Decoder):
                     break
                 part = ctx[n_cached:n_cached + chunk]
                 pos = torch.arange(n_cached, n_cached + len(part), device=self.device)
-                _, kvs = self.model.hidden(torch.tensor([part], device=self.device), pos, past,
-                                           causal_mask(len(part), kv_len(past), self.device))
+                hidden, kvs = self.model.hidden(torch.tensor([part], device=self.device), pos, past,
+                                                causal_mask(len(part), kv_len(past), self.device))
                 past = kv_cat(past, kvs)
                 n_cached += len(part)
                 computed += len(part)
-                self.context_cache.store(ctx[:n_cached], past)
+                self.context_cache.store(ctx[:n_cached], past, last_hidden=hidden[0, -1])
         return computed
 
     # ---- one request ---------------------------------------------------------------------
@@ -136,14 +141,15 @@ class CausalDecoder(Decoder):
         ctx, lead = self.prompt(req)
         exact = req.cache != "none"
         n_cached, past = self.context_cache.lookup(ctx) if exact else (0, None)
-        if n_cached == len(ctx):                  # the last context token's output is needed
+        state = self.context_cache.last_state(ctx) if exact and n_cached == len(ctx) else None   # [H]
+        if n_cached == len(ctx) and state is None:   # the last context token's output is needed
             n_cached -= 1
             past = kv_slice(past, 0, n_cached) if n_cached else None
         pending = ctx[n_cached:]                  # inputs without cached KV
         pos0 = n_cached                           # absolute position of pending[0]
         span = Span.of_masks(m, -1)
         done = 0                                  # span tokens committed
-        ctx_stored = not exact
+        ctx_stored = not exact or state is not None
         self.drafted = self.accepted = 0
         drafter = None
         use_lookup = req.draft_with in ("auto", "lookup")
@@ -165,7 +171,18 @@ class CausalDecoder(Decoder):
         if drafter is not None:
             fim = [t for t in (self.cfg.fim_prefix_id, self.cfg.fim_suffix_id, self.cfg.fim_middle_id) if t is not None]
             drafter.start(ctx, req, lead=lead, barriers=fim)
+        if state is not None:                     # warm: the first token from the cached last state, no pass
+            chosen, _ = self._verify(self.model.head(state[None]), [], done)                  # [1, V]
+            done = self._commit(span, done, chosen)
+            if span.end < m or done >= m:
+                yield self._finish(span, span.end)
+                return
+            if n_guesses:
+                guesses = self.head.propose(state, chosen[-1], min(n_guesses, m - done - 1), banned=self.stop_ids)
+            pending = [chosen[-1]]
         drafts, from_masks = self._propose(drafter, span, done, guesses)
+        if state is not None:
+            yield self._update(span, m)
         while True:
             if self._should_stop():
                 yield self._finish(span, span.end)
@@ -175,11 +192,13 @@ class CausalDecoder(Decoder):
             ids = torch.tensor([q], device=dev)
             positions = torch.arange(pos0, pos0 + len(q), device=dev)
             attn = causal_mask(len(q), kv_len(past), dev)
+            hidden = None                         # [1, T, H] where the head or the context cache reads it
             if masks:
                 with self.adapter.rows_from(len(q) - masks):
-                    raw, kvs = self.model(ids, positions, past, attn, len(pending) - 1)
-            elif n_guesses:                       # the head reads the hidden state of the accepted row
-                hidden, kvs = self.model.hidden(ids, positions, past, attn)              # [1, T, H]
+                    hidden, kvs = self.model.hidden(ids, positions, past, attn)
+                    raw = self.model.head(hidden[:, len(pending) - 1:])
+            elif n_guesses or not ctx_stored:     # the head reads the accepted row; the cache the context's last
+                hidden, kvs = self.model.hidden(ids, positions, past, attn)
                 raw = self.model.head(hidden[:, len(pending) - 1:])
             else:
                 raw, kvs = self.step(ids, positions, past, attn, len(pending) - 1)
@@ -200,15 +219,11 @@ class CausalDecoder(Decoder):
             keep = len(pending) + n_ok
             past = kv_cat(past, kv_slice(kvs, 0, keep))
             if not ctx_stored and pos0 + keep >= len(ctx):
-                self.context_cache.store(ctx, kv_slice(past, 0, len(ctx)))
+                last = hidden[0, len(ctx) - 1 - pos0] if hidden is not None else None
+                self.context_cache.store(ctx, kv_slice(past, 0, len(ctx)), last_hidden=last)
                 ctx_stored = True
             pos0 += keep
-            for tok in chosen:
-                span.tokens[done], span.committed[done] = tok, True
-                done += 1
-                if tok in self.stop_ids:
-                    span.end = done - 1
-                    break
+            done = self._commit(span, done, chosen)
             if span.end < m or done >= m:
                 break
             if n_guesses:                         # exact state after the committed tokens: h, bonus token
@@ -221,6 +236,17 @@ class CausalDecoder(Decoder):
             yield self._update(span, m)
         span.predicted.clear()
         yield self._finish(span, span.end)
+
+    def _commit(self, span: Span, done: int, chosen: List[int]) -> int:
+        """Write the committed tokens into the span up to a stop token (which sets span.end);
+        returns the new count of committed tokens."""
+        for tok in chosen:
+            span.tokens[done], span.committed[done] = tok, True
+            done += 1
+            if tok in self.stop_ids:
+                span.end = done - 1
+                break
+        return done
 
     def _propose(self, drafter, span: Span, done: int, guesses: List[int]):
         """The drafts after the committed tokens (at most what the token budget leaves room

@@ -45,11 +45,15 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class ContextCache:
-    """The KV of one token sequence; lookups return the exact KV of the longest shared prefix."""
+    """The KV of one token sequence; lookups return the exact KV of the longest shared prefix.
+    With it, optionally, the final hidden state of the sequence's last position: a request for
+    exactly that sequence then reads its first token through the output projection alone,
+    without a pass over the last context token (causal_decode.py)."""
 
     def __init__(self):
         self.ids: List[int] = []
         self.kv: Optional[KVList] = None
+        self.last_hidden: Optional[torch.Tensor] = None   # [H] after the final norm, or None
         self.hits = 0          # tokens served from the cache, summed over lookups
         self.misses = 0        # tokens that had to be computed
 
@@ -59,11 +63,18 @@ class ContextCache:
         self.misses += len(ids) - n
         return n, (kv_slice(self.kv, 0, n) if n else None)
 
-    def store(self, ids: Sequence[int], kv: KVList) -> None:
+    def store(self, ids: Sequence[int], kv: KVList, last_hidden: Optional[torch.Tensor] = None) -> None:
         if kv_len(kv) != len(ids):
             raise ValueError(f"cache of {kv_len(kv)} positions stored for {len(ids)} ids")
         self.ids = list(ids)
         self.kv = kv
+        self.last_hidden = None if last_hidden is None else last_hidden.detach().clone()
+
+    def last_state(self, ids: Sequence[int]) -> Optional[torch.Tensor]:
+        """The final hidden state [H] of ids' last position, when the cache holds exactly ids."""
+        if self.last_hidden is None or self.kv is None or len(ids) != len(self.ids) or list(ids) != self.ids:
+            return None
+        return self.last_hidden
 
     def clear(self) -> None:
-        self.ids, self.kv = [], None
+        self.ids, self.kv, self.last_hidden = [], None, None

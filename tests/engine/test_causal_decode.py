@@ -117,6 +117,7 @@ def test_cancel_mid_request_returns_a_prefix_of_the_same_text(tiny_ar):
     prefix, suffix = "def add(a, b):\n    return", "\n"
     base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=16, drafting=False, stop_at_eos=False))
     cancel = threading.Event()
+    tiny_ar.context_cache.clear()                   # cold: the first token comes from a pass
     dec = CausalDecoder(tiny_ar.model, tiny_ar.tokenizer, tiny_ar.cfg, tiny_ar.context_cache)
     last = None
     for i, last in enumerate(dec.run(InfillRequest(prefix, suffix, max_new_tokens=16, stop_at_eos=False), cancel)):
@@ -289,3 +290,39 @@ def test_raw_prompt_is_refused_by_the_block_diffusion_decoder(tmp_path):
     eng = Engine.load(write_block_model(tmp_path / "blk"), device="cpu")
     with pytest.raises(ValueError, match="causal"):
         eng.infill(InfillRequest(CHAT_PROMPT, max_new_tokens=4, raw_prompt=True))
+
+
+def test_context_cache_keeps_the_last_state_only_for_exactly_its_ids():
+    from engine.kvcache import ContextCache
+    kv = [(torch.zeros(1, 1, 3, 2), torch.zeros(1, 1, 3, 2))]
+    cache, h = ContextCache(), torch.arange(4.0)
+    cache.store([1, 2, 3], kv, last_hidden=h)
+    assert torch.equal(cache.last_state([1, 2, 3]), h)
+    assert cache.last_state([1, 2]) is None and cache.last_state([1, 2, 3, 4]) is None and cache.last_state([1, 2, 4]) is None
+    cache.store([1, 2, 3], kv)                                     # stored without a state: none
+    assert cache.last_state([1, 2, 3]) is None
+    cache.store([1, 2, 3], kv, last_hidden=h)
+    cache.clear()
+    assert cache.last_state([1, 2, 3]) is None
+
+
+@pytest.mark.parametrize("drafting", [False, True])
+def test_a_warm_request_reads_its_first_token_from_the_cached_state(tiny_ar, drafting):
+    """The pass over the last context token is skipped when the cache holds its final hidden
+    state (after a request or a warm-up for the same prompt): same text, one pass fewer."""
+    for k, (prefix, suffix) in enumerate(fim_cases(12, seed=11)):
+        req = InfillRequest(prefix, suffix, max_new_tokens=10, drafting=drafting, stop_at_eos=k % 2 == 0)
+        tiny_ar.context_cache.clear()
+        cold = tiny_ar.infill(req)
+        warm = tiny_ar.infill(req)                                  # the cold request stored the state
+        assert warm.token_ids == cold.token_ids and warm.finish_reason == cold.finish_reason
+        if not drafting:
+            assert warm.forwards == cold.forwards - 1
+        tiny_ar.context_cache.clear()
+        tiny_ar.warm(req, threading.Event(), chunk=7)               # a warm-up stores it too
+        prefilled = tiny_ar.infill(req)
+        assert prefilled.token_ids == cold.token_ids and prefilled.forwards == warm.forwards
+        uncached = tiny_ar.infill(replace(req, cache="none"))       # no cache: no state either
+        assert uncached.token_ids == cold.token_ids and uncached.forwards == cold.forwards
+        other = tiny_ar.infill(replace(req, suffix=suffix + " x"))  # another prompt: its own first pass
+        assert other.forwards >= 1
