@@ -39,6 +39,23 @@ def replay_case(case: dict, max_draft: int = 8, budget: int = 24, lead: bool = T
     return forwards, drafted, accepted, ms
 
 
+def ceiling(cases) -> float:
+    """Tokens per forward if every pass after the first drafted the rest perfectly: a cold first
+    pass can only draft from lookup (no drafter has seen a model state yet), so a case whose
+    first-pass lookup drafts do not finish it takes at least two passes."""
+    tokens = passes = 0
+    for c in cases:
+        g = c["greedy"]
+        d = LookupDrafter(max_draft=8)
+        d.start(c["ctx"], lead=c["lead"], barriers=c["barriers"])
+        drafts = d.propose([], c["budget"] - 1)
+        n = 0
+        while n < len(drafts) and n < len(g) - 1 and drafts[n] == g[n]:
+            n += 1
+        tokens, passes = tokens + len(g), passes + (1 if n + 1 >= len(g) else 2)
+    return tokens / passes
+
+
 def replay(cases, cost=None) -> None:
     for label, lead in (("lead = prefix (FIM)", True), ("lead = whole prompt", False)):
         t = f = dr = ac = ms = 0
@@ -48,6 +65,7 @@ def replay(cases, cost=None) -> None:
         extra = f"  est. model ms/suggestion {ms / len(cases):.0f}" if cost else ""
         print(f"{label:22s} tokens/forward {t / f:.3f}  forwards/suggestion {f / len(cases):.2f}  "
               f"accepted {ac / max(1, dr):.0%} of {dr / len(cases):.1f} drafts{extra}")
+    print(f"ceiling with perfect drafts from the second pass on: {ceiling(cases):.2f} tokens/forward")
 
 
 def record(out: Path, kind: str, limit: int, seed: int) -> None:
