@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not fp16_gemm_available(), reason="this torch bu
 def test_the_product_is_x_times_the_fp16_rounded_weight(rows, bias):
     torch.manual_seed(rows)
     lin = nn.Linear(96, 200, bias=bias)
-    half = HalfLinear(lin)
+    half = HalfLinear.of(lin)
     x = torch.randn(2, rows, 96)
     w16 = lin.weight.detach().half().float()                       # what the packed weight holds
     want = x @ w16.t() + (lin.bias.detach() if bias else 0)
@@ -27,6 +27,22 @@ def test_the_product_is_x_times_the_fp16_rounded_weight(rows, bias):
     assert not torch.allclose(got, x @ lin.weight.detach().t() + (lin.bias.detach() if bias else 0), rtol=0, atol=0)
     assert torch.equal(dense_weight(half), w16)                     # unpacking gives the rounded weight back
     assert is_linear(half) and is_linear(lin) and not is_linear(nn.Embedding(3, 4))
+
+
+def test_row_blocks_give_the_numbers_of_one_packed_matrix(monkeypatch):
+    import engine.half_linear as H
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 250, bias=True)
+    whole = HalfLinear.of(lin)
+    monkeypatch.setattr(H, "CHUNK_ROWS", 100)
+    blocked = HalfLinear.of(lin)
+    assert len(whole.packed) == 1 and len(blocked.packed) == 3
+    x = torch.randn(5, 64)
+    assert torch.equal(blocked(x), whole(x)) and torch.equal(dense_weight(blocked), dense_weight(whole))
+    model = nn.Sequential(nn.Linear(64, 250), nn.Linear(250, 8))
+    want = model(x).detach()
+    assert pack_fp16(model, workers=3) == 2 and len(model[0].packed) == 3
+    assert torch.allclose(model(x), want, rtol=1e-2, atol=1e-2)
 
 
 def test_pack_swaps_every_linear_and_logits_stay_close(tiny_gguf_qwen2):
