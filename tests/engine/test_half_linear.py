@@ -88,3 +88,21 @@ def test_drafted_text_is_the_one_per_pass_text_on_fp16_weights(tiny_fp16):
             assert scripted.token_ids == base.token_ids and scripted.finish_reason == base.finish_reason
             rejected += dec.drafted - dec.accepted
     assert accepted > 0 and rejected > 0
+
+
+def test_pick_weights_packs_only_where_measured(monkeypatch):
+    import engine.engine as E
+    from types import SimpleNamespace
+    causal, blocks = SimpleNamespace(attention="causal"), SimpleNamespace(attention="block_causal")
+    assert E.pick_weights("auto", "cpu", torch.float32, causal) == "fp16"
+    assert E.pick_weights("fp16-weights", "cpu", torch.float32, causal) == "fp16"
+    assert E.pick_weights("float32", "cpu", torch.float32, causal) == "dense"
+    assert E.pick_weights("auto", "cpu", torch.bfloat16, causal) == "dense"      # a CPU with bf16 units
+    assert E.pick_weights("auto", "cpu", torch.float32, blocks) == "dense"       # dLLM families keep fp32
+    assert E.pick_weights("auto", "cuda", torch.bfloat16, causal) == "dense"
+    with pytest.raises(ValueError, match="fp16-weights needs the CPU"):
+        E.pick_weights("fp16-weights", "cuda", torch.float32, causal)
+    monkeypatch.setattr(E, "fp16_gemm_available", lambda: False)                # an ARM build of torch
+    assert E.pick_weights("auto", "cpu", torch.float32, causal) == "dense"
+    with pytest.raises(ValueError, match="fbgemm"):
+        E.pick_weights("fp16-weights", "cpu", torch.float32, causal)
