@@ -23,6 +23,7 @@ float32.
 from __future__ import annotations
 
 import ctypes
+import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
@@ -97,12 +98,13 @@ def is_linear(module: nn.Module) -> bool:
 def pack_fp16(model: nn.Module, workers: Optional[int] = None) -> int:
     """Swap every nn.Linear of `model` (a CPU fp32 model) for a HalfLinear; returns how many.
     fbgemm's packing runs at ~45M weights a second on one core (0.5B: ~8 s), so the blocks are
-    packed by `workers` threads (default: torch's thread count; the op releases the GIL). The
+    packed by `workers` threads (default: every core, since nothing else runs during a load, even
+    where the `threads` setting gives inference fewer; the op releases the GIL). The
     fp32 weights are freed as modules are swapped, and the freed heap is handed back."""
     targets = [(parent, name, child) for parent in list(model.modules())
                for name, child in parent.named_children() if isinstance(child, nn.Linear)]
     jobs = [(k, w, b) for k, (_, _, child) in enumerate(targets) for w, b in blocks_of(child)]
-    with ThreadPoolExecutor(max(1, workers or torch.get_num_threads())) as pool:
+    with ThreadPoolExecutor(max(1, workers or os.cpu_count() or 1)) as pool:
         packed = list(pool.map(lambda job: pack_weight(job[1], job[2]), jobs))
     per_module: Dict[int, List] = {}
     for (k, _, _), p in zip(jobs, packed):
