@@ -176,13 +176,18 @@ class Engine:
         device = pick_device(device)
         torch_dtype = pick_dtype(dtype, device, cfg)
         tokenizer = TextTokenizer.from_folder(folder, special_ids=cfg.stop_ids | {cfg.mask_id})
-        model = build_model(cfg, device, torch_dtype, kernels)
-        state = load_state(cfg, folder, expected_shapes(model), torch_dtype, device)
-        model.load_state_dict(state, strict=True, assign=True)
         weights = pick_weights(dtype, device, torch_dtype, cfg)
+        # packed fp16 weights: read the stored bf16/fp16 tensors as they are and convert each
+        # block to fp32 inside the packing threads, so the whole fp32 model never exists at once
+        stored = _DTYPES.get(str(cfg.torch_dtype))
+        read_as = stored if weights == "fp16" and stored in (torch.bfloat16, torch.float16) else torch_dtype
+        model = build_model(cfg, device, read_as, kernels)
+        state = load_state(cfg, folder, expected_shapes(model), read_as, device)
+        model.load_state_dict(state, strict=True, assign=True)
         if weights == "fp16":
             del state
             pack_fp16(model)
+            model.to(torch_dtype)                 # what is left: embedding, norms, biases
         attach_cuda_graphs(model, cuda_graphs)      # "auto": on for CUDA unless DLLM_CUDA_GRAPHS=0
         if tokenizer.vocab_size > cfg.vocab_size:
             raise CheckpointError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model "
