@@ -119,10 +119,18 @@ def pack_fp16(model: nn.Module, workers: Optional[int] = None) -> int:
     return swapped
 
 
+MMAP_THRESHOLD = 4 << 20     # bytes: larger blocks are mapped and unmapped on their own
+
+
 def release_freed_memory() -> None:
     """glibc keeps freed heap pages mapped; malloc_trim returns them (0.5B: resident memory
-    3.2 GB -> 1.9 GB after packing, against 2.7 GB with fp32 weights). Elsewhere a no-op."""
+    3.2 GB -> 1.9 GB after packing, against 2.7 GB with fp32 weights). Freeing the large fp32
+    weights had also raised glibc's dynamic mmap threshold to its 32 MB cap, so later prefill
+    buffers came from the heap and stayed resident (+7% over a 10,000-key storm); a fixed
+    threshold maps them on their own again, and they go back when freed. Elsewhere a no-op."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+        libc.mallopt(-3, MMAP_THRESHOLD)          # M_MMAP_THRESHOLD (fixing it ends the dynamic one)
     except (OSError, AttributeError):
         pass
