@@ -4,9 +4,10 @@ A decoding pass on a CPU is bound by reading the weights. With fp32 weights the 
 reads ~2 GB a pass; packed as fp16 for fbgemm (torch.ops.quantized.linear_prepack_fp16), half
 that, and the pass over the cached context got 2.5x cheaper here (2 threads, AVX2 EPYC, 600
 cached tokens: 1 row 147 -> 58 ms, 5 rows 221 -> 82 ms, 8 rows 219 -> 108 ms; a 600-token
-prefill 3.3 -> 2.9 s; `scripts/pass_cost.py`). Activations and accumulation stay fp32; only
-each weight is rounded to fp16 once (relative error <= 2^-11; the default model's weights are
-4-bit GGUF blocks, whose own quantization step is ~100x coarser).
+prefill 3.3 -> 2.9 s; median of 7, the loop of `scripts/pass_cost.py`). Activations and
+accumulation stay fp32; only each weight is stored as fp16 (relative error <= 2^-11). A model
+converted from GGUF is stored as bf16, whose values fp16 holds exactly (3 more mantissa bits)
+down to its normal range, 6e-5; only smaller weights are rounded.
 
 That rounding makes it another model than the fp32 one, so it is a weight format of its own:
 its drafted output is tested against its own one-token-per-pass output (the decoders' lossless
