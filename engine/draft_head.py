@@ -30,6 +30,7 @@ GUESS_MIN_PROB); refused for any other model.
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -65,6 +66,7 @@ class DraftHead(nn.Module):
         self.slots, self.inner = slots, inner
         self.first_min_prob, self.min_prob = FIRST_MIN_PROB, GUESS_MIN_PROB    # see propose()
         self.register_buffer("vocab", torch.tensor(list(vocab), dtype=torch.long), persistent=False)   # [Nv]
+        self._bound = None                               # weakref to the model bind() last took rows from
         gen = torch.Generator().manual_seed(seed)
         w_in = torch.zeros(h, 2 * h)
         w_in[:, :h] = torch.eye(h)                       # start as "the next state is this one"
@@ -82,13 +84,18 @@ class DraftHead(nn.Module):
     # ---- the model it drafts for ----------------------------------------------------------------
     def bind(self, model) -> "DraftHead":
         """Take the frozen embedding and the vocabulary rows of `model`'s output projection; the
-        head follows the model's device and dtype."""
+        head follows the model's device and dtype. Binding the model it is already bound to does
+        nothing: with packed fp16 weights the rows are unpacked from the whole output projection
+        (~2 s), and benches switch drafters per case."""
+        if self._bound is not None and self._bound() is model:
+            return self
         w = model.embed_tokens.weight
         self.to(device=w.device, dtype=w.dtype)
         self.vocab = self.vocab.to(w.device)
         out = w if model.lm_head is None else dense_weight(model.lm_head)
         self.table = out.detach()[self.vocab].contiguous()
         self.embed = w.detach()
+        self._bound = weakref.ref(model)
         return self
 
     # ---- one step and a chain -------------------------------------------------------------------

@@ -58,15 +58,12 @@ class HalfLinear(nn.Module):
     and the accumulation in fp32. Each output is computed by the same kernel whatever the
     blocks, so the blocks give the same numbers as one packed matrix (tested)."""
 
-    def __init__(self, in_features: int, out_features: int, packed: List, n_params: int):
+    def __init__(self, linear: nn.Linear, packed: Optional[List] = None):
+        """linear's weight packed here, or `packed`: its blocks_of(linear) already packed."""
         super().__init__()
-        self.in_features, self.out_features, self.n_params = in_features, out_features, n_params
-        self.packed = packed                                                            # [packed block]
-
-    @classmethod
-    def of(cls, linear: nn.Linear) -> "HalfLinear":
-        return cls(linear.in_features, linear.out_features, [pack_weight(w, b) for w, b in blocks_of(linear)],
-                   linear.weight.numel() + (0 if linear.bias is None else linear.bias.numel()))
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.n_params = linear.weight.numel() + (0 if linear.bias is None else linear.bias.numel())
+        self.packed = packed if packed is not None else [pack_weight(w, b) for w, b in blocks_of(linear)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)                                         # [R, in]
@@ -97,11 +94,12 @@ def is_linear(module: nn.Module) -> bool:
 
 
 def pack_fp16(model: nn.Module, workers: Optional[int] = None) -> int:
-    """Swap every nn.Linear of `model` (a CPU fp32 model) for a HalfLinear; returns how many.
+    """Swap every nn.Linear of `model` (a CPU model, fp32 or its stored bf16/fp16) for a
+    HalfLinear; returns how many.
     fbgemm's packing runs at ~45M weights a second on one core (0.5B: ~8 s), so the blocks are
     packed by `workers` threads (default: every core, since nothing else runs during a load, even
     where the `threads` setting gives inference fewer; the op releases the GIL). The
-    fp32 weights are freed as modules are swapped, and the freed heap is handed back."""
+    loaded weights are freed as modules are swapped, and the freed heap is handed back."""
     targets = [(parent, name, child) for parent in list(model.modules())
                for name, child in parent.named_children() if isinstance(child, nn.Linear)]
     jobs = [(k, w, b) for k, (_, _, child) in enumerate(targets) for w, b in blocks_of(child)]
@@ -112,8 +110,7 @@ def pack_fp16(model: nn.Module, workers: Optional[int] = None) -> int:
         per_module.setdefault(k, []).append(p)
     del jobs, packed
     for k, (parent, name, child) in enumerate(targets):
-        setattr(parent, name, HalfLinear(child.in_features, child.out_features, per_module.pop(k),
-                                         child.weight.numel() + (0 if child.bias is None else child.bias.numel())))
+        setattr(parent, name, HalfLinear(child, per_module.pop(k)))
     swapped = len(targets)
     del targets
     release_freed_memory()

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not fp16_gemm_available(), reason="this torch bu
 def test_the_product_is_x_times_the_fp16_rounded_weight(rows, bias):
     torch.manual_seed(rows)
     lin = nn.Linear(96, 200, bias=bias)
-    half = HalfLinear.of(lin)
+    half = HalfLinear(lin)
     x = torch.randn(2, rows, 96)
     w16 = lin.weight.detach().half().float()                       # what the packed weight holds
     want = x @ w16.t() + (lin.bias.detach() if bias else 0)
@@ -33,9 +33,9 @@ def test_row_blocks_give_the_numbers_of_one_packed_matrix(monkeypatch):
     import engine.half_linear as H
     torch.manual_seed(0)
     lin = nn.Linear(64, 250, bias=True)
-    whole = HalfLinear.of(lin)
+    whole = HalfLinear(lin)
     monkeypatch.setattr(H, "CHUNK_ROWS", 100)
-    blocked = HalfLinear.of(lin)
+    blocked = HalfLinear(lin)
     assert len(whole.packed) == 1 and len(blocked.packed) == 3
     x = torch.randn(5, 64)
     assert torch.equal(blocked(x), whole(x)) and torch.equal(dense_weight(blocked), dense_weight(whole))
