@@ -181,7 +181,7 @@ def request_for(case: Case, tokenizer, settings, max_draft: int):
     prefix, suffix = context.windows(case.document, case.offset, settings.prefix_tokens, settings.suffix_tokens,
                                      context.token_counter(tokenizer))
     return InfillRequest(prefix=prefix, suffix=suffix, max_new_tokens=settings.max_new_tokens("line" if case.line else "block"),
-                         max_draft_tokens=max_draft)
+                         max_draft_tokens=max_draft, ends_at_newline=case.line)
 
 
 def until_newline(ids: Sequence[int], tokenizer) -> tuple:

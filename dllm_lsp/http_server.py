@@ -183,7 +183,7 @@ def fim_request(settings: Settings, q: FimQuery, count):
                         tokens_per_step=settings.tokens_per_step, block_size=settings.block_size,
                         temperature=q.temperature, seed=q.seed or 0,
                         stop_at_eos=not q.ignore_eos, drafting=settings.drafting,
-                        max_draft_tokens=settings.max_draft_tokens,
+                        max_draft_tokens=settings.max_draft_tokens, ends_at_newline="\n" in q.stop,
                         draft_sources=tuple(t[-20_000:] for _, t in q.snippets[:2]) if settings.drafting else ())
     return req, count(req.prefix) + count(req.suffix)
 

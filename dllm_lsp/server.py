@@ -508,7 +508,8 @@ def infill_options(options: Dict[str, Any], settings) -> Dict[str, Any]:
               "blockSize": ("block_size", VALIDATORS["block_size"]),
               "deadlineMs": ("deadline_ms", lambda v: None if v is None else _positive(v)),
               "drafting": ("drafting", VALIDATORS["drafting"]),
-              "maxDraftTokens": ("max_draft_tokens", VALIDATORS["max_draft_tokens"])}
+              "maxDraftTokens": ("max_draft_tokens", VALIDATORS["max_draft_tokens"]),
+              "endsAtNewline": ("ends_at_newline", VALIDATORS["drafting"])}
     out = {"max_new_tokens": settings.max_new_tokens_block, "policy": settings.policy,
            "threshold": settings.threshold, "entropy_bound": settings.entropy_bound,
            "tokens_per_step": settings.tokens_per_step, "block_size": settings.block_size,

@@ -36,6 +36,9 @@ class InfillRequest:
     max_draft_tokens at most this many drafts per pass (the block is 1 + this many slots)
     draft_sources further token sequences to look drafts up in (other open files, the previous
                suggestion); the prompt itself is always searched
+    ends_at_newline the caller keeps only the text up to the first newline (a line completion): AR
+               models end each pass's drafts with the first token that holds a newline, so a pass
+               carries no rows past the line's end (the text is the same; passes get cheaper)
     draft_with "auto": lookup and, where the engine has a trained drafter (head or mask slots), its guesses;
                "lookup" or "mask": that source alone (for measuring each)
     raw_prompt AR models only: `prefix` is the whole prompt, token for token as written (special
@@ -64,6 +67,7 @@ class InfillRequest:
     draft_sources: tuple = ()
     draft_with: str = "auto"
     raw_prompt: bool = False
+    ends_at_newline: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ the k + 1 output rows from the last input on:
   3. an InfillUpdate streams `stable` (committed) and `draft` (committed + the drafts still
      standing), which sharpens in place as drafts are confirmed or replaced.
 Where drafts come from is the `Drafter`'s business (drafts.py); with none, one token per pass.
+A line completion (`req.ends_at_newline`) ends each pass's drafts with the first token that
+holds a newline: its caller stops there, and rows past it would be verified for nothing.
 
 A draft head (draft_head.py) instead: after the pass, the head reads the final hidden state of the
 last accepted row and the bonus token committed after it and chains K guesses of the tokens
@@ -75,6 +77,15 @@ def confident_guesses(mask_rows: torch.Tensor, mask_id: int, min_prob: float = G
             break
         out.append(int(i))
     return out
+
+
+def through_first_newline(drafts: List[int], newline_ids) -> List[int]:
+    """The drafts up to and including the first one whose text holds a newline: a line
+    completion's caller stops there, so rows after it would be verified for nothing."""
+    for k, d in enumerate(drafts):
+        if d in newline_ids:
+            return drafts[:k + 1]
+    return drafts
 
 
 class CausalDecoder(Decoder):
@@ -260,6 +271,8 @@ class CausalDecoder(Decoder):
         long_match = getattr(drafter, "last_match", 0) >= 3       # a drafter may not say
         from_masks = bool(guesses) and not (looked and long_match)
         drafts = guesses[:room] if from_masks else looked
+        if self.req.ends_at_newline:
+            drafts = through_first_newline(drafts, self.tok.newline_ids)
         for i, d in enumerate(drafts):
             span.predicted[done + i] = d
         return drafts, from_masks

@@ -216,6 +216,7 @@ class Engine:
             return 0
         with self._lock:
             dec = self.decoder()
+            self.tokenizer.newline_ids            # computed once (~0.15 s) before line requests need it
             return dec.prefill(dec.context_ids(req), chunk, cancel)
 
     def infill(self, req: InfillRequest, cancel: Optional[threading.Event] = None) -> InfillResult:

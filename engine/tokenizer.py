@@ -6,6 +6,7 @@ tokens are held back until the character is complete.
 """
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -34,6 +35,13 @@ class TextTokenizer:
     @property
     def vocab_size(self) -> int:
         return self.tk.get_vocab_size(with_added_tokens=True)
+
+    @cached_property
+    def newline_ids(self) -> frozenset:
+        """Ids of the tokens whose own text holds a newline (one batch decode of the whole
+        vocabulary: ~0.15 s for Qwen's 151,936 tokens, once per tokenizer)."""
+        texts = self.tk.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
+        return frozenset(i for i, text in enumerate(texts) if "\n" in text)
 
     def token_id(self, token: str) -> Optional[int]:
         return self.tk.token_to_id(token)

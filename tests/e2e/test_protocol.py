@@ -170,6 +170,13 @@ async def test_infill_request_takes_prefix_and_suffix(client: LanguageClient):
     res = await client.protocol.send_request_async(
         "dllm/infill", {"prefix": "def f(x):\n    return ", "suffix": "\n", "options": {"maxNewTokens": 6}})
     assert isinstance(res.text, str) and 1 <= res.forwards <= 6 and res.finishReason in ("eos", "length")
+    one_line = await client.protocol.send_request_async(
+        "dllm/infill", {"prefix": "def f(x):\n    return ", "suffix": "\n",
+                        "options": {"maxNewTokens": 6, "endsAtNewline": True}})
+    assert one_line.text == res.text                  # only the drafts change, never the text
+    with pytest.raises(JsonRpcException) as err:
+        await client.protocol.send_request_async("dllm/infill", {"prefix": "x", "options": {"endsAtNewline": "yes"}})
+    assert err.value.code == -32602 and "endsAtNewline" in err.value.message
     with pytest.raises(JsonRpcException) as err:
         await client.protocol.send_request_async("dllm/infill", {"suffix": "x"})
     assert err.value.code == -32602

@@ -326,3 +326,48 @@ def test_a_warm_request_reads_its_first_token_from_the_cached_state(tiny_ar, dra
         assert uncached.token_ids == cold.token_ids and uncached.forwards == cold.forwards
         other = tiny_ar.infill(replace(req, suffix=suffix + " x"))  # another prompt: its own first pass
         assert other.forwards >= 1
+
+
+def test_through_first_newline_keeps_the_newline_token_and_drops_the_rest():
+    from engine.causal_decode import through_first_newline
+    newline = frozenset({7, 9})
+    assert through_first_newline([1, 2, 7, 3, 9], newline) == [1, 2, 7]
+    assert through_first_newline([9, 1], newline) == [9]
+    assert through_first_newline([1, 2, 3], newline) == [1, 2, 3]
+    assert through_first_newline([], newline) == []
+
+
+def test_newline_ids_are_the_tokens_whose_text_holds_a_newline(tiny_ar):
+    tok = tiny_ar.tokenizer
+    expected = {i for i in range(tok.vocab_size) if "\n" in tok.tk.decode([i], skip_special_tokens=False)}
+    assert tok.newline_ids == expected and expected          # the tiny vocabulary has "\n" tokens
+
+
+class DraftRecorder(CausalDecoder):
+    """Records the drafts each pass verifies."""
+
+    def _verify(self, rows, drafts, done):
+        self.passes_drafts = getattr(self, "passes_drafts", []) + [list(drafts)]
+        return super()._verify(rows, drafts, done)
+
+
+def test_a_line_request_drafts_no_row_past_the_first_newline_and_keeps_the_text(tiny_ar):
+    newline = tiny_ar.tokenizer.newline_ids
+    cut_somewhere = False
+    for k, (prefix, suffix) in enumerate(fim_cases(30, seed=5)):
+        base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=14, drafting=False))
+        reference = list(base.token_ids) + [tiny_ar.cfg.eos_id] * 3
+        for ends in (False, True):
+            dec = DraftRecorder(tiny_ar.model, tiny_ar.tokenizer, tiny_ar.cfg, tiny_ar.context_cache,
+                                drafter=ScriptedDrafter(reference, 0.2, seed=k, vocab=tiny_ar.cfg.vocab_size))
+            last = None
+            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=14, ends_at_newline=ends)):
+                pass
+            assert last.result.token_ids == base.token_ids and last.result.finish_reason == base.finish_reason
+            for drafts in getattr(dec, "passes_drafts", []):
+                past = [d in newline for d in drafts[:-1]]
+                if ends:
+                    assert not any(past), drafts
+                else:
+                    cut_somewhere |= any(past)
+    assert cut_somewhere, "the cases should hold drafts running past a newline"

@@ -169,3 +169,12 @@ def test_t_max_predict_ms_stops_only_once_a_line_is_complete():
     assert ans.text == "abcd\nefg"
     stopped = decode_query(FakeEngine(texts), Settings(), FimQuery(prefix="x = ", max_tokens=8, stop=("cd",)))
     assert (stopped.text, stopped.finish_reason, stopped.stop_word) == ("ab", "stop", "cd")
+
+
+def test_a_newline_stop_string_ends_the_drafts_at_the_line():
+    from dllm_lsp.http_server import decode_query
+    line = FakeEngine(["a", "ab\n"])
+    decode_query(line, Settings(), FimQuery(prefix="x = ", max_tokens=8, stop=("\n",)))
+    block = FakeEngine(["a", "ab\n"])
+    decode_query(block, Settings(), FimQuery(prefix="x = ", max_tokens=8, stop=("\n\n",)))
+    assert line.requests[0].ends_at_newline and not block.requests[0].ends_at_newline

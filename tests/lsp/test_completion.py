@@ -11,6 +11,7 @@ def test_block_after_an_opener_sets_the_block_length_and_windows():
     off = SRC.index("    \n") + 4
     plan = plan_completion(SRC, off, "python", s)
     assert plan.mode == "block" and plan.request.max_new_tokens == 33
+    assert not plan.request.ends_at_newline          # a block's drafts may run over lines
     assert plan.prefix == SRC[:off] and plan.suffix == SRC[off:]
     assert plan.request.prefix == plan.prefix and plan.request.policy == s.policy
     assert plan.request.min_new_tokens == 0          # by default the model may suggest nothing
@@ -23,6 +24,7 @@ def test_mid_line_is_a_line_completion_with_the_line_length():
     text = "x = max(\n"
     plan = plan_completion(text, len("x = max("), "python", Settings(max_new_tokens_line=9))
     assert plan.mode == "line" and plan.request.max_new_tokens == 9
+    assert plan.request.ends_at_newline              # drafts stop at the line's end
     forced = plan_completion(text, len("x = max("), "python", Settings(blank_line_min_tokens=3))
     assert forced.request.min_new_tokens == 0        # mid-line, ending at once is always a fine answer
     assert finish_completion(plan, "a, b)\nmore") == "a, b)"
