@@ -30,7 +30,10 @@ cases run to a stop token or the budget. Timing: ours is wall time around the wh
 (Python overheads included); llama.cpp's is taken inside the worker around Llama.generate.
 
 Columns: tok/sugg = kept tokens per suggestion, tok/fwd = kept tokens / forward passes (cold
-runs), fwd/sugg = mean forward passes per suggestion, ms p50/p95 cold and warm, same = share
+runs: the first pass is the prompt's prefill), warm = the same on the warm runs (the prompt's
+KV and last state cached, as after the server's warm-up: the first token comes from the cached
+state, so a suggestion takes one pass fewer; column "tok/fwd w"), fwd/sugg = mean forward
+passes per suggestion (cold), ms p50/p95 cold and warm, same = share
 of suggestions (cold and warm) whose token ids equal one-per-pass's cold ones (must be 1.0;
 for one-per-pass itself: warm vs cold; for llama.cpp: its cold answer vs ours, informative
 only, its quantized kernels round differently), accept = accepted / proposed drafts;
@@ -45,10 +48,12 @@ prompt again (its prefix cache holds the prompt). Without --llamacpp-python, or 
 worker cannot start, the llama.cpp rows are absent and the reason is printed and in the JSON.
 
 --json prints one JSON object on the last line: identical (share over every lookup
-suggestion), tokens_per_forward (lookup on stdlib-line), tokens_per_forward_with_mask and
-mask_gain (lookup+<the first drafter's kind> on stdlib-line, and its ratio to lookup alone;
-drafter_gains: the same for every drafter), llamacpp_ratio (lookup warm p50 on
-stdlib-line / llama.cpp warm p50 on stdlib-line; llamacpp_ratios per kind), rows, ....
+suggestion), tokens_per_forward (lookup on stdlib-line) and tokens_per_forward_warm,
+tokens_per_forward_with_mask and mask_gain (lookup+<the first drafter's kind> on stdlib-line,
+and its ratio to lookup alone; *_warm: the same on warm runs; drafter_gains: the same for every
+drafter), llamacpp_ratio (lookup warm p50 on stdlib-line / llama.cpp warm p50 on stdlib-line;
+llamacpp_ratios per kind), llamacpp_ratio_served (the same for lookup+<drafter>, what the
+server runs with its shipped drafter), rows, ....
 """
 from __future__ import annotations
 
@@ -298,6 +303,7 @@ class Row:
     cold_ms: List[float] = field(default_factory=list)
     warm_ms: List[float] = field(default_factory=list)
     forwards: List[int] = field(default_factory=list)
+    warm_forwards: List[int] = field(default_factory=list)
     tokens: List[int] = field(default_factory=list)
     same: int = 0
     compared: int = 0
@@ -307,10 +313,11 @@ class Row:
     slot_hits: List[int] = field(default_factory=list)      # ... with slots 0..i all accepted
 
     def summary(self) -> Dict:
-        fw = sum(self.forwards)
+        fw, fw_warm = sum(self.forwards), sum(self.warm_forwards)
         return {"kind": self.kind, "decoder": self.decoder, "suggestions": len(self.cold_ms),
                 "tokens_per_suggestion": round(statistics.mean(self.tokens), 2) if self.tokens else None,
                 "tokens_per_forward": round(sum(self.tokens) / fw, 3) if fw else None,
+                "tokens_per_forward_warm": round(sum(self.tokens) / fw_warm, 3) if fw_warm else None,
                 "forwards_per_suggestion": round(fw / len(self.forwards), 2) if self.forwards else None,
                 "cold_p50_ms": _q(self.cold_ms, 50), "cold_p95_ms": _q(self.cold_ms, 95),
                 "warm_p50_ms": _q(self.warm_ms, 50), "warm_p95_ms": _q(self.warm_ms, 95),
@@ -349,6 +356,7 @@ def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Op
             row.cold_ms.append(cold.ms)
             row.warm_ms.append(warm.ms)
             row.forwards.append(cold.forwards)
+            row.warm_forwards.append(warm.forwards)
             row.tokens.append(len(cold.tokens))
             row.drafted += cold.drafted
             row.accepted += cold.accepted
@@ -389,26 +397,34 @@ def headline(rows: Sequence[Dict]) -> Dict:
     drafted = [r for r in rows if r["decoder"] not in ("one-per-pass", "llama.cpp")]
     n = sum(r["compared"] for r in drafted)
     same = sum(r["same_count"] for r in drafted)
-    ratios = {}
+    ratios, served_ratios = {}, {}
     for kind in KINDS:
         ours, ref = by.get((kind, "lookup")), by.get((kind, "llama.cpp"))
         if ours and ref and ours["warm_p50_ms"] and ref["warm_p50_ms"]:
             ratios[kind] = round(ours["warm_p50_ms"] / ref["warm_p50_ms"], 3)
+        served = next((r for r in rows if r["kind"] == kind and r["decoder"].startswith("lookup+")), None)
+        if served and ref and served["warm_p50_ms"] and ref["warm_p50_ms"]:
+            served_ratios[kind] = round(served["warm_p50_ms"] / ref["warm_p50_ms"], 3)
     line = by.get(("stdlib-line", "lookup"))
-    gains = {}
+    gains, gains_warm = {}, {}
     for r in rows:
-        if r["kind"] == "stdlib-line" and r["decoder"].startswith("lookup+") and line and line["tokens_per_forward"] \
-                and r["tokens_per_forward"]:
-            gains[r["decoder"]] = round(r["tokens_per_forward"] / line["tokens_per_forward"], 3)
+        if r["kind"] == "stdlib-line" and r["decoder"].startswith("lookup+") and line:
+            for key, out in (("tokens_per_forward", gains), ("tokens_per_forward_warm", gains_warm)):
+                if line[key] and r[key]:
+                    out[r["decoder"]] = round(r[key] / line[key], 3)
     first = next(iter(gains), None)
     return {"identical": round(same / n, 4) if n else None,
             "tokens_per_forward": line["tokens_per_forward"] if line else None,
+            "tokens_per_forward_warm": line["tokens_per_forward_warm"] if line else None,
             "tokens_per_forward_with_mask": by[("stdlib-line", first)]["tokens_per_forward"] if first else None,
-            "mask_gain": gains.get(first), "drafter_gains": gains,
-            "llamacpp_ratio": ratios.get("stdlib-line"), "llamacpp_ratios": ratios}
+            "tokens_per_forward_with_mask_warm": by[("stdlib-line", first)]["tokens_per_forward_warm"] if first else None,
+            "mask_gain": gains.get(first), "mask_gain_warm": gains_warm.get(first), "drafter_gains": gains,
+            "llamacpp_ratio": ratios.get("stdlib-line"), "llamacpp_ratios": ratios,
+            "llamacpp_ratio_served": served_ratios.get("stdlib-line"), "llamacpp_ratios_served": served_ratios}
 
 
-COLUMNS = (("n", "suggestions"), ("tok/sugg", "tokens_per_suggestion"), ("tok/fwd", "tokens_per_forward"), ("fwd/sugg", "forwards_per_suggestion"),
+COLUMNS = (("n", "suggestions"), ("tok/sugg", "tokens_per_suggestion"), ("tok/fwd", "tokens_per_forward"),
+           ("tok/fwd w", "tokens_per_forward_warm"), ("fwd/sugg", "forwards_per_suggestion"),
            ("cold p50", "cold_p50_ms"), ("cold p95", "cold_p95_ms"), ("warm p50", "warm_p50_ms"),
            ("warm p95", "warm_p95_ms"), ("same", "same"), ("accept", "acceptance"))
 

@@ -106,12 +106,15 @@ def test_bench_runs_end_to_end_identical_and_says_llamacpp_is_absent(tiny_gguf_q
     assert set(rows) == {(k, d) for k in ("stdlib-line", "stdlib-block") for d in ("one-per-pass", "lookup")}
     base, lookup = rows[("stdlib-line", "one-per-pass")], rows[("stdlib-line", "lookup")]
     assert result["tokens_per_forward"] == lookup["tokens_per_forward"]
+    assert result["tokens_per_forward_warm"] == lookup["tokens_per_forward_warm"]
     assert base["tokens_per_forward"] <= 1.0 and base["acceptance"] is None
+    # warm: the first token comes from the cached state, so one pass fewer than cold per suggestion
+    assert base["tokens_per_forward_warm"] > 1.0 and lookup["tokens_per_forward_warm"] > lookup["tokens_per_forward"]
     assert base["tokens_per_suggestion"] == lookup["tokens_per_suggestion"]
     assert lookup["forwards_per_suggestion"] <= base["forwards_per_suggestion"]
     assert all(r["cold_p50_ms"] > 0 and r["warm_p50_ms"] > 0 for r in rows.values())
     assert result["llamacpp"] == {"available": False, "reason": "no --llamacpp-python given"}
-    assert result["llamacpp_ratio"] is None
+    assert result["llamacpp_ratio"] is None and result["llamacpp_ratio_served"] is None
     assert "llama.cpp: not run (no --llamacpp-python given)" in out
 
 
@@ -212,6 +215,8 @@ def test_bench_with_drafters_reports_rows_per_draft_source(tiny_gguf_qwen2, tmp_
     lookup = rows["lookup"]["tokens_per_forward"]
     assert result["mask_gain"] == round(rows["lookup+mask"]["tokens_per_forward"] / lookup, 3)
     assert result["drafter_gains"]["lookup+head"] == round(rows["lookup+head"]["tokens_per_forward"] / lookup, 3)
+    assert result["mask_gain_warm"] == round(rows["lookup+mask"]["tokens_per_forward_warm"]
+                                             / rows["lookup"]["tokens_per_forward_warm"], 3)
     assert result["drafters"] == [str(mask), str(head)]
 
 
