@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .half_linear import fused_outputs
 from .kernels import reference
 from .linear import Linear, project
 
@@ -43,12 +44,16 @@ class Attention(nn.Module):
         self.k_proj = Linear(h, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
         self.v_proj = Linear(h, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
         self.o_proj = Linear(cfg.num_heads * d, h, bias=cfg.mlp_bias)
+        self.qkv = None           # q|k|v packed as one matrix (half_linear.pack_fp16), or None
 
     def forward(self, x, cos, sin, past: Optional[KV], mask, kernels) -> Tuple[torch.Tensor, KV]:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)    # [B,Hq,T,D]
-        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B,Hk,T,D]
-        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        # slices of one fused product are copied out: the same layouts as separate products, and a
+        # cached v does not hold the whole fused output
+        q, k, v = (t.contiguous() for t in fused_outputs(self.qkv, x, (self.q_proj, self.k_proj, self.v_proj)))
+        q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)                  # [B,Hq,T,D]
+        k = k.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)               # [B,Hk,T,D]
+        v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = kernels.apply_rope(q, k, cos, sin)
         new_kv = (k, v)
         if past is not None and past[0].shape[2]:
@@ -68,9 +73,11 @@ class MLP(nn.Module):
         self.gate_proj = Linear(h, i, bias=cfg.mlp_bias)
         self.up_proj = Linear(h, i, bias=cfg.mlp_bias)
         self.down_proj = Linear(i, h, bias=cfg.mlp_bias)
+        self.gate_up = None       # gate|up packed as one matrix (half_linear.pack_fp16), or None
 
     def forward(self, x, kernels):
-        return self.down_proj(kernels.swiglu(self.gate_proj(x), self.up_proj(x)))
+        gate, up = fused_outputs(self.gate_up, x, (self.gate_proj, self.up_proj))
+        return self.down_proj(kernels.swiglu(gate, up))
 
 
 class Layer(nn.Module):

@@ -168,3 +168,27 @@ def test_the_shipped_head_on_the_real_model(real_engine):
         assert drafted > 0 and accepted > 0
     finally:
         real_engine.load_drafter(None)
+
+
+def test_propose_steps_through_fp16_packs_that_follow_the_weights(tiny_ar, tmp_path):
+    from engine.half_linear import fp16_gemm_available
+    if not fp16_gemm_available():
+        pytest.skip("this torch build has no fbgemm fp16 linear")
+    head = DraftHead(tiny_ar.cfg, list(range(60)), inner=32, slots=3).bind(tiny_ar.model)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    hidden, tok = torch.randn(1, tiny_ar.cfg.hidden_size), torch.tensor([5])
+    packs = head._packed()
+    with torch.no_grad():
+        f, logits = head.step(hidden, tok)
+        f16, logits16 = head._packed_step(packs, hidden, tok)
+    assert torch.allclose(logits16, logits, rtol=1e-2, atol=1e-2) and torch.allclose(f16, f, rtol=1e-2, atol=1e-2)
+    assert head._packed() is packs                                  # no weight changed: the same packs
+    with torch.no_grad():
+        head.down.mul_(3.0)                                          # a trainer's in-place step
+    assert head._packed() is not packs
+    with torch.no_grad():
+        _, moved = head._packed_step(head._packed(), hidden, tok)
+        _, want = head.step(hidden, tok)
+    assert torch.allclose(moved, want, rtol=1e-2, atol=1e-2)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from engine import Engine, InfillRequest
-from engine.half_linear import HalfLinear, dense_weight, fp16_gemm_available, is_linear, pack_fp16
+from engine.half_linear import HalfLinear, SliceOf, dense_weight, fp16_gemm_available, is_linear, pack_fp16
 
 from test_causal_decode import ScriptedDrafter, fim_cases, run_with  # tests/engine is on sys.path
 
@@ -50,7 +50,8 @@ def test_pack_swaps_every_linear_and_logits_stay_close(tiny_gguf_qwen2):
     packed = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="fp16-weights")
     assert not any(isinstance(m, HalfLinear) for m in dense.model.modules())
     n = sum(isinstance(m, HalfLinear) for m in packed.model.modules())
-    assert n == 7 * dense.cfg.num_layers + (dense.model.lm_head is not None)
+    assert n == 4 * dense.cfg.num_layers + (dense.model.lm_head is not None)       # q|k|v and gate|up fused
+    assert sum(isinstance(m, SliceOf) for m in packed.model.modules()) == 5 * dense.cfg.num_layers
     assert not any(isinstance(m, nn.Linear) for m in packed.model.modules())
     assert packed.describe()["weights"] == "fp16 (fbgemm)" and dense.describe()["weights"] == "float32"
     assert packed.describe()["parameters"] == dense.describe()["parameters"]
@@ -106,3 +107,48 @@ def test_pick_weights_packs_only_where_measured(monkeypatch):
     assert E.pick_weights("auto", "cpu", torch.float32, causal) == "dense"
     with pytest.raises(ValueError, match="fbgemm"):
         E.pick_weights("fp16-weights", "cpu", torch.float32, causal)
+
+
+def _packed_copy(path, fuse):
+    model = Engine.load(path, device="cpu", dtype="float32").model
+    pack_fp16(model, fuse=fuse)
+    return model
+
+
+def test_fused_projections_give_the_separate_products_bit_for_bit(tiny_gguf_qwen2):
+    from engine.model import causal_mask
+    dense = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
+    fused, separate = _packed_copy(tiny_gguf_qwen2, True), _packed_copy(tiny_gguf_qwen2, False)
+    assert fused.layers[0].self_attn.qkv is not None and separate.layers[0].self_attn.qkv is None
+    assert torch.equal(dense_weight(fused.layers[1].mlp.up_proj), dense_weight(separate.layers[1].mlp.up_proj))
+    ids = torch.randint(0, dense.cfg.vocab_size, (1, 23))
+    with torch.inference_mode():
+        for model in (fused, separate):
+            h, kv = model.hidden(ids[:, :20], torch.arange(20), None, causal_mask(20, 0))
+            model.out = (h, model.hidden(ids[:, 20:], torch.arange(20, 23), kv, causal_mask(3, 20)))
+    (h1, (h1b, kv1)), (h2, (h2b, kv2)) = fused.out, separate.out
+    assert torch.equal(h1, h2) and torch.equal(h1b, h2b)                     # a prefill and a pass over its cache
+    assert all(torch.equal(a, b) and a.is_contiguous() == b.is_contiguous()
+               for pa, pb in zip(kv1, kv2) for a, b in zip(pa, pb))
+
+
+def test_the_mask_adapter_hooks_act_on_fused_projections_as_on_separate_ones(tiny_gguf_qwen2):
+    from engine.mask_adapter import MaskAdapter
+    from engine.model import causal_mask
+    dense = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
+    adapter = MaskAdapter(dense.cfg, rank=2, mask_slots=2)
+    with torch.no_grad():
+        for b in adapter.lora_b.values():
+            b.normal_(0, 0.5)                                  # a trained-looking adapter: its hooks change outputs
+    ids = torch.randint(0, dense.cfg.vocab_size, (1, 9))
+    outs = []
+    for fuse in (True, False):
+        model = _packed_copy(tiny_gguf_qwen2, fuse)
+        adapter.attach(model)
+        with torch.inference_mode(), adapter.rows_from(6):
+            outs.append(model.hidden(ids, torch.arange(9), None, causal_mask(9, 0))[0])
+        with torch.inference_mode(), adapter.rows_from(None):
+            outs.append(model.hidden(ids, torch.arange(9), None, causal_mask(9, 0))[0])
+        adapter.detach_hooks()
+    assert torch.equal(outs[0], outs[2]) and torch.equal(outs[1], outs[3])
+    assert not torch.equal(outs[0], outs[1])                   # the hooks did act on the mask rows
