@@ -542,7 +542,7 @@ def run(args) -> int:
             llama.close()
     raw = res.pop("_raw")
     counts = {k: sum(c.kind == k for c in cases) for k in kinds}
-    print(f"model {args.model} ({engine.describe()['dtype']}, {args.threads} threads), max draft {args.max_draft}, "
+    print(f"model {args.model} (weights {engine.describe()['weights']}, {args.threads} threads), max draft {args.max_draft}, "
           f"cases: " + ", ".join(f"{k} {n}" for k, n in counts.items()) + "; windows: context.windows with "
           f"Settings() budgets ({settings.prefix_tokens}/{settings.suffix_tokens} tokens)")
     print(table(res["rows"]))
