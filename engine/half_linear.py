@@ -23,8 +23,10 @@ opts in with an attribute of the fused name set to None (model.py: q|k|v as `qkv
 bit for bit those of the separate matrices (each output is computed by the same kernel
 whatever the rows around it; tested). The parts stay in their places as SliceOf views (module
 names, hooks, dense_weight), and `fused_outputs` gives their outputs from one product, with
-their forward hooks (the mask adapter's LoRA) applied to their slices. HalfLinear holds only the packed weight: `dense_weight(module)` unpacks an fp32
-copy for code that reads rows (the draft head's vocabulary). Forward hooks work as on any
+their forward hooks (the mask adapter's LoRA) applied to their slices.
+
+HalfLinear holds only the packed weight: `dense_weight(module)` unpacks an fp32 copy for code
+that reads rows (the draft head's vocabulary). Forward hooks work as on any
 module (the mask adapter's LoRA hooks read inputs and outputs only). No autograd: trainers load
 float32.
 """
@@ -133,7 +135,7 @@ def blocks_of(linear: nn.Linear) -> List[Tuple[torch.Tensor, Optional[torch.Tens
 
 
 def dense_weight(module: nn.Module) -> torch.Tensor:
-    """The fp32 weight [out, in] of an nn.Linear or a HalfLinear (unpacked: a copy)."""
+    """The fp32 weight [out, in] of an nn.Linear, a HalfLinear or a SliceOf one (unpacked: a copy)."""
     if isinstance(module, SliceOf):
         return dense_weight(module.fused)[module.start:module.end]
     if isinstance(module, HalfLinear):
