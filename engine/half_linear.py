@@ -62,7 +62,7 @@ def pack_weight(weight, bias=None):
     def whole(t):
         if t is None or isinstance(t, torch.Tensor):
             return None if t is None else t.detach().float().contiguous()
-        return torch.cat([part.detach().float() for part in t])
+        return torch.cat([part.detach() for part in t]).float()     # one fp32 copy, as for a single weight
     return torch.ops.quantized.linear_prepack_fp16(whole(weight), whole(bias))
 
 
