@@ -175,6 +175,8 @@ class CausalDecoder(Decoder):
         self.slot_tries = [0] * (n_masks or n_guesses)  # passes whose trained drafts reached slot i
         self.slot_hits = [0] * (n_masks or n_guesses)   # ... and slot i (and every slot before it) was accepted
         guesses: List[int] = []                   # the trained drafter's drafts for the next pass
+        # the head's chain ends after a stop token, and in a line completion after a newline token
+        chain_ends = self.stop_ids | self.tok.newline_ids if req.ends_at_newline and n_guesses else self.stop_ids
         if req.drafting and use_lookup and req.max_draft_tokens > 0:
             drafter = self.drafter or LookupDrafter(max_draft=req.max_draft_tokens,
                                                     sources=[self.tok.encode(t) if isinstance(t, str) else t
@@ -189,7 +191,7 @@ class CausalDecoder(Decoder):
                 yield self._finish(span, span.end)
                 return
             if n_guesses:
-                guesses = self.head.propose(state, chosen[-1], min(n_guesses, m - done - 1), banned=self.stop_ids)
+                guesses = self.head.propose(state, chosen[-1], min(n_guesses, m - done - 1), banned=chain_ends)
             pending = [chosen[-1]]
         drafts, from_masks = self._propose(drafter, span, done, guesses)
         if state is not None:
@@ -239,7 +241,7 @@ class CausalDecoder(Decoder):
                 break
             if n_guesses:                         # exact state after the committed tokens: h, bonus token
                 guesses = self.head.propose(hidden[0, len(pending) - 1 + n_ok], chosen[-1],
-                                            min(n_guesses, m - done - 1), banned=self.stop_ids)
+                                            min(n_guesses, m - done - 1), banned=chain_ends)
             if drafter is not None:
                 drafter.observe(chosen, n_ok, len(drafts))
             pending = [chosen[-1]]

@@ -57,12 +57,14 @@ def test_a_bound_head_leaves_the_model_alone(tiny_ar, trained_head):
     assert not any(p.requires_grad for p in model.parameters())          # trained without touching it
 
 
-@pytest.mark.parametrize("draft_with", ["auto", "mask"])
-def test_head_drafts_give_the_one_per_pass_text(tiny_ar, trained_head, draft_with):
-    """Head guesses accepted and rejected, after accepted and after rejected drafts, cut by the budget."""
+@pytest.mark.parametrize("draft_with,line", [("auto", False), ("mask", False), ("auto", True)])
+def test_head_drafts_give_the_one_per_pass_text(tiny_ar, trained_head, draft_with, line):
+    """Head guesses accepted and rejected, after accepted and after rejected drafts, cut by the
+    budget (and, for a line completion, ending their chain at a newline)."""
     tiny_ar.head = trained_head.bind(tiny_ar.model)
     try:
-        drafted, accepted = drafted_text_is_the_one_per_pass_text(tiny_ar, typing_cases(5, 11), draft_with)
+        drafted, accepted = drafted_text_is_the_one_per_pass_text(tiny_ar, typing_cases(5, 11), draft_with,
+                                                                  ends_at_newline=line)
     finally:
         tiny_ar.head = None
     assert 0 < accepted < drafted, (accepted, drafted)

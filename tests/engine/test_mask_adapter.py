@@ -92,7 +92,7 @@ def typing_cases(seed: int, extra_seed: int):
     return cases + fim_cases(10, seed=extra_seed)
 
 
-def drafted_text_is_the_one_per_pass_text(engine, cases, draft_with, budgets=(12, 5)):
+def drafted_text_is_the_one_per_pass_text(engine, cases, draft_with, budgets=(12, 5), **options):
     """Decode every case with drafting and without; assert equal token ids and finish reasons
     and no more passes; return (trained drafts proposed, accepted) over all cases."""
     drafted = accepted = 0
@@ -101,7 +101,7 @@ def drafted_text_is_the_one_per_pass_text(engine, cases, draft_with, budgets=(12
             base = engine.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
             dec = engine.decoder()
             last = None
-            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=budget, draft_with=draft_with)):
+            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=budget, draft_with=draft_with, **options)):
                 pass
             res = last.result
             assert res.token_ids == base.token_ids and res.finish_reason == base.finish_reason, (prefix, suffix)
