@@ -100,38 +100,36 @@ class DraftHead(nn.Module):
         return self
 
     # ---- one step and a chain -------------------------------------------------------------------
-    def step(self, hidden: torch.Tensor, tokens: torch.Tensor):
-        """hidden [N, H], tokens [N] -> (predicted next hidden [N, H], logits over V [N, Nv])."""
+    def step(self, hidden: torch.Tensor, tokens: torch.Tensor, packs: Optional[dict] = None):
+        """hidden [N, H], tokens [N] -> (predicted next hidden [N, H], logits over V [N, Nv]);
+        with `packs` (_packed()) every product goes through fbgemm's fp16 kernel (no autograd)."""
+        if packs is None:
+            def linear(x, name):
+                return F.linear(x, getattr(self, name))
+        else:
+            def linear(x, name):
+                return torch.ops.quantized.linear_dynamic_fp16(x, packs[name])
         e = rms(self.embed[tokens], self.embed_norm)                                     # [N, H]
-        z = F.linear(torch.cat([hidden, e], dim=-1), self.w_in)                          # [N, H]
+        z = linear(torch.cat([hidden, e], dim=-1), "w_in")                               # [N, H]
         u = rms(z, self.block_norm)
-        z = z + F.linear(F.silu(F.linear(u, self.gate)) * F.linear(u, self.up), self.down)
+        z = z + linear(F.silu(linear(u, "gate")) * linear(u, "up"), "down")
         f = rms(z, self.out_norm)                                                        # [N, H]
-        return f, F.linear(f, self.table)                                                # [N, Nv]
+        return f, linear(f, "table")                                                     # [N, Nv]
 
     def _packed(self):
-        """The weights packed as fp16 for fbgemm (a CPU with it; else None), for propose(): one
-        step reads ~46 MB in fp32, half that packed, 4.0 -> ~2 ms a step here. The head's file
+        """The weights packed as fp16 for fbgemm (an fp32 head on a CPU that has it; else None),
+        for propose(): one step reads ~46 MB in fp32, half that packed, 4.0 -> ~2 ms a step here. The head's file
         stores fp16 and the table rows are the model's bf16 embedding, so packing keeps their
         values; only the sums' order changes. Packed again when a weight changed in place (a
         trainer's step) or the head was bound to another table."""
-        if self.table is None or self.table.device.type != "cpu" or not fp16_gemm_available():
+        if self.table is None or self.table.device.type != "cpu" or self.table.dtype != torch.float32 \
+                or not fp16_gemm_available():
             return None
         key = (id(self.table), self.table._version) + tuple(p._version for p in self.parameters())
         if self._packs is None or self._packs[0] != key:
-            self._packs = (key, {"w_in": pack_weight(self.w_in), "gate_up": pack_weight([self.gate, self.up]),
-                                 "down": pack_weight(self.down), "table": pack_weight(self.table)})
+            self._packs = (key, {name: pack_weight(getattr(self, name))
+                                 for name in ("w_in", "gate", "up", "down", "table")})
         return self._packs[1]
-
-    def _packed_step(self, packs, hidden: torch.Tensor, tokens: torch.Tensor):
-        """step() through the fp16 packs (no autograd): the same function, fp16 weights."""
-        mm = torch.ops.quantized.linear_dynamic_fp16
-        e = rms(self.embed[tokens].float(), self.embed_norm.float())                     # [N, H]
-        z = mm(torch.cat([hidden.float(), e], dim=-1), packs["w_in"])                    # [N, H]
-        gate, up = mm(rms(z, self.block_norm.float()), packs["gate_up"]).split(self.inner, dim=-1)
-        z = z + mm(F.silu(gate) * up, packs["down"])
-        f = rms(z, self.out_norm.float())                                                # [N, H]
-        return f, mm(f, packs["table"])                                                  # [N, Nv]
 
     @torch.no_grad()
     def propose(self, hidden: torch.Tensor, token: int, k: int, banned: Sequence[int] = ()) -> List[int]:
@@ -145,7 +143,7 @@ class DraftHead(nn.Module):
         tok = torch.tensor([token], device=self.table.device)
         packs = self._packed() if k else None
         for i in range(k):
-            f, logits = self._packed_step(packs, f, tok) if packs is not None else self.step(f, tok)
+            f, logits = self.step(f, tok, packs)
             p, j = torch.softmax(logits[0].float(), dim=-1).max(dim=-1)
             if float(p) < (self.min_prob if i else self.first_min_prob):
                 break

@@ -184,13 +184,13 @@ def test_propose_steps_through_fp16_packs_that_follow_the_weights(tiny_ar, tmp_p
     packs = head._packed()
     with torch.no_grad():
         f, logits = head.step(hidden, tok)
-        f16, logits16 = head._packed_step(packs, hidden, tok)
+        f16, logits16 = head.step(hidden, tok, packs)
     assert torch.allclose(logits16, logits, rtol=1e-2, atol=1e-2) and torch.allclose(f16, f, rtol=1e-2, atol=1e-2)
     assert head._packed() is packs                                  # no weight changed: the same packs
     with torch.no_grad():
         head.down.mul_(3.0)                                          # a trainer's in-place step
     assert head._packed() is not packs
     with torch.no_grad():
-        _, moved = head._packed_step(head._packed(), hidden, tok)
+        _, moved = head.step(hidden, tok, head._packed())
         _, want = head.step(hidden, tok)
     assert torch.allclose(moved, want, rtol=1e-2, atol=1e-2)
