@@ -57,7 +57,7 @@ import torch
 
 from .decode import Decoder, Span
 from .drafts import LookupDrafter
-from .kvcache import kv_cat, kv_len, kv_slice
+from .kvcache import KVBuffer
 from .model import causal_mask
 
 MIN_FLOAT = float("-inf")
@@ -129,7 +129,7 @@ class CausalDecoder(Decoder):
     def prefill(self, ctx: List[int], chunk: int, cancel=None) -> int:
         """Compute and cache the KV of `ctx` in chunks of `chunk` tokens (warm-up); returns how
         many tokens were computed. Stops between chunks when `cancel` is set."""
-        n_cached, past = self.context_cache.lookup(ctx)
+        n_cached, past = self.context_cache.take(ctx, len(ctx), self._kv_shape())
         computed = 0
         with torch.inference_mode():
             while n_cached < len(ctx):
@@ -137,13 +137,16 @@ class CausalDecoder(Decoder):
                     break
                 part = ctx[n_cached:n_cached + chunk]
                 pos = torch.arange(n_cached, n_cached + len(part), device=self.device)
-                hidden, kvs = self.model.hidden(torch.tensor([part], device=self.device), pos, past,
-                                                causal_mask(len(part), kv_len(past), self.device))
-                past = kv_cat(past, kvs)
-                n_cached += len(part)
+                hidden, _ = self.model.hidden(torch.tensor([part], device=self.device), pos, past,
+                                              causal_mask(len(part), n_cached, self.device))
+                past.length = n_cached = n_cached + len(part)
                 computed += len(part)
-                self.context_cache.store(ctx[:n_cached], past, last_hidden=hidden[0, -1])
+                self.context_cache.store_buffer(ctx[:n_cached], past, last_hidden=hidden[0, -1])
         return computed
+
+    def _kv_shape(self):
+        """(layers, Hkv, D, dtype, device) of this model's KV, for an empty KVBuffer."""
+        return (self.cfg.num_layers, self.cfg.num_kv_heads, self.cfg.head_dim, self.model.dtype, self.device)
 
     # ---- one request ---------------------------------------------------------------------
     def _run_causal(self) -> Iterator:
@@ -151,11 +154,14 @@ class CausalDecoder(Decoder):
         m = req.max_new_tokens
         ctx, lead = self.prompt(req)
         exact = req.cache != "none"
-        n_cached, past = self.context_cache.lookup(ctx) if exact else (0, None)
-        state = self.context_cache.last_state(ctx) if exact and n_cached == len(ctx) else None   # [H]
-        if n_cached == len(ctx) and state is None:   # the last context token's output is needed
-            n_cached -= 1
-            past = kv_slice(past, 0, n_cached) if n_cached else None
+        state = self.context_cache.last_state(ctx) if exact else None                         # [H]
+        # the KV of the decode: the context cache's longest shared prefix (without the last
+        # context token when its output is needed and not cached), extended in place pass by pass
+        room = len(ctx) + m                       # a pass's rows never reach past the token budget
+        if exact:
+            n_cached, past = self.context_cache.take(ctx if state is not None else ctx[:-1], room, self._kv_shape())
+        else:
+            n_cached, past = 0, KVBuffer.holding(None, room, shape=self._kv_shape())
         pending = ctx[n_cached:]                  # inputs without cached KV
         pos0 = n_cached                           # absolute position of pending[0]
         span = Span.of_masks(m, -1)
@@ -204,17 +210,18 @@ class CausalDecoder(Decoder):
             q = pending + drafts + [self.cfg.mask_id] * masks
             ids = torch.tensor([q], device=dev)
             positions = torch.arange(pos0, pos0 + len(q), device=dev)
-            attn = causal_mask(len(q), kv_len(past), dev)
+            past.reserve(pos0 + len(q))
+            attn = causal_mask(len(q), past.length, dev)
             hidden = None                         # [1, T, H] where the head or the context cache reads it
             if masks:
                 with self.adapter.rows_from(len(q) - masks):
-                    hidden, kvs = self.model.hidden(ids, positions, past, attn)
+                    hidden, _ = self.model.hidden(ids, positions, past, attn)
                     raw = self.model.head(hidden[:, len(pending) - 1:])
             elif n_guesses or not ctx_stored:     # the head reads the accepted row; the cache the context's last
-                hidden, kvs = self.model.hidden(ids, positions, past, attn)
+                hidden, _ = self.model.hidden(ids, positions, past, attn)
                 raw = self.model.head(hidden[:, len(pending) - 1:])
             else:
-                raw, kvs = self.step(ids, positions, past, attn, len(pending) - 1)
+                raw, _ = self.model(ids, positions, past, attn, len(pending) - 1)
             self.forwards += 1
             n_rows = len(drafts) + 1
             chosen, n_ok = self._verify(raw[0, :n_rows], drafts, done)           # raw [1, k+1+K, V]
@@ -230,10 +237,10 @@ class CausalDecoder(Decoder):
             if masks and n_ok == len(drafts):
                 guesses = confident_guesses(raw[0, n_rows:], self.cfg.mask_id)
             keep = len(pending) + n_ok
-            past = kv_cat(past, kv_slice(kvs, 0, keep))
+            past.length += keep                   # the rejected drafts' entries are overwritten next pass
             if not ctx_stored and pos0 + keep >= len(ctx):
                 last = hidden[0, len(ctx) - 1 - pos0] if hidden is not None else None
-                self.context_cache.store(ctx, kv_slice(past, 0, len(ctx)), last_hidden=last)
+                self.context_cache.store_buffer(ctx, past, last_hidden=last)
                 ctx_stored = True
             pos0 += keep
             done = self._commit(span, done, chosen)

@@ -230,6 +230,7 @@ class Engine:
         n_params = sum(p.numel() for p in self.model.parameters()) + sum(m.n_params for m in packed)
         return {"name": self.name, "family": self.cfg.family, "attention": self.cfg.attention,
                 "parameters": n_params, "device": str(self.model.device), "dtype": str(self.model.dtype).replace("torch.", ""),
-                "weights": "fp16 (fbgemm)" if packed else str(self.model.dtype).replace("torch.", ""),
+                "weights": (f"fp16 ({'our AVX2 kernel' if all(m.kernel == 'ours' for m in packed) else 'fbgemm'})"
+                            if packed else str(self.model.dtype).replace("torch.", "")),
                 "kernels": self.model.kernels.NAME, "block_size": self.cfg.block_size,
                 "drafter": self.drafter_path}

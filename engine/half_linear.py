@@ -36,10 +36,12 @@ import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from . import cpu_gemm
 
 
 @lru_cache(maxsize=1)
@@ -66,6 +68,31 @@ def pack_weight(weight, bias=None):
     return torch.ops.quantized.linear_prepack_fp16(whole(weight), whole(bias))
 
 
+class KernelPack(NamedTuple):
+    """One block of a HalfLinear in the layout of our C kernel (cpu_gemm.py)."""
+    weight: torch.Tensor              # fp16 [N/16, K, 16]
+    bias: Optional[torch.Tensor]      # fp32 [N] or None
+
+
+def pack_block(weight, bias=None):
+    """One block packed for our C kernel where it runs here and takes the block's size
+    (cpu_gemm.py: fbgemm's numbers for most row counts, ~2x faster for 1-3 rows), else
+    fbgemm's pack (pack_weight). weight/bias: a tensor or a list to concatenate, as there."""
+    rows = weight.shape[0] if isinstance(weight, torch.Tensor) else sum(w.shape[0] for w in weight)
+    if cpu_gemm.library() is None or not cpu_gemm.supports(rows):
+        return pack_weight(weight, bias)
+    w = weight if isinstance(weight, torch.Tensor) else torch.cat([part.detach() for part in weight])
+    b = bias if bias is None or isinstance(bias, torch.Tensor) else torch.cat([part.detach() for part in bias])
+    return KernelPack(cpu_gemm.pack(w), None if b is None else b.detach().float().contiguous())
+
+
+def block_product(flat: torch.Tensor, block) -> torch.Tensor:
+    """flat [R, in] times one packed block -> [R, block outputs]."""
+    if isinstance(block, KernelPack):
+        return cpu_gemm.gemm(flat, block.weight, block.bias)
+    return torch.ops.quantized.linear_dynamic_fp16(flat, block)
+
+
 class HalfLinear(nn.Module):
     """y = x @ W^T + b with W stored as packed fp16 (row blocks of <= CHUNK_ROWS outputs); x, y
     and the accumulation in fp32. Each output is computed by the same kernel whatever the
@@ -80,12 +107,17 @@ class HalfLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)                                         # [R, in]
-        outs = [torch.ops.quantized.linear_dynamic_fp16(flat, p) for p in self.packed]   # [R, out_block]
+        outs = [block_product(flat, p) for p in self.packed]                             # [R, out_block]
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)                     # [R, out]
         return out.reshape(*x.shape[:-1], self.out_features)
 
+    @property
+    def kernel(self) -> str:
+        """Whose products these are: "ours" (cpu_gemm.py) or "fbgemm"."""
+        return "ours" if all(isinstance(p, KernelPack) for p in self.packed) else "fbgemm"
+
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, weights=fp16 (fbgemm)"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, weights=fp16 ({self.kernel})"
                 + (f", {len(self.packed)} blocks" if len(self.packed) > 1 else ""))
 
 
@@ -139,7 +171,8 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
     if isinstance(module, SliceOf):
         return dense_weight(module.fused)[module.start:module.end]
     if isinstance(module, HalfLinear):
-        return torch.cat([torch.ops.quantized.linear_unpack_fp16(p)[0].float() for p in module.packed])
+        return torch.cat([cpu_gemm.unpack(p.weight) if isinstance(p, KernelPack)
+                          else torch.ops.quantized.linear_unpack_fp16(p)[0].float() for p in module.packed])
     return module.weight
 
 
@@ -189,7 +222,7 @@ def pack_fp16(model: nn.Module, workers: Optional[int] = None, fuse: bool = True
             bias = None if parts[0][1].bias is None else [p.bias for _, p in parts]
             jobs.append((k, [p.weight for _, p in parts], bias))
     with ThreadPoolExecutor(max(1, workers or os.cpu_count() or 1)) as pool:
-        packed = list(pool.map(lambda job: pack_weight(job[1], job[2]), jobs))
+        packed = list(pool.map(lambda job: pack_block(job[1], job[2]), jobs))
     per_module: Dict[int, List] = {}
     for (k, _, _), p in zip(jobs, packed):
         per_module.setdefault(k, []).append(p)

@@ -4,6 +4,13 @@ A KV list is `[(k, v), ...]`, one pair per layer, each [1, Hkv, S, D] with RoPE 
 applied to k, so entries for any set of positions can be concatenated in any order
 (attention over a set does not depend on its order; masks say who sees whom).
 
+KVBuffer holds one decode's KV in preallocated per-layer buffers [1, Hkv, capacity, D]: a pass
+writes its T new keys and values after the `length` valid positions and attends over a view of
+the first length + T (model.Attention, through LayerKV.extend), and the decoder then advances
+`length` by the rows it kept; a rejected draft's entries are left past `length` and overwritten
+by the next pass. The tuple form concatenates the cache with every pass's rows twice a layer
+(in attention and after the pass), a copy of the whole cache each time.
+
 ContextCache keeps the KV of the last block-causal context (suffix-prefix-middle order, token
 causal): a new request whose context starts with the same tokens reuses them exactly and
 computes only the tokens after the longest common prefix. Typing extends the prefix, which
@@ -18,8 +25,84 @@ import torch
 KVList = List[Tuple[torch.Tensor, torch.Tensor]]
 
 
-def kv_len(kv: Optional[KVList]) -> int:
+def kv_len(kv) -> int:
+    if isinstance(kv, KVBuffer):
+        return kv.length
     return kv[0][0].shape[2] if kv else 0
+
+
+class LayerKV:
+    """One layer's slots of a KVBuffer: what model.Attention takes as `past` for it."""
+    __slots__ = ("buffer", "index")
+
+    def __init__(self, buffer: "KVBuffer", index: int):
+        self.buffer, self.index = buffer, index
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [1, Hkv, T, D] at positions length.. and return the keys and values of all
+        length + T positions [1, Hkv, length + T, D] (views of the buffer)."""
+        n, t = self.buffer.length, k.shape[2]
+        keys, values = self.buffer.k[self.index], self.buffer.v[self.index]
+        if n + t > keys.shape[2]:
+            raise ValueError(f"KV buffer of {keys.shape[2]} positions written to {n + t}: reserve first")
+        keys[:, :, n:n + t].copy_(k)
+        values[:, :, n:n + t].copy_(v)
+        return keys[:, :, :n + t], values[:, :, :n + t]
+
+
+class KVBuffer:
+    """Per-layer key and value buffers [1, Hkv, capacity, D] of which the first `length`
+    positions are valid. Indexing gives each layer's LayerKV (model.hidden's `past`)."""
+
+    SLACK = 256                 # positions added past what a reserve asks for, so it reallocates rarely
+
+    def __init__(self, k: List[torch.Tensor], v: List[torch.Tensor], length: int = 0):
+        self.k, self.v, self.length = k, v, length
+        self.layers = [LayerKV(self, i) for i in range(len(k))]
+
+    @classmethod
+    def holding(cls, kv: Optional[KVList], capacity: int, like: Optional[KVList] = None,
+                shape: Optional[Tuple[int, int, int, torch.dtype, torch.device]] = None) -> "KVBuffer":
+        """A buffer of `capacity` positions holding a copy of kv (or empty: then its layer
+        shapes come from `shape` = (layers, Hkv, D, dtype, device))."""
+        if kv:
+            n = kv_len(kv)
+            layers, hkv, d = len(kv), kv[0][0].shape[1], kv[0][0].shape[3]
+            dtype, device = kv[0][0].dtype, kv[0][0].device
+        else:
+            n = 0
+            layers, hkv, d, dtype, device = shape
+        capacity = max(capacity, n)
+        ks = [torch.empty(1, hkv, capacity, d, dtype=dtype, device=device) for _ in range(layers)]
+        vs = [torch.empty(1, hkv, capacity, d, dtype=dtype, device=device) for _ in range(layers)]
+        for i in range(layers if n else 0):
+            ks[i][:, :, :n].copy_(kv[i][0])
+            vs[i][:, :, :n].copy_(kv[i][1])
+        return cls(ks, vs, n)
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> LayerKV:
+        return self.layers[i]
+
+    def reserve(self, positions: int) -> None:
+        """Make room for `positions` in all; the valid ones are copied when it reallocates
+        (views handed out earlier keep the old storage)."""
+        if positions <= self.capacity:
+            return
+        grown = KVBuffer.holding(self.prefix(self.length), positions + self.SLACK) if self.length else \
+            KVBuffer.holding(None, positions + self.SLACK,
+                             shape=(len(self.k), self.k[0].shape[1], self.k[0].shape[3], self.k[0].dtype, self.k[0].device))
+        self.k, self.v = grown.k, grown.v
+
+    def prefix(self, n: int) -> KVList:
+        """The KV of positions 0..n-1 as views [1, Hkv, n, D]."""
+        return [(k[:, :, :n], v[:, :, :n]) for k, v in zip(self.k, self.v)]
 
 
 def kv_slice(kv: KVList, start: int, stop: Optional[int] = None) -> KVList:
@@ -53,6 +136,7 @@ class ContextCache:
     def __init__(self):
         self.ids: List[int] = []
         self.kv: Optional[KVList] = None
+        self.buffer: Optional[KVBuffer] = None          # the buffer whose prefix self.kv views, if one
         self.last_hidden: Optional[torch.Tensor] = None   # [H] after the final norm, or None
         self.hits = 0          # tokens served from the cache, summed over lookups
         self.misses = 0        # tokens that had to be computed
@@ -63,11 +147,35 @@ class ContextCache:
         self.misses += len(ids) - n
         return n, (kv_slice(self.kv, 0, n) if n else None)
 
+    def take(self, ids: Sequence[int], capacity: int, shape) -> Tuple[int, KVBuffer]:
+        """(n, buffer): a KVBuffer of at least `capacity` positions whose first n = the longest
+        prefix shared with ids hold their exact KV, for a decode to extend (writing past n).
+        The cache's own buffer is shared when it holds the KV (no copy): the cache then keeps
+        only those n positions, which the decode never writes (it writes from n on; one decode
+        at a time, Engine's lock); else they are copied into a new buffer.
+        `shape` = (layers, Hkv, D, dtype, device) for an empty one."""
+        n, kv = self.lookup(ids)
+        if n and self.buffer is not None:
+            if n < len(self.ids):                          # the rest is overwritten from now on
+                self.ids, self.kv, self.last_hidden = self.ids[:n], kv_slice(self.kv, 0, n), None
+            self.buffer.length = n
+            self.buffer.reserve(capacity)
+            return n, self.buffer
+        return n, KVBuffer.holding(kv, capacity + KVBuffer.SLACK, shape=shape)
+
+    def store_buffer(self, ids: Sequence[int], buffer: KVBuffer,
+                     last_hidden: Optional[torch.Tensor] = None) -> None:
+        """Keep the KV of ids = the first len(ids) positions of buffer, as views (take() shares
+        the buffer with the next decode)."""
+        self.store(ids, buffer.prefix(len(ids)), last_hidden)
+        self.buffer = buffer
+
     def store(self, ids: Sequence[int], kv: KVList, last_hidden: Optional[torch.Tensor] = None) -> None:
         if kv_len(kv) != len(ids):
             raise ValueError(f"cache of {kv_len(kv)} positions stored for {len(ids)} ids")
         self.ids = list(ids)
         self.kv = kv
+        self.buffer = None
         self.last_hidden = None if last_hidden is None else last_hidden.detach().clone()
 
     def last_state(self, ids: Sequence[int]) -> Optional[torch.Tensor]:
@@ -77,4 +185,4 @@ class ContextCache:
         return self.last_hidden
 
     def clear(self) -> None:
-        self.ids, self.kv, self.last_hidden = [], None, None
+        self.ids, self.kv, self.last_hidden, self.buffer = [], None, None, None

@@ -1,11 +1,12 @@
-"""One decoder stack for every family: RMSNorm, rotate-half RoPE, GQA attention via SDPA, SwiGLU.
+"""One decoder stack for every family: RMSNorm, rotate-half RoPE, GQA attention (attention.py), SwiGLU.
 
 Parameter names follow the Qwen2 layout (`embed_tokens`, `layers.N.self_attn.q_proj`, ...);
 weights.py maps each family's checkpoint names onto them.
 
 forward(ids, positions, past, mask) is the only entry the decoder uses:
   ids [1, T], positions [T] (absolute, for RoPE), past: per-layer (k, v) [1, Hkv, S, D] of
-  positions already processed (RoPE applied), mask: bool [T, S + T] (True = may attend) or
+  positions already processed (RoPE applied), or a kvcache.KVBuffer (the new keys and values
+  are then written into it after its `length` positions; the caller advances it), mask: bool [T, S + T] (True = may attend) or
   None for "attend to everything". Returns raw logits [1, T, V] (hidden state i -> logits i)
   and the new per-layer (k, v) for the T inputs, which the caller may append to a cache.
 logits(ids) is the convenience API of DESIGN.md: the whole sequence with the family's
@@ -20,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import attend, mask_for_pass
 from .config import ModelConfig
 from .half_linear import fused_outputs
+from .kvcache import LayerKV
 from .kernels import reference
 from .linear import Linear, project
 
@@ -56,13 +59,12 @@ class Attention(nn.Module):
         v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = kernels.apply_rope(q, k, cos, sin)
         new_kv = (k, v)
-        if past is not None and past[0].shape[2]:
+        if isinstance(past, LayerKV):                                                    # written in place
+            k, v = past.extend(k, v)                                                     # [B,Hk,S+T,D] views
+        elif past is not None and past[0].shape[2]:
             k = torch.cat([past[0], k], dim=2)                                           # [B,Hk,S+T,D]
             v = torch.cat([past[1], v], dim=2)
-        # grouped-query attention inside SDPA: no [B,Hq,S,D] copies of the keys and values (the
-        # same numbers as repeating them, bit for bit; ~2 ms a layer at S = 1200 on a CPU core)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                             enable_gqa=self.num_kv_heads != self.num_heads)  # [B,Hq,T,D]
+        out = attend(q, k, v, mask)                                                      # [B,Hq,T,D]
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), new_kv
 
 
@@ -127,6 +129,7 @@ class DecoderModel(nn.Module):
         kern = self.kernels
         cos, sin = self.rope(positions)
         x = self.embed_tokens(ids)                                                        # [1, T, H]
+        mask = mask_for_pass(mask, ids.shape[1], x.dtype, x.device)
         residual = None
         new_kvs: List[KV] = []
         for i, layer in enumerate(self.layers):

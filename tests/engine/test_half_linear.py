@@ -53,7 +53,7 @@ def test_pack_swaps_every_linear_and_logits_stay_close(tiny_gguf_qwen2):
     assert n == 4 * dense.cfg.num_layers + (dense.model.lm_head is not None)       # q|k|v and gate|up fused
     assert sum(isinstance(m, SliceOf) for m in packed.model.modules()) == 5 * dense.cfg.num_layers
     assert not any(isinstance(m, nn.Linear) for m in packed.model.modules())
-    assert packed.describe()["weights"] == "fp16 (fbgemm)" and dense.describe()["weights"] == "float32"
+    assert packed.describe()["weights"].startswith("fp16 (") and dense.describe()["weights"] == "float32"
     assert packed.describe()["parameters"] == dense.describe()["parameters"]
     ids = torch.tensor([[3, 17, 42, 9, 100, 5]])
     with torch.inference_mode():
@@ -64,7 +64,7 @@ def test_pack_swaps_every_linear_and_logits_stay_close(tiny_gguf_qwen2):
 
 def test_auto_packs_a_causal_model_on_the_cpu_only(tiny_gguf_qwen2):
     auto = Engine.load(tiny_gguf_qwen2, device="cpu")
-    assert auto.cfg.attention == "causal" and auto.describe()["weights"] == "fp16 (fbgemm)"
+    assert auto.cfg.attention == "causal" and auto.describe()["weights"].startswith("fp16 (")
     with pytest.raises(ValueError, match="fp16-weights"):
         Engine.load(tiny_gguf_qwen2, device="meta", dtype="fp16-weights")
 
