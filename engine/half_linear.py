@@ -221,6 +221,7 @@ def pack_fp16(model: nn.Module, workers: Optional[int] = None, fuse: bool = True
         else:
             bias = None if parts[0][1].bias is None else [p.bias for _, p in parts]
             jobs.append((k, [p.weight for _, p in parts], bias))
+    cpu_gemm.library()            # built (or found) once here, not by each packing thread
     with ThreadPoolExecutor(max(1, workers or os.cpu_count() or 1)) as pool:
         packed = list(pool.map(lambda job: pack_block(job[1], job[2]), jobs))
     per_module: Dict[int, List] = {}
