@@ -25,6 +25,11 @@ whatever the rows around it; tested). The parts stay in their places as SliceOf 
 names, hooks, dense_weight), and `fused_outputs` gives their outputs from one product, with
 their forward hooks (the mask adapter's LoRA) applied to their slices.
 
+A block is packed for our own C kernel instead (`pack_block` -> KernelPack, cpu_gemm.py)
+where that kernel runs and the block's outputs are a multiple of 32: the same fp16 values and
+fbgemm's sums, ~2x faster for the 1-3 rows of a decoding pass, and packing is a transpose
+rather than fbgemm's ~4 s for the 0.5B. Elsewhere (no C compiler, another CPU) fbgemm's pack.
+
 HalfLinear holds only the packed weight: `dense_weight(module)` unpacks an fp32 copy for code
 that reads rows (the draft head's vocabulary). Forward hooks work as on any
 module (the mask adapter's LoRA hooks read inputs and outputs only). No autograd: trainers load
