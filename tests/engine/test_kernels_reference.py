@@ -57,6 +57,15 @@ def test_rope_equals_complex_rotation_of_half_pairs():
         assert torch.allclose(rx.norm(dim=-1), x.norm(dim=-1), atol=1e-4)       # a rotation keeps norms
 
 
+def test_rope_gives_the_rotate_half_formula_bit_for_bit():
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(1, 5, 14, 64, generator=g).transpose(1, 2)                  # strided, as in the model
+    k, cos, sin = torch.randn(1, 2, 5, 64, generator=g), torch.randn(5, 64, generator=g), torch.randn(5, 64, generator=g)
+    rq, rk = reference.apply_rope(q, k, cos, sin)
+    assert torch.equal(rq, q * cos + reference.rotate_half(q) * sin)
+    assert torch.equal(rk, k * cos + reference.rotate_half(k) * sin)
+
+
 def test_swiglu_is_silu_gate_times_up():
     g, u = torch.randn(7, 33), torch.randn(7, 33)
     assert torch.allclose(reference.swiglu(g, u), g * torch.sigmoid(g) * u, atol=1e-6)
