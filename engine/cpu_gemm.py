@@ -1,13 +1,12 @@
 """Matrix products with fp16 weights on x86 CPUs by our own C kernel (kernels/cpu_fp16_gemm.c).
 
-A decoding pass multiplies 1 to ~9 rows by every weight. fbgemm's fp16 GEMM (half_linear.py),
-built for many rows, ran those passes at ~20 GB/s of weights here; this kernel streams each
-block of 16 outputs once and keeps every sum in a register. Measured on the 0.5B default's
-layer shapes (24 layers of q|k|v, o, gate|up, down; 2 threads, AVX2 EPYC; median of 15):
-
-  rows      1     2     3     4     5     6     8    64   600 (one layer)
-  fbgemm  27.0  33.5  33.9  36.2  43.5  43.0  66.0  14.2  127 ms
-  ours    13.9  19.9  21.0  31.5  36.6  33.3  57.0  15.1  138 ms
+A decoding pass multiplies 1 to ~9 rows by every weight. fbgemm's fp16 GEMM (half_linear.py)
+is built for many rows; this kernel streams each block of 16 outputs once and keeps every sum in
+a register. Measured on the default 0.5B's own weights, both forms loaded in one process and
+alternated (2 threads, median of 7-11): the 24 layers' products 33.2 / 39.1 ms (ours / fbgemm)
+for 1 row, 39.8 / 56.2 for 3, 52.6 / 61.2 for 5; a whole pass over 600 cached tokens 54.6 /
+66.9 ms (1 row), 67.0 / 82.3 (3), 86.4 / 88.0 (5), 108.8 / 117.2 (8). A 600-row product is ~8%
+slower than fbgemm's (one layer 138 / 127 ms).
 
 Its outputs are bit for bit fbgemm's for most row counts (3-6, 8, 9, 12, 16 tested: there
 fbgemm sums each output over k in order with one FMA a step, as this kernel does; for 1, 2, 7

@@ -27,7 +27,7 @@ their forward hooks (the mask adapter's LoRA) applied to their slices.
 
 A block is packed for our own C kernel instead (`pack_block` -> KernelPack, cpu_gemm.py)
 where that kernel runs and the block's outputs are a multiple of 32: the same fp16 values and
-fbgemm's sums, ~2x faster for the 1-3 rows of a decoding pass, and packing is a transpose
+fbgemm's sums, 15-30% faster for the 1-3 rows of a decoding pass, and packing is a transpose
 rather than fbgemm's ~4 s for the 0.5B. Elsewhere (no C compiler, another CPU) fbgemm's pack.
 
 HalfLinear holds only the packed weight: `dense_weight(module)` unpacks an fp32 copy for code
@@ -81,7 +81,7 @@ class KernelPack(NamedTuple):
 
 def pack_block(weight, bias=None):
     """One block packed for our C kernel where it runs here and takes the block's size
-    (cpu_gemm.py: fbgemm's numbers for most row counts, ~2x faster for 1-3 rows), else
+    (cpu_gemm.py: fbgemm's numbers for most row counts, 15-30% faster for 1-3 rows), else
     fbgemm's pack (pack_weight). weight/bias: a tensor or a list to concatenate, as there."""
     rows = weight.shape[0] if isinstance(weight, torch.Tensor) else sum(w.shape[0] for w in weight)
     if cpu_gemm.library() is None or not cpu_gemm.supports(rows):
