@@ -13,6 +13,9 @@
 #include <immintrin.h>
 #include <stdint.h>
 #define LD(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+// step k of one input row xp on a block: its two sums += the block's two weight vectors times xp[k]
+#define ROW(xp, lo, hi) do { __m256 bt_ = _mm256_broadcast_ss((xp) + k); \
+        lo = _mm256_fmadd_ps(w0, bt_, lo); hi = _mm256_fmadd_ps(w1, bt_, hi); } while (0)
 static inline void store(float *y, const float *b, int64_t n, __m256 v) {
     if (b) v = _mm256_add_ps(v, _mm256_loadu_ps(b + n));
     _mm256_storeu_ps(y + n, v);
@@ -87,11 +90,11 @@ static void k4x1(const uint16_t *wp, const float *x, int64_t K, float *y, int64_
     const uint16_t *p = wp + nb * K * 16;
     const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K;
     for (int64_t k = 0; k < K; k++) {
-        __m256 w0 = LD(p + k * 16), w1 = LD(p + k * 16 + 8), bt;
-        bt = _mm256_broadcast_ss(x0 + k); a00 = _mm256_fmadd_ps(w0, bt, a00); a01 = _mm256_fmadd_ps(w1, bt, a01);
-        bt = _mm256_broadcast_ss(x1 + k); a10 = _mm256_fmadd_ps(w0, bt, a10); a11 = _mm256_fmadd_ps(w1, bt, a11);
-        bt = _mm256_broadcast_ss(x2 + k); a20 = _mm256_fmadd_ps(w0, bt, a20); a21 = _mm256_fmadd_ps(w1, bt, a21);
-        bt = _mm256_broadcast_ss(x3 + k); a30 = _mm256_fmadd_ps(w0, bt, a30); a31 = _mm256_fmadd_ps(w1, bt, a31);
+        __m256 w0 = LD(p + k * 16), w1 = LD(p + k * 16 + 8);
+        ROW(x0, a00, a01);
+        ROW(x1, a10, a11);
+        ROW(x2, a20, a21);
+        ROW(x3, a30, a31);
     }
     int64_t n = nb * 16;
     store(y, b, n, a00); store(y, b, n + 8, a01); store(y + N, b, n, a10); store(y + N, b, n + 8, a11);
@@ -104,13 +107,13 @@ static void k6x1(const uint16_t *wp, const float *x, int64_t K, float *y, int64_
     const uint16_t *p = wp + nb * K * 16;
     const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K, *x4 = x + 4 * K, *x5 = x + 5 * K;
     for (int64_t k = 0; k < K; k++) {
-        __m256 w0 = LD(p + k * 16), w1 = LD(p + k * 16 + 8), bt;
-        bt = _mm256_broadcast_ss(x0 + k); a00 = _mm256_fmadd_ps(w0, bt, a00); a01 = _mm256_fmadd_ps(w1, bt, a01);
-        bt = _mm256_broadcast_ss(x1 + k); a10 = _mm256_fmadd_ps(w0, bt, a10); a11 = _mm256_fmadd_ps(w1, bt, a11);
-        bt = _mm256_broadcast_ss(x2 + k); a20 = _mm256_fmadd_ps(w0, bt, a20); a21 = _mm256_fmadd_ps(w1, bt, a21);
-        bt = _mm256_broadcast_ss(x3 + k); a30 = _mm256_fmadd_ps(w0, bt, a30); a31 = _mm256_fmadd_ps(w1, bt, a31);
-        bt = _mm256_broadcast_ss(x4 + k); a40 = _mm256_fmadd_ps(w0, bt, a40); a41 = _mm256_fmadd_ps(w1, bt, a41);
-        bt = _mm256_broadcast_ss(x5 + k); a50 = _mm256_fmadd_ps(w0, bt, a50); a51 = _mm256_fmadd_ps(w1, bt, a51);
+        __m256 w0 = LD(p + k * 16), w1 = LD(p + k * 16 + 8);
+        ROW(x0, a00, a01);
+        ROW(x1, a10, a11);
+        ROW(x2, a20, a21);
+        ROW(x3, a30, a31);
+        ROW(x4, a40, a41);
+        ROW(x5, a50, a51);
     }
     int64_t n = nb * 16;
     store(y, b, n, a00); store(y, b, n + 8, a01); store(y + N, b, n, a10); store(y + N, b, n + 8, a11);
