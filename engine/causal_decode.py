@@ -161,7 +161,7 @@ class CausalDecoder(Decoder):
         if exact:
             n_cached, past = self.context_cache.take(ctx if state is not None else ctx[:-1], room, self._kv_shape())
         else:
-            n_cached, past = 0, KVBuffer.holding(None, room, shape=self._kv_shape())
+            n_cached, past = 0, KVBuffer.empty(self._kv_shape(), room)
         pending = ctx[n_cached:]                  # inputs without cached KV
         pos0 = n_cached                           # absolute position of pending[0]
         span = Span.of_masks(m, -1)

@@ -67,10 +67,13 @@ def pack_weight(weight, bias=None):
     """fbgemm's packed fp16 form of one weight [out, in] (and bias [out]); a list of weights
     (and of biases) is packed as their concatenation along the outputs."""
     def whole(t):
-        if t is None or isinstance(t, torch.Tensor):
-            return None if t is None else t.detach().float().contiguous()
-        return torch.cat([part.detach() for part in t]).float()     # one fp32 copy, as for a single weight
+        return None if t is None else joined(t).float().contiguous()      # one fp32 copy
     return torch.ops.quantized.linear_prepack_fp16(whole(weight), whole(bias))
+
+
+def joined(t):
+    """A tensor as it is, or a list of tensors concatenated along the outputs (detached)."""
+    return t.detach() if isinstance(t, torch.Tensor) else torch.cat([part.detach() for part in t])
 
 
 class KernelPack(NamedTuple):
@@ -86,9 +89,7 @@ def pack_block(weight, bias=None):
     rows = weight.shape[0] if isinstance(weight, torch.Tensor) else sum(w.shape[0] for w in weight)
     if cpu_gemm.library() is None or not cpu_gemm.supports(rows):
         return pack_weight(weight, bias)
-    w = weight if isinstance(weight, torch.Tensor) else torch.cat([part.detach() for part in weight])
-    b = bias if bias is None or isinstance(bias, torch.Tensor) else torch.cat([part.detach() for part in bias])
-    return KernelPack(cpu_gemm.pack(w), None if b is None else b.detach().float().contiguous())
+    return KernelPack(cpu_gemm.pack(joined(weight)), None if bias is None else joined(bias).float().contiguous())
 
 
 def block_product(flat: torch.Tensor, block) -> torch.Tensor:

@@ -61,24 +61,29 @@ class KVBuffer:
         self.layers = [LayerKV(self, i) for i in range(len(k))]
 
     @classmethod
-    def holding(cls, kv: Optional[KVList], capacity: int, like: Optional[KVList] = None,
-                shape: Optional[Tuple[int, int, int, torch.dtype, torch.device]] = None) -> "KVBuffer":
-        """A buffer of `capacity` positions holding a copy of kv (or empty: then its layer
-        shapes come from `shape` = (layers, Hkv, D, dtype, device))."""
+    def empty(cls, shape: Tuple[int, int, int, torch.dtype, torch.device], capacity: int) -> "KVBuffer":
+        """A buffer of `capacity` positions, none valid; shape = (layers, Hkv, D, dtype, device)."""
+        layers, hkv, d, dtype, device = shape
+        return cls([torch.empty(1, hkv, capacity, d, dtype=dtype, device=device) for _ in range(layers)],
+                   [torch.empty(1, hkv, capacity, d, dtype=dtype, device=device) for _ in range(layers)])
+
+    @classmethod
+    def holding(cls, kv: Optional[KVList], capacity: int, shape=None) -> "KVBuffer":
+        """A buffer of at least `capacity` positions holding a copy of kv (None: empty, and
+        then `shape` gives its layers, as for empty(); else kv does)."""
         if kv:
-            n = kv_len(kv)
-            layers, hkv, d = len(kv), kv[0][0].shape[1], kv[0][0].shape[3]
-            dtype, device = kv[0][0].dtype, kv[0][0].device
-        else:
-            n = 0
-            layers, hkv, d, dtype, device = shape
-        capacity = max(capacity, n)
-        ks = [torch.empty(1, hkv, capacity, d, dtype=dtype, device=device) for _ in range(layers)]
-        vs = [torch.empty(1, hkv, capacity, d, dtype=dtype, device=device) for _ in range(layers)]
-        for i in range(layers if n else 0):
-            ks[i][:, :, :n].copy_(kv[i][0])
-            vs[i][:, :, :n].copy_(kv[i][1])
-        return cls(ks, vs, n)
+            shape = (len(kv), kv[0][0].shape[1], kv[0][0].shape[3], kv[0][0].dtype, kv[0][0].device)
+        buffer = cls.empty(shape, max(capacity, kv_len(kv)))
+        for (k, v), (dst_k, dst_v) in zip(kv or [], zip(buffer.k, buffer.v)):
+            dst_k[:, :, :k.shape[2]].copy_(k)
+            dst_v[:, :, :v.shape[2]].copy_(v)
+        buffer.length = kv_len(kv)
+        return buffer
+
+    @property
+    def shape(self) -> Tuple[int, int, int, torch.dtype, torch.device]:
+        k = self.k[0]
+        return len(self.k), k.shape[1], k.shape[3], k.dtype, k.device
 
     @property
     def capacity(self) -> int:
@@ -95,9 +100,7 @@ class KVBuffer:
         (views handed out earlier keep the old storage)."""
         if positions <= self.capacity:
             return
-        grown = KVBuffer.holding(self.prefix(self.length), positions + self.SLACK) if self.length else \
-            KVBuffer.holding(None, positions + self.SLACK,
-                             shape=(len(self.k), self.k[0].shape[1], self.k[0].shape[3], self.k[0].dtype, self.k[0].device))
+        grown = KVBuffer.holding(self.prefix(self.length), positions + self.SLACK, self.shape)
         self.k, self.v = grown.k, grown.v
 
     def prefix(self, n: int) -> KVList:
@@ -161,7 +164,7 @@ class ContextCache:
             self.buffer.length = n
             self.buffer.reserve(capacity)
             return n, self.buffer
-        return n, KVBuffer.holding(kv, capacity + KVBuffer.SLACK, shape=shape)
+        return n, KVBuffer.holding(kv, capacity + KVBuffer.SLACK, shape)
 
     def store_buffer(self, ids: Sequence[int], buffer: KVBuffer,
                      last_hidden: Optional[torch.Tensor] = None) -> None:

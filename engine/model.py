@@ -18,7 +18,6 @@ from types import ModuleType
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import attend, mask_for_pass
