@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 SECTION = "dllm"
 POLICIES = ("threshold", "quota", "entropy")
-DTYPES = ("auto", "float32", "fp16-weights", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "gguf", "fp16-weights", "bfloat16", "float16")
 LOG_LEVELS = ("error", "warning", "info", "debug")
 
 
@@ -28,7 +28,7 @@ class Settings:
                                          # (the self-trained 5M model), a .gguf file, a model folder, or an HF repo id
                                          # in the local cache
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"                  # auto | float32 | fp16-weights | bfloat16 | float16
+    dtype: str = "auto"                  # auto | float32 | gguf | fp16-weights | bfloat16 | float16
     threads: int = 0                     # CPU threads for the engine; 0 = auto (half the cores, at least 1)
     policy: str = "threshold"            # threshold | quota | entropy
     threshold: float = 0.9               # threshold policy: commit masks with top-1 probability >= this

@@ -39,14 +39,15 @@ import subprocess
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "kernels" / "cpu_fp16_gemm.c"
-FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC"]
+SOURCE = Path(__file__).parent / "kernels" / "cpu_gemm.c"
+# -ffp-contract=off: a code weight is s * q - m as two roundings, as numpy computes it (never fused)
+FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]
 ENV_SWITCH = "DLLM_CPU_GEMM"          # "0": never use the kernel (fbgemm's products instead)
 CPU_FLAGS = ("avx2", "fma", "f16c")
 BLOCK = 16                            # outputs per packed block
@@ -103,7 +104,7 @@ def library() -> Optional[ctypes.CDLL]:
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
         key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
-        path = cache_root() / "kernels" / f"cpu_fp16_gemm-{key}.so"
+        path = cache_root() / "kernels" / f"cpu_gemm-{key}.so"
         if not path.is_file():
             _build(cc, path)
         lib = ctypes.CDLL(str(path))
@@ -114,6 +115,8 @@ def library() -> Optional[ctypes.CDLL]:
     P, I = ctypes.c_void_p, ctypes.c_int64
     lib.fp16_gemm.argtypes = [P, I, I, P, P, P, I, ctypes.c_int]
     lib.fp16_gemm.restype = None
+    lib.q8_gemm.argtypes = [P, I, I, P, P, P, ctypes.c_int, P, P, I, ctypes.c_int]
+    lib.q8_gemm.restype = None
     if not _passes_check(lib):
         log.warning("fp16 CPU kernel at %s disagrees with the torch reference: not used", path)
         return None
@@ -122,14 +125,19 @@ def library() -> Optional[ctypes.CDLL]:
 
 def _passes_check(lib) -> bool:
     gen = torch.Generator().manual_seed(0)
-    w = torch.randn(64, 40, generator=gen)
+    w = torch.randn(64, 64, generator=gen)
     b = torch.randn(64, generator=gen)
     packed = pack(w)
+    codes = torch.randint(-32, 32, (64, 64), generator=gen, dtype=torch.int8)
+    scale, offset = torch.rand(64, 4, generator=gen), torch.rand(64, 4, generator=gen)
+    code_packs = [pack_codes(codes, scale, None), pack_codes(codes, scale, offset)]
     for rows in (1, 2, 3, 4, 5, 7, 13):
-        x = torch.randn(rows, 40, generator=gen)
-        got = _call(lib, x, packed, b, 64)
-        if not torch.allclose(got, reference(x, packed, b), rtol=1e-5, atol=1e-5):
+        x = torch.randn(rows, 64, generator=gen)
+        if not torch.allclose(_call(lib, x, packed, b, 64), reference(x, packed, b), rtol=1e-5, atol=1e-5):
             return False
+        for cp in code_packs:
+            if not torch.allclose(_call_codes(lib, x, cp, b), codes_reference(x, cp, b), rtol=1e-5, atol=1e-4):
+                return False
     return True
 
 
@@ -157,20 +165,95 @@ def reference(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor
     return y if bias is None else y + bias
 
 
+class CodePack(NamedTuple):
+    """A weight w = scale * code (- offset) in the kernel's layout, G columns sharing a scale:
+    codes int8 [N/16, K, 16]; scale and offset (or None) fp32 [N/16, K/G, 16]."""
+    codes: torch.Tensor
+    scale: torch.Tensor
+    offset: Optional[torch.Tensor]
+
+    @property
+    def group(self) -> int:
+        return self.codes.shape[1] // self.scale.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.codes.shape[0] * BLOCK
+
+
+def pack_codes(codes: torch.Tensor, scale: torch.Tensor, offset: Optional[torch.Tensor]) -> CodePack:
+    """codes int8 [N, K], scale (and offset) fp32 [N, K/G] -> a CodePack (G a power of two)."""
+    n, k = codes.shape
+    groups = scale.shape[1]
+    group = k // groups if groups else 0
+    if n % ALIGN or codes.dtype != torch.int8 or scale.shape != (n, groups) or not group or group * groups != k \
+            or group & (group - 1) or (offset is not None and offset.shape != scale.shape):
+        raise ValueError(f"codes {tuple(codes.shape)} {codes.dtype} with scales {tuple(scale.shape)}: the kernel "
+                         f"takes int8 codes [N, K] (N a multiple of {ALIGN}) and scales [N, K/G], G a power of two")
+
+    def blocked(t):
+        return t.reshape(n // BLOCK, BLOCK, t.shape[1]).transpose(1, 2).contiguous()
+    return CodePack(blocked(codes), blocked(scale.float()), None if offset is None else blocked(offset.float()))
+
+
+def unpack_codes(pack: CodePack) -> torch.Tensor:
+    """The fp32 weight [N, K] of a CodePack: scale * code (- offset), rounded as the kernel does."""
+    def flat(t):
+        return t.transpose(1, 2).reshape(pack.out_features, t.shape[1])
+    w = flat(pack.scale).repeat_interleave(pack.group, dim=1) * flat(pack.codes).float()
+    return w if pack.offset is None else w - flat(pack.offset).repeat_interleave(pack.group, dim=1)
+
+
+def codes_reference(x: torch.Tensor, pack: CodePack, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """The torch oracle of codes_gemm: x [R, K] @ W^T (+ b) in fp32 -> [R, N]."""
+    y = x.float() @ unpack_codes(pack).T
+    return y if bias is None else y + bias
+
+
 def gemm(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """x [R, K] fp32 -> [R, N] through the kernel (library() must not be None)."""
     return _call(library(), x, packed, bias, packed.shape[0] * BLOCK)
 
 
-def _call(lib, x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor], n: int) -> torch.Tensor:
+def codes_gemm(x: torch.Tensor, pack: CodePack, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x [R, K] fp32 -> [R, N] through the kernel from int8 codes (library() must not be None)."""
+    return _call_codes(library(), x, pack, bias)
+
+
+def _inputs(x: torch.Tensor, k: int, n: int, bias: Optional[torch.Tensor], what: str) -> torch.Tensor:
     x = x.float().contiguous()
-    rows, k = x.shape
-    if packed.dtype != torch.float16 or packed.shape[1] != k or not packed.is_contiguous():
-        raise ValueError(f"pack {tuple(packed.shape)} {packed.dtype} does not take inputs of {k} features")
+    if x.dim() != 2 or x.shape[1] != k:
+        raise ValueError(f"{what} does not take inputs of shape {tuple(x.shape)}")
     if bias is not None and (bias.dtype != torch.float32 or bias.numel() != n or not bias.is_contiguous()):
         raise ValueError("bias must be contiguous float32 of the outputs' size")
+    return x
+
+
+def _call(lib, x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor], n: int) -> torch.Tensor:
+    if packed.dtype != torch.float16 or packed.dim() != 3 or not packed.is_contiguous():
+        raise ValueError(f"pack {tuple(packed.shape)} {packed.dtype} is not an fp16 kernel pack")
+    x = _inputs(x, packed.shape[1], n, bias, f"pack {tuple(packed.shape)}")
+    rows, k = x.shape
     y = torch.empty(rows, n)
     if rows:
         lib.fp16_gemm(x.data_ptr(), rows, k, packed.data_ptr(), None if bias is None else bias.data_ptr(),
                       y.data_ptr(), n, torch.get_num_threads())
+    return y
+
+
+def _call_codes(lib, x: torch.Tensor, pack: CodePack, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    codes, scale, offset = pack
+    blocks, k, _ = codes.shape
+    group = pack.group
+    if codes.dtype != torch.int8 or scale.dtype != torch.float32 or scale.shape != (blocks, k // group, BLOCK) \
+            or group & (group - 1) or not all(t is None or t.is_contiguous() for t in pack) \
+            or (offset is not None and (offset.dtype != torch.float32 or offset.shape != scale.shape)):
+        raise ValueError(f"codes {tuple(codes.shape)} with scales {tuple(scale.shape)} are not a kernel pack")
+    n = blocks * BLOCK
+    x = _inputs(x, k, n, bias, f"codes {tuple(codes.shape)}")
+    y = torch.empty(x.shape[0], n)
+    if x.shape[0]:
+        lib.q8_gemm(x.data_ptr(), x.shape[0], k, codes.data_ptr(), scale.data_ptr(),
+                    None if offset is None else offset.data_ptr(), group.bit_length() - 1,
+                    None if bias is None else bias.data_ptr(), y.data_ptr(), n, torch.get_num_threads())
     return y

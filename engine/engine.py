@@ -25,7 +25,8 @@ from .causal_decode import CausalDecoder
 from .decode import Decoder
 from .catalog import EMBEDDED_MODEL_DIR, catalog_entry, pulled_file
 from .errors import CheckpointError, ModelNotFoundError
-from .gguf_import import cached_folder, find_gguf
+from . import cpu_gemm, gguf_codes
+from .gguf_import import cached_folder, find_gguf, read_exact
 from .kernels import select_backend
 from .half_linear import HalfLinear, fp16_gemm_available, pack_fp16
 from .kvcache import ContextCache
@@ -95,7 +96,7 @@ def cpu_has_bf16_units() -> bool:
 def pick_dtype(dtype: str, device: str, cfg: Optional[ModelConfig] = None) -> torch.dtype:
     """"auto": bf16 on CUDA; on the CPU, bf16 for an AR model stored in bf16 (a converted GGUF)
     when the CPU has bf16 units, else fp32 ("fp16-weights": fp32 activations, see pick_weights)."""
-    if dtype == "fp16-weights":
+    if dtype in ("fp16-weights", "gguf"):
         return torch.float32
     if dtype == "auto":
         if device.startswith("cuda"):
@@ -103,22 +104,42 @@ def pick_dtype(dtype: str, device: str, cfg: Optional[ModelConfig] = None) -> to
         stored_bf16 = cfg is not None and cfg.family == "ar" and cfg.torch_dtype == "bfloat16"
         return torch.bfloat16 if stored_bf16 and cpu_has_bf16_units() else torch.float32
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be auto, float32, fp16-weights, bfloat16 or float16, not {dtype!r}")
+        raise ValueError(f"dtype must be auto, float32, gguf, fp16-weights, bfloat16 or float16, not {dtype!r}")
     return _DTYPES[dtype]
 
 
-def pick_weights(dtype: str, device: str, torch_dtype: torch.dtype, cfg: ModelConfig) -> str:
-    """"fp16": the linear layers' weights packed as fp16 for fbgemm (half_linear.py), what
-    "auto" picks for a causal (AR) model on a CPU computing in fp32 where torch has fbgemm;
-    "dense": the weights as loaded."""
+def pick_weights(dtype: str, device: str, torch_dtype: torch.dtype, cfg: ModelConfig,
+                 has_exact: bool = False) -> str:
+    """"gguf": the GGUF file's own weights (its quantized matrices' int8 codes, multiplied by our
+    CPU kernel; gguf_codes.py), what "auto" picks for a causal (AR) model converted from a GGUF
+    (`has_exact`: its folder holds them) on a CPU computing in fp32 where our kernel runs;
+    "fp16": the linear layers' weights (the converted bf16 copy) packed as fp16 (half_linear.py),
+    "auto"'s choice for other causal models on a CPU with fbgemm; "dense": the weights as loaded."""
+    cpu_ar = device.startswith("cpu") and torch_dtype == torch.float32 and cfg.attention == "causal"
+    if dtype == "gguf":
+        if not (cpu_ar and has_exact and cpu_gemm.library() is not None):
+            raise ValueError("dtype gguf needs a causal model converted from a GGUF file (with its exact weights), "
+                             "the CPU and our kernel (" + (cpu_gemm.unavailable_reason() or "built") + ")")
+        return "gguf"
     if dtype == "fp16-weights":
         if not device.startswith("cpu") or not fp16_gemm_available():
             raise ValueError("dtype fp16-weights needs the CPU and a torch build with fbgemm (x86)")
         return "fp16"
-    if (dtype == "auto" and device.startswith("cpu") and torch_dtype == torch.float32
-            and cfg.attention == "causal" and fp16_gemm_available()):
+    if dtype == "auto" and cpu_ar and has_exact and cpu_gemm.library() is not None:
+        return "gguf"
+    if dtype == "auto" and cpu_ar and fp16_gemm_available():
         return "fp16"
     return "dense"
+
+
+def exact_state(exact, state: dict) -> dict:
+    """The tensors of `state` that the GGUF's exact weights replace: its fp32 vectors, and an
+    embedding table held as codes dequantized (a lookup reads rows; gguf_codes.dequantize)."""
+    out = {name: t for name, t in exact.dense.items() if name in state}
+    for name, (codes, scale, offset) in exact.codes.items():
+        if name == "embed_tokens.weight" and name in state:
+            out[name] = gguf_codes.dequantize_torch(codes, scale, offset)
+    return out
 
 
 def build_model(cfg: ModelConfig, device: str, dtype: torch.dtype, kernels: str = "auto") -> DecoderModel:
@@ -128,6 +149,14 @@ def build_model(cfg: ModelConfig, device: str, dtype: torch.dtype, kernels: str 
     d = cfg.head_dim
     model.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d))
     return model
+
+
+def packed_weights(packed) -> str:
+    """What describe() says of the packed linear layers: "gguf (our AVX2 kernel)" where every
+    one multiplies the GGUF's codes, else "fp16 (...)" and whose kernel; "+ fp16" when mixed."""
+    kernel = "our AVX2 kernel" if all(m.kernel == "ours" for m in packed) else "fbgemm"
+    forms = {m.form for m in packed}
+    return f"{'gguf' if forms == {'gguf'} else 'gguf + fp16' if 'gguf' in forms else 'fp16'} ({kernel})"
 
 
 class Engine:
@@ -176,17 +205,20 @@ class Engine:
         device = pick_device(device)
         torch_dtype = pick_dtype(dtype, device, cfg)
         tokenizer = TextTokenizer.from_folder(folder, special_ids=cfg.stop_ids | {cfg.mask_id})
-        weights = pick_weights(dtype, device, torch_dtype, cfg)
-        # packed fp16 weights: read the stored bf16/fp16 tensors as they are and convert each
+        exact = read_exact(folder, cfg) if dtype in ("auto", "gguf") else None
+        weights = pick_weights(dtype, device, torch_dtype, cfg, has_exact=exact is not None)
+        # packed weights: read the stored bf16/fp16 tensors as they are and convert each
         # block to fp32 inside the packing threads, so the whole fp32 model never exists at once
         stored = _DTYPES.get(str(cfg.torch_dtype))
-        read_as = stored if weights == "fp16" and stored in (torch.bfloat16, torch.float16) else torch_dtype
+        read_as = stored if weights in ("fp16", "gguf") and stored in (torch.bfloat16, torch.float16) else torch_dtype
         model = build_model(cfg, device, read_as, kernels)
         state = load_state(cfg, folder, expected_shapes(model), read_as, device)
+        if weights == "gguf":
+            state.update(exact_state(exact, state))
         model.load_state_dict(state, strict=True, assign=True)
-        if weights == "fp16":
+        if weights in ("fp16", "gguf"):
             del state
-            pack_fp16(model)
+            pack_fp16(model, codes=exact.codes if weights == "gguf" else None)
             model.to(torch_dtype)                 # what is left: embedding, norms, biases
         attach_cuda_graphs(model, cuda_graphs)      # "auto": on for CUDA unless DLLM_CUDA_GRAPHS=0
         if tokenizer.vocab_size > cfg.vocab_size:
@@ -230,7 +262,6 @@ class Engine:
         n_params = sum(p.numel() for p in self.model.parameters()) + sum(m.n_params for m in packed)
         return {"name": self.name, "family": self.cfg.family, "attention": self.cfg.attention,
                 "parameters": n_params, "device": str(self.model.device), "dtype": str(self.model.dtype).replace("torch.", ""),
-                "weights": (f"fp16 ({'our AVX2 kernel' if all(m.kernel == 'ours' for m in packed) else 'fbgemm'})"
-                            if packed else str(self.model.dtype).replace("torch.", "")),
+                "weights": (packed_weights(packed) if packed else str(self.model.dtype).replace("torch.", "")),
                 "kernels": self.model.kernels.NAME, "block_size": self.cfg.block_size,
                 "drafter": self.drafter_path}

@@ -6,8 +6,10 @@ the `gguf` package (llama.cpp's own reader and dequantizers: Q4_K, Q5_K, Q6_K, Q
 F16, BF16, F32 and the rest it knows), maps the names of the `qwen2` and `llama`
 architectures onto the HF layout (undoing llama.cpp's q/k row permutation for `llama`),
 and writes an HF-style folder: config.json, tokenizer.json (built from the metadata with
-`tokenizers`), model.safetensors (bf16) and source.json. That folder then loads through the
-same path as any checkpoint folder, memory-mapped, in about a second.
+`tokenizers`), model.safetensors (bf16), exact/gguf.safetensors (the file's exact weights: the
+quantized matrices' int8 codes and scales, gguf_codes.py, which the CPU kernel multiplies, and
+the fp32 norms and biases; `read_exact`) and source.json. That folder then loads through the same path as any checkpoint folder,
+memory-mapped, in about a second.
 
 `cached_folder(path)` keeps one converted copy per GGUF file in the user cache directory,
 keyed by the file's resolved path, size and mtime. The folder is built under a temporary
@@ -25,16 +27,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from . import gguf_codes
 from .config import END_OF_GENERATION_TEXTS
 from .errors import CheckpointError
 from .weights import tensor_problems
 
 SUPPORTED_ARCHS = ("qwen2", "llama")
-CONVERTER_VERSION = 1          # bump when the folder layout changes: old copies are rebuilt
+CONVERTER_VERSION = 2          # bump when the folder layout changes: old copies are rebuilt (2: codes)
+EXACT_FILE = "exact/gguf.safetensors"   # the file's own weights: codes and scales, fp32 vectors (read_exact)
 
 
 # llama.cpp pre-tokenizer name -> the split regex it stands for (byte-level BPE families).
@@ -256,11 +260,14 @@ def expected_hf_shapes(cfg: dict) -> Dict[str, Tuple[int, ...]]:
     return shapes
 
 
-def read_state(reader, path: Path, cfg: dict) -> Dict[str, "object"]:
-    """Every model tensor as bf16 torch under HF names; one error lists every mismatch."""
+def read_state(reader, path: Path, cfg: dict) -> Tuple[Dict[str, "object"], Dict[str, "object"]]:
+    """Every model tensor as bf16 torch under HF names, and the exact weights (EXACT_FILE): the
+    quantized matrices' codes (gguf_codes.py) as torch tensors under `<name>.codes`, `.scale`,
+    `.offset`, and the vectors (norms, biases) in fp32 under their names; one error lists
+    every mismatch."""
     import torch
     expected = expected_hf_shapes(cfg)
-    state, unexpected, misshaped, misshaped_names = {}, [], [], set()
+    state, codes, unexpected, misshaped, misshaped_names = {}, {}, [], [], set()
     for tensor in reader.tensors:
         name = hf_tensor_name(tensor.name)
         if name is None or name not in expected:
@@ -271,17 +278,59 @@ def read_state(reader, path: Path, cfg: dict) -> Dict[str, "object"]:
             misshaped.append(f"{tensor.name} {list(data.shape)} (expected {list(expected[name])})")
             misshaped_names.add(name)
             continue
-        if cfg["model_type"] == "llama" and (".q_proj." in name or ".k_proj." in name):
+        permuted = cfg["model_type"] == "llama" and (".q_proj." in name or ".k_proj." in name)
+        if permuted:
             heads = cfg["num_attention_heads"] if ".q_proj." in name else cfg["num_key_value_heads"]
             data = unpermute_rows(data, heads)
         if not data.flags.writeable or not data.flags.c_contiguous:     # F32 tensors view the read-only file
             data = np.array(data, copy=True, order="C")
         state[name] = torch.from_numpy(data).to(torch.bfloat16)
+        if data.ndim == 2 and gguf_codes.supported(tensor.tensor_type.name):
+            c = gguf_codes.codes_of(tensor.tensor_type.name, tensor.data, *data.shape)
+            if permuted:
+                c = gguf_codes.take_rows(c, unpermute_rows(np.arange(data.shape[0]), heads))
+            for part, value in zip(("codes", "scale", "offset"), c):
+                if value is not None:
+                    codes[f"{name}.{part}"] = torch.from_numpy(value)
+        elif data.ndim == 1:                                            # norms and biases: fp32 as stored
+            codes[name] = torch.from_numpy(data.astype(np.float32))
     missing = sorted(set(expected) - set(state) - misshaped_names)
     problems = tensor_problems(missing, unexpected, misshaped, most=10)
     if problems:
         raise CheckpointError(f"{path}: tensors do not match the metadata; {problems}")
-    return state
+    return state, codes
+
+
+class ExactWeights(NamedTuple):
+    """A converted GGUF's own weights under our parameter names (weights.model_name)."""
+    codes: Dict[str, Tuple["object", "object", Optional["object"]]]   # matrix -> int8 codes, scale, offset
+    dense: Dict[str, "object"]                                         # vector -> fp32
+
+
+def read_exact(folder: Path, cfg) -> Optional[ExactWeights]:
+    """The exact weights of a converted folder (EXACT_FILE), None where it has none (a folder
+    not converted from a GGUF, or converted before they were written). CheckpointError for an
+    unreadable file."""
+    from safetensors import safe_open
+    from .weights import model_name
+    path = Path(folder) / EXACT_FILE
+    if not path.is_file():
+        return None
+    parts: Dict[str, Dict[str, object]] = {}
+    dense = {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                base, _, part = key.rpartition(".")
+                if part in ("codes", "scale", "offset"):
+                    parts.setdefault(model_name(cfg, base), {})[part] = f.get_tensor(key)
+                else:                             # a copy: a view would keep the whole file mapped
+                    dense[model_name(cfg, key)] = f.get_tensor(key).clone()
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read the exact weights ({type(exc).__name__}: {exc})") from exc
+    if None in parts or None in dense or any("codes" not in p or "scale" not in p for p in parts.values()):
+        raise CheckpointError(f"{path}: exact weights with unknown names or missing parts")
+    return ExactWeights({n: (p["codes"], p["scale"], p.get("offset")) for n, p in parts.items()}, dense)
 
 
 def convert_gguf(path: Path, out: Path) -> Path:
@@ -299,11 +348,15 @@ def convert_gguf(path: Path, out: Path) -> Path:
         raise CheckpointError(f"{path}: tensor 'token_embd.weight' is missing")
     n_rows = int(embd.shape.tolist()[-1])
     cfg = config_from_metadata(meta, names, n_rows, tokens)
-    state = read_state(reader, path, cfg)
+    state, codes = read_state(reader, path, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".part-", dir=out.parent))
     try:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        del state
+        if codes:
+            (tmp / EXACT_FILE).parent.mkdir()
+            save_file(codes, str(tmp / EXACT_FILE), metadata={"format": "pt"})
         tokenizer.save(str(tmp / "tokenizer.json"))
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
         (tmp / "source.json").write_text(json.dumps(_source_facts(path), indent=1))

@@ -41,7 +41,7 @@ import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -77,24 +77,36 @@ def joined(t):
 
 
 class KernelPack(NamedTuple):
-    """One block of a HalfLinear in the layout of our C kernel (cpu_gemm.py)."""
-    weight: torch.Tensor              # fp16 [N/16, K, 16]
-    bias: Optional[torch.Tensor]      # fp32 [N] or None
+    """One block of a HalfLinear in a layout of our C kernel (cpu_gemm.py)."""
+    weight: Union[torch.Tensor, cpu_gemm.CodePack]   # fp16 [N/16, K, 16], or a GGUF matrix's int8 codes
+    bias: Optional[torch.Tensor]                       # fp32 [N] or None
 
 
-def pack_block(weight, bias=None):
+Codes = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]     # int8 [N, K], fp32 [N, K/G] x 2 (or None)
+
+
+def pack_block(weight, bias=None, codes: Optional[Sequence[Codes]] = None):
     """One block packed for our C kernel where it runs here and takes the block's size
     (cpu_gemm.py: fbgemm's numbers for most row counts, 15-30% faster for 1-3 rows), else
-    fbgemm's pack (pack_weight). weight/bias: a tensor or a list to concatenate, as there."""
+    fbgemm's pack (pack_weight). weight/bias: a tensor or a list to concatenate, as there.
+    `codes`: the block's GGUF codes (one per weight of the list), packed instead of `weight`
+    (the caller checked that the kernel runs and that they share a group and an offset form)."""
+    b = None if bias is None else joined(bias).float().contiguous()
+    if codes is not None:
+        offsets = [c[2] for c in codes]
+        return KernelPack(cpu_gemm.pack_codes(torch.cat([c[0] for c in codes]), torch.cat([c[1] for c in codes]),
+                                              None if offsets[0] is None else torch.cat(offsets)), b)
     rows = weight.shape[0] if isinstance(weight, torch.Tensor) else sum(w.shape[0] for w in weight)
     if cpu_gemm.library() is None or not cpu_gemm.supports(rows):
         return pack_weight(weight, bias)
-    return KernelPack(cpu_gemm.pack(joined(weight)), None if bias is None else joined(bias).float().contiguous())
+    return KernelPack(cpu_gemm.pack(joined(weight)), b)
 
 
 def block_product(flat: torch.Tensor, block) -> torch.Tensor:
     """flat [R, in] times one packed block -> [R, block outputs]."""
     if isinstance(block, KernelPack):
+        if isinstance(block.weight, cpu_gemm.CodePack):
+            return cpu_gemm.codes_gemm(flat, block.weight, block.bias)
         return cpu_gemm.gemm(flat, block.weight, block.bias)
     return torch.ops.quantized.linear_dynamic_fp16(flat, block)
 
@@ -122,8 +134,14 @@ class HalfLinear(nn.Module):
         """Whose products these are: "ours" (cpu_gemm.py) or "fbgemm"."""
         return "ours" if all(isinstance(p, KernelPack) for p in self.packed) else "fbgemm"
 
+    @property
+    def form(self) -> str:
+        """The stored weights: "gguf" (the file's int8 codes and scales) or "fp16"."""
+        return "gguf" if all(isinstance(p, KernelPack) and isinstance(p.weight, cpu_gemm.CodePack)
+                             for p in self.packed) else "fp16"
+
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, weights=fp16 ({self.kernel})"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, weights={self.form} ({self.kernel})"
                 + (f", {len(self.packed)} blocks" if len(self.packed) > 1 else ""))
 
 
@@ -177,9 +195,15 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
     if isinstance(module, SliceOf):
         return dense_weight(module.fused)[module.start:module.end]
     if isinstance(module, HalfLinear):
-        return torch.cat([cpu_gemm.unpack(p.weight) if isinstance(p, KernelPack)
-                          else torch.ops.quantized.linear_unpack_fp16(p)[0].float() for p in module.packed])
+        return torch.cat([_unpacked(p) for p in module.packed])
     return module.weight
+
+
+def _unpacked(block) -> torch.Tensor:
+    if isinstance(block, KernelPack):
+        w = block.weight
+        return cpu_gemm.unpack_codes(w) if isinstance(w, cpu_gemm.CodePack) else cpu_gemm.unpack(w)
+    return torch.ops.quantized.linear_unpack_fp16(block)[0].float()
 
 
 def is_linear(module: nn.Module) -> bool:
@@ -202,14 +226,20 @@ def _fusable(parent: nn.Module, fused_name: str, names: Sequence[str]) -> Option
     return parts
 
 
-def pack_fp16(model: nn.Module, workers: Optional[int] = None, fuse: bool = True) -> int:
+def pack_fp16(model: nn.Module, workers: Optional[int] = None, fuse: bool = True,
+              codes: Optional[Dict[str, Codes]] = None) -> int:
     """Swap every nn.Linear of `model` (a CPU model, fp32 or its stored bf16/fp16) for a
     HalfLinear; returns how many.
     fbgemm's packing runs at ~45M weights a second on one core (0.5B: ~8 s), so the blocks are
     packed by `workers` threads (default: every core, since nothing else runs during a load, even
     where the `threads` setting gives inference fewer; the op releases the GIL). The
     loaded weights are freed as modules are swapped, and the freed heap is handed back.
-    fuse=False packs every projection alone (FUSIONS ignored)."""
+    fuse=False packs every projection alone (FUSIONS ignored).
+    `codes`: GGUF codes by parameter name ("layers.0.mlp.up_proj.weight"; gguf_import.read_exact):
+    a matrix that has them is packed from them (its exact GGUF weights) where our kernel runs,
+    the parts of a fused matrix only when all of them have codes of one group and offset form."""
+    codes = codes if codes is not None and cpu_gemm.library() is not None else {}
+    module_names = {id(m): name for name, m in model.named_modules()}
     targets = []                  # (parent, attribute, [(part name, linear)]): one matrix each
     for parent in list(model.modules()):
         fused_away = set()
@@ -220,18 +250,21 @@ def pack_fp16(model: nn.Module, workers: Optional[int] = None, fuse: bool = True
                 fused_away.update(names)
         targets += [(parent, name, [(name, child)]) for name, child in parent.named_children()
                     if isinstance(child, nn.Linear) and name not in fused_away]
-    jobs = []                     # (target index, weight or weights, bias or biases)
+    jobs = []                     # (target index, weight or weights, bias or biases, codes or None)
     for k, (_, _, parts) in enumerate(targets):
+        found = _codes_for([module_names[id(p)] + ".weight" for _, p in parts], codes)
         if len(parts) == 1:
-            jobs += [(k, w, b) for w, b in blocks_of(parts[0][1])]
+            jobs += [(k, w, b, None if found is None else [tuple(None if t is None else t[i:i + CHUNK_ROWS]
+                                                                 for t in found[0])])
+                     for i, (w, b) in zip(range(0, parts[0][1].out_features, CHUNK_ROWS), blocks_of(parts[0][1]))]
         else:
             bias = None if parts[0][1].bias is None else [p.bias for _, p in parts]
-            jobs.append((k, [p.weight for _, p in parts], bias))
+            jobs.append((k, [p.weight for _, p in parts], bias, found))
     cpu_gemm.library()            # built (or found) once here, not by each packing thread
     with ThreadPoolExecutor(max(1, workers or os.cpu_count() or 1)) as pool:
-        packed = list(pool.map(lambda job: pack_block(job[1], job[2]), jobs))
+        packed = list(pool.map(lambda job: pack_block(job[1], job[2], job[3]), jobs))
     per_module: Dict[int, List] = {}
-    for (k, _, _), p in zip(jobs, packed):
+    for (k, _, _, _), p in zip(jobs, packed):
         per_module.setdefault(k, []).append(p)
     del jobs, packed
     for k, (parent, name, parts) in enumerate(targets):
@@ -250,6 +283,22 @@ def pack_fp16(model: nn.Module, workers: Optional[int] = None, fuse: bool = True
     del targets
     release_freed_memory()
     return swapped
+
+
+def _codes_for(weight_names: Sequence[str], codes: Dict[str, Codes]) -> Optional[List[Codes]]:
+    """The codes of every one of these weights if all have them, packable as one matrix (one
+    group, all with offsets or none, a multiple of 32 outputs in all), else None."""
+    found = [codes.get(n) for n in weight_names]
+    if not found or any(c is None for c in found):
+        return None
+    groups = {c[0].shape[1] // c[1].shape[1] for c in found}
+    if len(groups) != 1 or len({c[2] is None for c in found}) != 1 \
+            or not cpu_gemm.supports(sum(c[0].shape[0] for c in found)):
+        return None
+    if len(found) == 1 and found[0][0].shape[0] > CHUNK_ROWS and not all(
+            cpu_gemm.supports(min(CHUNK_ROWS, found[0][0].shape[0] - i)) for i in range(0, found[0][0].shape[0], CHUNK_ROWS)):
+        return None
+    return found
 
 
 MMAP_THRESHOLD = 4 << 20     # bytes: larger blocks are mapped and unmapped on their own

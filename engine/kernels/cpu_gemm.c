@@ -1,0 +1,272 @@
+// y[T, N] = x[T, K] W[N, K]^T (+ b[N]) on x86 CPUs with AVX2/FMA/F16C: the matrix products of
+// engine/cpu_gemm.py (its docstring states the design; its `reference` functions are the
+// torch oracles). x, y and every sum are fp32; W is stored in one of three forms:
+//
+//   F16   fp16 weights, packed [N/16][K][16] halves (fp16_gemm);
+//   Q     int8 codes q packed [N/16][K][16] and fp32 scales s [N/16][K/G][16]: w = s * q
+//         (q8_gemm with offsets NULL: GGUF's Q8_0, Q5_0, Q6_K blocks);
+//   QM    as Q with fp32 offsets m in the layout of s: w = s * q - m (GGUF's Q4_K blocks).
+//
+// For each block of 16 outputs its K columns lie in order, so a block streams from memory once.
+// A weight vector (8 outputs at one k) is made in registers (Q: one multiply, QM: then one
+// subtraction, never fused: compiled with -ffp-contract=off, so w is exactly numpy's s * q - m,
+// what gguf's dequantizers compute) and every output accumulates k = 0..K-1 in order, one FMA a
+// step from 0.0, then adds its bias: the same arithmetic whatever T is and whichever kernel
+// below computes it, so a row's outputs do not depend on the rows beside it. Kernels by rows x
+// blocks: 1x4 (one row: 8 independent sums), 1x1, 2x2, 3x2, 4x1, 6x1 (12 sums: long inputs);
+// each keeps its sums in the 16 AVX registers as named variables (arrays of vectors made GCC
+// spill them). The form is a compile-time constant of each kernel's copy (always_inline), so
+// the form's branch is folded away. Blocks are split between OpenMP threads; N must be a
+// multiple of 32, G a power of two dividing K.
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#define INLINE static inline __attribute__((always_inline))
+enum form { F16, Q, QM, F32 };
+struct weights {
+    const uint16_t *half;     // F16: [N/16][K][16]
+    const int8_t *codes;      // Q, QM: [N/16][K][16]
+    const float *scale;       // Q, QM: [N/16][K/G][16]
+    const float *offset;      // QM: [N/16][K/G][16]
+    const float *dense;       // F32: one block [K][16], the block being computed (a long input's buffer)
+    int64_t K;
+    int group_shift;          // log2 G
+};
+// one block of 16 outputs: its columns, and the scales (offsets) of its first group
+struct block { const void *columns; const float *scale, *offset; };
+INLINE struct block block_at(const struct weights *w, const enum form f, int64_t blk) {
+    struct block b = {0, 0, 0};
+    if (f == F16) { b.columns = w->half + blk * w->K * 16; return b; }
+    if (f == F32) { b.columns = w->dense; return b; }
+    int64_t at = blk * (w->K >> w->group_shift) * 16;
+    b.columns = w->codes + blk * w->K * 16;
+    b.scale = w->scale + at;
+    b.offset = f == QM ? w->offset + at : 0;
+    return b;
+}
+// the block's 8 weights of outputs 8 * h .. + 7 at column k, which lies in group g (the
+// kernels loop over groups, then over a group's columns, so a scale's address is fixed within
+// a group; F16 has one group of K columns)
+INLINE __m256 wv(const enum form f, const struct block *b, int64_t k, int h, int64_t g) {
+    if (f == F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)b->columns + k * 16 + 8 * h)));
+    if (f == F32)
+        return _mm256_loadu_ps((const float *)b->columns + k * 16 + 8 * h);
+    __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)b->columns + k * 16 + 8 * h))));
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(b->scale + g * 16 + 8 * h), q);
+    return f == QM ? _mm256_sub_ps(v, _mm256_loadu_ps(b->offset + g * 16 + 8 * h)) : v;
+}
+INLINE int64_t group_of(const struct weights *w, const enum form f) { return f == F16 || f == F32 ? w->K : (int64_t)1 << w->group_shift; }
+// for (k = 0; k < K; k++) as a loop over groups g and their columns k
+#define COLUMNS const int64_t G_ = group_of(w, f); \
+    for (int64_t g = 0; g * G_ < w->K; g++) for (int64_t k = g * G_; k < (g + 1) * G_; k++)
+#define FMA(w, x, a) a = _mm256_fmadd_ps(w, x, a)
+// step k of one input row xp on a block: its two sums += the block's two weight vectors times xp[k]
+#define ROW(xp, lo, hi) do { __m256 bt_ = _mm256_broadcast_ss((xp) + k); FMA(w0, bt_, lo); FMA(w1, bt_, hi); } while (0)
+INLINE void store(float *y, const float *b, int64_t n, __m256 v) {
+    if (b) v = _mm256_add_ps(v, _mm256_loadu_ps(b + n));
+    _mm256_storeu_ps(y + n, v);
+}
+// 1 row x 4 blocks (64 outputs from block nb)
+INLINE void k1x4(const struct weights *w, const enum form f, const float *x, float *y, int64_t nb, const float *b) {
+    const struct block blk0 = block_at(w, f, nb), blk1 = block_at(w, f, nb + 1), blk2 = block_at(w, f, nb + 2), blk3 = block_at(w, f, nb + 3);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    COLUMNS {
+        __m256 xv = _mm256_broadcast_ss(x + k);
+        FMA(wv(f, &blk0, k, 0, g), xv, a0); FMA(wv(f, &blk0, k, 1, g), xv, a1);
+        FMA(wv(f, &blk1, k, 0, g), xv, a2); FMA(wv(f, &blk1, k, 1, g), xv, a3);
+        FMA(wv(f, &blk2, k, 0, g), xv, a4); FMA(wv(f, &blk2, k, 1, g), xv, a5);
+        FMA(wv(f, &blk3, k, 0, g), xv, a6); FMA(wv(f, &blk3, k, 1, g), xv, a7);
+    }
+    int64_t n = nb * 16;
+    store(y, b, n, a0); store(y, b, n + 8, a1); store(y, b, n + 16, a2); store(y, b, n + 24, a3);
+    store(y, b, n + 32, a4); store(y, b, n + 40, a5); store(y, b, n + 48, a6); store(y, b, n + 56, a7);
+}
+// 1 row x 1 block
+INLINE void k1x1(const struct weights *w, const enum form f, const float *x, float *y, int64_t nb, const float *b) {
+    const struct block blk0 = block_at(w, f, nb);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    COLUMNS {
+        __m256 xv = _mm256_broadcast_ss(x + k);
+        FMA(wv(f, &blk0, k, 0, g), xv, a0); FMA(wv(f, &blk0, k, 1, g), xv, a1);
+    }
+    store(y, b, nb * 16, a0); store(y, b, nb * 16 + 8, a1);
+}
+// 2 rows x 2 blocks
+INLINE void k2x2(const struct weights *w, const enum form f, const float *x, float *y, int64_t N, int64_t nb, const float *b) {
+    const struct block blk0 = block_at(w, f, nb), blk1 = block_at(w, f, nb + 1);
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    const int64_t K = w->K;
+    const float *x0 = x, *x1 = x + K;
+    COLUMNS {
+        __m256 w0 = wv(f, &blk0, k, 0, g), w1 = wv(f, &blk0, k, 1, g), w2 = wv(f, &blk1, k, 0, g), w3 = wv(f, &blk1, k, 1, g);
+        __m256 b0 = _mm256_broadcast_ss(x0 + k), b1 = _mm256_broadcast_ss(x1 + k);
+        FMA(w0, b0, a00); FMA(w1, b0, a01); FMA(w2, b0, a02); FMA(w3, b0, a03);
+        FMA(w0, b1, a10); FMA(w1, b1, a11); FMA(w2, b1, a12); FMA(w3, b1, a13);
+    }
+    int64_t n = nb * 16;
+    store(y, b, n, a00); store(y, b, n + 8, a01); store(y, b, n + 16, a02); store(y, b, n + 24, a03);
+    store(y + N, b, n, a10); store(y + N, b, n + 8, a11); store(y + N, b, n + 16, a12); store(y + N, b, n + 24, a13);
+}
+// 3 rows x 2 blocks (12 accumulators; each weight vector made once and used 3 times)
+INLINE void k3x2(const struct weights *w, const enum form f, const float *x, float *y, int64_t N, int64_t nb, const float *b) {
+    const struct block blk0 = block_at(w, f, nb), blk1 = block_at(w, f, nb + 1);
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00,
+           a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+    const int64_t K = w->K;
+    const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K;
+    COLUMNS {
+        __m256 b0 = _mm256_broadcast_ss(x0 + k), b1 = _mm256_broadcast_ss(x1 + k), b2 = _mm256_broadcast_ss(x2 + k);
+        __m256 v = wv(f, &blk0, k, 0, g);
+        FMA(v, b0, a00); FMA(v, b1, a10); FMA(v, b2, a20);
+        v = wv(f, &blk0, k, 1, g);
+        FMA(v, b0, a01); FMA(v, b1, a11); FMA(v, b2, a21);
+        v = wv(f, &blk1, k, 0, g);
+        FMA(v, b0, a02); FMA(v, b1, a12); FMA(v, b2, a22);
+        v = wv(f, &blk1, k, 1, g);
+        FMA(v, b0, a03); FMA(v, b1, a13); FMA(v, b2, a23);
+    }
+    int64_t n = nb * 16;
+    store(y, b, n, a00); store(y, b, n + 8, a01); store(y, b, n + 16, a02); store(y, b, n + 24, a03);
+    store(y + N, b, n, a10); store(y + N, b, n + 8, a11); store(y + N, b, n + 16, a12); store(y + N, b, n + 24, a13);
+    store(y + 2 * N, b, n, a20); store(y + 2 * N, b, n + 8, a21); store(y + 2 * N, b, n + 16, a22); store(y + 2 * N, b, n + 24, a23);
+}
+// 4 rows x 1 block
+INLINE void k4x1(const struct weights *w, const enum form f, const float *x, float *y, int64_t N, int64_t nb, const float *b) {
+    const struct block blk0 = block_at(w, f, nb);
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    const int64_t K = w->K;
+    const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K;
+    COLUMNS {
+        __m256 w0 = wv(f, &blk0, k, 0, g), w1 = wv(f, &blk0, k, 1, g);
+        ROW(x0, a00, a01);
+        ROW(x1, a10, a11);
+        ROW(x2, a20, a21);
+        ROW(x3, a30, a31);
+    }
+    int64_t n = nb * 16;
+    store(y, b, n, a00); store(y, b, n + 8, a01); store(y + N, b, n, a10); store(y + N, b, n + 8, a11);
+    store(y + 2 * N, b, n, a20); store(y + 2 * N, b, n + 8, a21); store(y + 3 * N, b, n, a30); store(y + 3 * N, b, n + 8, a31);
+}
+// 6 rows x 1 block (12 accumulators): the long inputs (a prefill)
+INLINE void k6x1(const struct weights *w, const enum form f, const float *x, float *y, int64_t N, int64_t nb, const float *b) {
+    const struct block blk0 = block_at(w, f, nb);
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00,
+           a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+    const int64_t K = w->K;
+    const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K, *x4 = x + 4 * K, *x5 = x + 5 * K;
+    COLUMNS {
+        __m256 w0 = wv(f, &blk0, k, 0, g), w1 = wv(f, &blk0, k, 1, g);
+        ROW(x0, a00, a01);
+        ROW(x1, a10, a11);
+        ROW(x2, a20, a21);
+        ROW(x3, a30, a31);
+        ROW(x4, a40, a41);
+        ROW(x5, a50, a51);
+    }
+    int64_t n = nb * 16;
+    store(y, b, n, a00); store(y, b, n + 8, a01); store(y + N, b, n, a10); store(y + N, b, n + 8, a11);
+    store(y + 2 * N, b, n, a20); store(y + 2 * N, b, n + 8, a21); store(y + 3 * N, b, n, a30); store(y + 3 * N, b, n + 8, a31);
+    store(y + 4 * N, b, n, a40); store(y + 4 * N, b, n + 8, a41); store(y + 5 * N, b, n, a50); store(y + 5 * N, b, n + 8, a51);
+}
+// 5 rows x 1 block (10 accumulators)
+INLINE void k5x1(const struct weights *w, const enum form f, const float *x, float *y, int64_t N, int64_t nb, const float *b) {
+    const struct block blk0 = block_at(w, f, nb);
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00,
+           a40 = a00, a41 = a00;
+    const int64_t K = w->K;
+    const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K, *x4 = x + 4 * K;
+    COLUMNS {
+        __m256 w0 = wv(f, &blk0, k, 0, g), w1 = wv(f, &blk0, k, 1, g);
+        ROW(x0, a00, a01);
+        ROW(x1, a10, a11);
+        ROW(x2, a20, a21);
+        ROW(x3, a30, a31);
+        ROW(x4, a40, a41);
+    }
+    int64_t n = nb * 16;
+    store(y, b, n, a00); store(y, b, n + 8, a01); store(y + N, b, n, a10); store(y + N, b, n + 8, a11);
+    store(y + 2 * N, b, n, a20); store(y + 2 * N, b, n + 8, a21); store(y + 3 * N, b, n, a30); store(y + 3 * N, b, n + 8, a31);
+    store(y + 4 * N, b, n, a40); store(y + 4 * N, b, n + 8, a41);
+}
+// all T rows of one tile of 2 blocks (nb, nb + 1), in chunks of 6 rows; 7 rows as 5 + 2 (each
+// chunk is a sweep over the weights, and a code weight costs more to make than an fp16 one:
+// measured per row count, cpu_gemm.py)
+INLINE void tile2(const struct weights *w, const enum form f, const float *x, int64_t T, float *y, int64_t N, int64_t nb,
+                  const float *b) {
+    int64_t t = 0;
+    while (t < T) {
+        int64_t r = T - t;
+        r = r == 7 ? 5 : r > 6 ? 6 : r;
+        const float *xt = x + t * w->K; float *yt = y + t * N;
+        if (r == 6) { k6x1(w, f, xt, yt, N, nb, b); k6x1(w, f, xt, yt, N, nb + 1, b); }
+        else if (r == 5) { k5x1(w, f, xt, yt, N, nb, b); k5x1(w, f, xt, yt, N, nb + 1, b); }
+        else if (r == 4) { k4x1(w, f, xt, yt, N, nb, b); k4x1(w, f, xt, yt, N, nb + 1, b); }
+        else if (r == 3) k3x2(w, f, xt, yt, N, nb, b);
+        else if (r == 2) k2x2(w, f, xt, yt, N, nb, b);
+        else { k1x1(w, f, xt, yt, nb, b); k1x1(w, f, xt, yt, nb + 1, b); }
+        t += r;
+    }
+}
+// a long input (T >= LONG rows) from codes: each block's weights are made once into a buffer
+// of fp32 (the values wv makes, so the same sums) that stays in the L2 cache while every row
+// chunk reads it, instead of being made again for every chunk of 6 rows
+#define LONG 16
+INLINE void long_block(const struct weights *w, const enum form f, float *buf, const float *x, int64_t T, float *y,
+                       int64_t N, int64_t nb, const float *b) {
+    const struct block blk0 = block_at(w, f, nb);
+    COLUMNS { _mm256_storeu_ps(buf + k * 16, wv(f, &blk0, k, 0, g)); _mm256_storeu_ps(buf + k * 16 + 8, wv(f, &blk0, k, 1, g)); }
+    struct weights d = {0, 0, 0, 0, buf, w->K, 0};
+    int64_t t = 0;
+    while (t < T) {
+        int64_t r = T - t;
+        r = r == 7 ? 5 : r > 6 ? 6 : r;
+        const float *xt = x + t * w->K; float *yt = y + t * N;
+        if (r == 6) k6x1(&d, F32, xt, yt, N, nb, b);
+        else if (r == 5) k5x1(&d, F32, xt, yt, N, nb, b);
+        else if (r == 4) k4x1(&d, F32, xt, yt, N, nb, b);
+        else { r = 1; k1x1(&d, F32, xt, yt, nb, b); }
+        t += r;
+    }
+}
+#define DEFINE_LONG(NAME, FORM) \
+static void NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
+    _Pragma("omp parallel num_threads(threads)") \
+    { \
+        float *buf = aligned_alloc(64, (size_t)w->K * 16 * sizeof(float)); \
+        _Pragma("omp for schedule(static)") \
+        for (int64_t nb = 0; nb < N / 16; nb++) long_block(w, FORM, buf, x, T, y, N, nb, b); \
+        free(buf); \
+    } \
+}
+DEFINE_LONG(long_q, Q)
+DEFINE_LONG(long_qm, QM)
+// the whole product in form FORM: one function each, so that OpenMP's outlined loop bodies see
+// the form as a constant (an inline function holding the pragma is outlined once, form and all)
+#define DEFINE_GEMM(NAME, FORM) \
+static void NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
+    int64_t blocks = N / 16; \
+    if (T == 1 && blocks % 4 == 0) { \
+        _Pragma("omp parallel for schedule(static) num_threads(threads)") \
+        for (int64_t nb = 0; nb < blocks; nb += 4) k1x4(w, FORM, x, y, nb, b); \
+    } else { \
+        _Pragma("omp parallel for schedule(static) num_threads(threads)") \
+        for (int64_t nb = 0; nb < blocks; nb += 2) tile2(w, FORM, x, T, y, N, nb, b); \
+    } \
+}
+DEFINE_GEMM(gemm_f16, F16)
+DEFINE_GEMM(gemm_q, Q)
+DEFINE_GEMM(gemm_qm, QM)
+// x [T, K], wp packed fp16 [N/16][K][16], b [N] or NULL, y [T, N]; N a multiple of 32
+void fp16_gemm(const float *x, int64_t T, int64_t K, const uint16_t *wp, const float *b, float *y,
+               int64_t N, int threads) {
+    struct weights w = {wp, 0, 0, 0, 0, K, 0};
+    gemm_f16(&w, x, T, b, y, N, threads);
+}
+// x [T, K]; codes [N/16][K][16]; scale (and offset, or NULL) [N/16][K/G][16] with G = 2^group_shift
+void q8_gemm(const float *x, int64_t T, int64_t K, const int8_t *codes, const float *scale, const float *offset,
+             int group_shift, const float *b, float *y, int64_t N, int threads) {
+    struct weights w = {0, codes, scale, offset, 0, K, group_shift};
+    if (T >= LONG) (offset ? long_qm : long_q)(&w, x, T, b, y, N, threads);
+    else (offset ? gemm_qm : gemm_q)(&w, x, T, b, y, N, threads);
+}
