@@ -80,7 +80,7 @@ class DraftHead(nn.Module):
         self.out_norm = nn.Parameter(out_norm.detach().clone().float() if out_norm is not None else torch.ones(h))
         self._packs = None                               # (weights' versions, fbgemm fp16 packs) for propose()
         self.table: Optional[torch.Tensor] = None      # [Nv, H] frozen projection rows (bind())
-        self.embed: Optional[torch.Tensor] = None      # [V, H] the model's input embedding (bind())
+        self.embed = None                              # the model's input embedding (bind()): ids -> [.., H]
 
     # ---- the model it drafts for ----------------------------------------------------------------
     def bind(self, model) -> "DraftHead":
@@ -90,12 +90,11 @@ class DraftHead(nn.Module):
         (~2 s), and benches switch drafters per case."""
         if self._bound is not None and self._bound() is model:
             return self
-        w = model.embed_tokens.weight
-        self.to(device=w.device, dtype=w.dtype)
-        self.vocab = self.vocab.to(w.device)
-        out = w if model.lm_head is None else dense_weight(model.lm_head)
+        self.to(device=model.device, dtype=model.dtype)
+        self.vocab = self.vocab.to(model.device)
+        out = model.embed_tokens.weight if model.lm_head is None else dense_weight(model.lm_head)
         self.table = out.detach()[self.vocab].contiguous()
-        self.embed = w.detach()
+        self.embed = model.embed_tokens.forward    # ids -> rows (it may hold codes: CodesEmbedding); not a submodule
         self._bound = weakref.ref(model)
         return self
 
@@ -109,7 +108,7 @@ class DraftHead(nn.Module):
         else:
             def linear(x, name):
                 return torch.ops.quantized.linear_dynamic_fp16(x, packs[name])
-        e = rms(self.embed[tokens], self.embed_norm)                                     # [N, H]
+        e = rms(self.embed(tokens), self.embed_norm)                                     # [N, H]
         z = linear(torch.cat([hidden, e], dim=-1), "w_in")                               # [N, H]
         u = rms(z, self.block_norm)
         z = z + linear(F.silu(linear(u, "gate")) * linear(u, "up"), "down")

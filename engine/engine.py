@@ -28,7 +28,7 @@ from .errors import CheckpointError, ModelNotFoundError
 from . import cpu_gemm, gguf_codes
 from .gguf_import import cached_folder, find_gguf, read_exact
 from .kernels import select_backend
-from .half_linear import HalfLinear, fp16_gemm_available, pack_fp16
+from .half_linear import CodesEmbedding, HalfLinear, fp16_gemm_available, pack_fp16
 from .kvcache import ContextCache
 from .model import DecoderModel
 from .tokenizer import TextTokenizer
@@ -132,14 +132,22 @@ def pick_weights(dtype: str, device: str, torch_dtype: torch.dtype, cfg: ModelCo
     return "dense"
 
 
-def exact_state(exact, state: dict) -> dict:
-    """The tensors of `state` that the GGUF's exact weights replace: its fp32 vectors, and an
-    embedding table held as codes dequantized (a lookup reads rows; gguf_codes.dequantize)."""
+def exact_state(exact, state: dict, tied: bool) -> dict:
+    """The tensors of `state` that the GGUF's exact weights replace: its fp32 vectors, and a
+    tied embedding table (which stays dense: use_codes_embedding) made from its codes."""
     out = {name: t for name, t in exact.dense.items() if name in state}
-    for name, (codes, scale, offset) in exact.codes.items():
-        if name == "embed_tokens.weight" and name in state:
-            out[name] = gguf_codes.dequantize_torch(codes, scale, offset)
+    codes = exact.codes.get("embed_tokens.weight")
+    if tied and codes is not None:
+        out["embed_tokens.weight"] = gguf_codes.dequantize_torch(*codes)
     return out
+
+
+def use_codes_embedding(model: DecoderModel, exact) -> None:
+    """Hold an untied input embedding as the GGUF's codes (CodesEmbedding: rows made at lookup);
+    a tied one stays a dense table, since the output projection reads all of it every pass."""
+    codes = exact.codes.get("embed_tokens.weight")
+    if codes is not None and model.lm_head is not None:
+        model.embed_tokens = CodesEmbedding(*codes)
 
 
 def build_model(cfg: ModelConfig, device: str, dtype: torch.dtype, kernels: str = "auto") -> DecoderModel:
@@ -214,10 +222,12 @@ class Engine:
         model = build_model(cfg, device, read_as, kernels)
         state = load_state(cfg, folder, expected_shapes(model), read_as, device)
         if weights == "gguf":
-            state.update(exact_state(exact, state))
+            state.update(exact_state(exact, state, tied=model.lm_head is None))
         model.load_state_dict(state, strict=True, assign=True)
         if weights in ("fp16", "gguf"):
             del state
+            if weights == "gguf":
+                use_codes_embedding(model, exact)
             pack_fp16(model, codes=exact.codes if weights == "gguf" else None)
             model.to(torch_dtype)                 # what is left: embedding, norms, biases
         attach_cuda_graphs(model, cuda_graphs)      # "auto": on for CUDA unless DLLM_CUDA_GRAPHS=0
@@ -259,7 +269,8 @@ class Engine:
 
     def describe(self) -> dict:
         packed = [m for m in self.model.modules() if isinstance(m, HalfLinear)]
-        n_params = sum(p.numel() for p in self.model.parameters()) + sum(m.n_params for m in packed)
+        codes = [m for m in self.model.modules() if isinstance(m, CodesEmbedding)]
+        n_params = sum(p.numel() for p in self.model.parameters()) + sum(m.n_params for m in packed + codes)
         return {"name": self.name, "family": self.cfg.family, "attention": self.cfg.attention,
                 "parameters": n_params, "device": str(self.model.device), "dtype": str(self.model.dtype).replace("torch.", ""),
                 "weights": (packed_weights(packed) if packed else str(self.model.dtype).replace("torch.", "")),

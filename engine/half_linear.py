@@ -166,6 +166,38 @@ class SliceOf(nn.Module):
         return f"outputs {self.start}:{self.end} of a fused fp16 projection"
 
 
+class CodesEmbedding(nn.Module):
+    """An input embedding table held as the GGUF's codes (gguf_codes.py): a lookup makes only
+    the rows it reads, with dequantize's roundings (scale * code, then - offset), so its rows
+    are the file's values; the table costs 1 + 4/G bytes a weight instead of fp32's 4 (the
+    default's 151936 x 896: 153 MB instead of 545). `weight` makes the whole fp32 table (a copy,
+    for code that needs it all)."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, offset: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = codes.shape
+        # copies: a view would keep the file they were read from mapped
+        self.codes, self.scale = codes.clone(memory_format=torch.contiguous_format), scale.float().clone()
+        self.offset = None if offset is None else offset.float().clone()
+        self.n_params = codes.numel()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.codes[ids].float()                                                   # [..., H]
+        grouped = rows.view(*ids.shape, self.scale.shape[1], -1)                         # [..., H/G, G]
+        grouped.mul_(self.scale[ids].unsqueeze(-1))
+        if self.offset is not None:
+            grouped.sub_(self.offset[ids].unsqueeze(-1))
+        return rows
+
+    @property
+    def weight(self) -> torch.Tensor:
+        from .gguf_codes import dequantize_torch
+        return dequantize_torch(self.codes, self.scale, self.offset)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, weights=gguf codes (group {self.codes.shape[1] // self.scale.shape[1]})"
+
+
 def fused_outputs(fused: Optional[HalfLinear], x: torch.Tensor, parts: Sequence[nn.Module]) -> List[torch.Tensor]:
     """Each part's output for input x: one product through `fused` when the parts are its
     SliceOf views (their forward hooks then run on their slices, as calling them would), else

@@ -105,7 +105,7 @@ class MaskAdapter(nn.Module):
     def attach(self, model: nn.Module) -> "MaskAdapter":
         """Register the hooks on `model` (idempotent); the adapter follows the model's device/dtype."""
         self.detach_hooks()
-        self.to(device=model.embed_tokens.weight.device, dtype=model.embed_tokens.weight.dtype)
+        self.to(device=model.device, dtype=model.dtype)
         self._handles.append(model.embed_tokens.register_forward_hook(self._embedding_hook))
         for name, mod in _linear_targets(model, self.targets).items():
             key = name.replace(".", "__")

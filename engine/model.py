@@ -108,11 +108,11 @@ class DecoderModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.embed_tokens.weight.device
+        return self.norm.weight.device        # not the embedding's: it may be held as codes (CodesEmbedding)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.embed_tokens.weight.dtype
+        return self.norm.weight.dtype
 
     def rope(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """positions [T] -> cos/sin [T, D]; per-row positions [B, T] (training) -> [B, 1, T, D]."""

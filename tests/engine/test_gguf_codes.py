@@ -102,6 +102,22 @@ def test_code_products_match_the_reference_and_rows_do_not_see_each_other(group,
         cpu_gemm.codes_gemm(torch.randn(2, 256), p._replace(scale=p.scale.double()), None)
 
 
+def test_an_embedding_held_as_codes_makes_the_files_rows():
+    from engine.half_linear import CodesEmbedding
+    codes, scale, offset = _pack(50, 64, 32, True, seed=4)
+    table = CodesEmbedding(codes, scale, offset)
+    want = cpu_gemm.unpack_codes(cpu_gemm.pack_codes(torch.cat([codes, codes[:14]]), torch.cat([scale, scale[:14]]),
+                                                     torch.cat([offset, offset[:14]])))[:50]
+    assert torch.equal(table.weight, want)
+    ids = torch.tensor([[3, 49, 0, 3]])
+    rows = table(ids)
+    assert rows.shape == (1, 4, 64) and torch.equal(rows[0], want[ids[0]])
+    seen = []
+    table.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))       # the mask adapter's way in
+    table(torch.tensor([7]))
+    assert seen == [(1, 64)] and table.n_params == 50 * 64
+
+
 @needs_kernel
 def test_the_engine_multiplies_exactly_the_files_weights(tiny_gguf_qwen2):
     """auto on a converted GGUF: every matrix with codes (one group and offset form across a
@@ -130,6 +146,8 @@ def test_the_engine_multiplies_exactly_the_files_weights(tiny_gguf_qwen2):
     assert forms["layers.0.mlp.up_proj"] == "gguf"                                                       # Q5_0|Q8_0
     assert forms["lm_head"] == ("gguf" if cpu_gemm.supports(engine.cfg.vocab_size) else "fp16")          # Q8_0
     assert forms["layers.0.self_attn.q_proj"] == "fp16"                      # fused with an F16 and a BF16 matrix
+    from engine.half_linear import CodesEmbedding
+    assert isinstance(engine.model.embed_tokens, CodesEmbedding)                        # an untied table: codes
     assert torch.equal(engine.model.embed_tokens.weight, torch.from_numpy(values["embed_tokens.weight"][1]))
     assert torch.equal(engine.model.layers[1].input_layernorm.weight,
                        torch.from_numpy(values["layers.1.input_layernorm.weight"][1]))
@@ -140,6 +158,18 @@ def test_the_engine_multiplies_exactly_the_files_weights(tiny_gguf_qwen2):
     # bf16 rounds each weight by up to 2^-9 of itself: the logits move by ~1% of their range
     assert (a - b).abs().max() < 0.03 * a.abs().max() and not torch.equal(a, b)
     assert read_exact(folder, engine.cfg).codes["layers.0.mlp.down_proj.weight"][2] is not None    # Q4_K's offsets
+
+
+@needs_kernel
+def test_a_tied_table_stays_dense_with_the_files_values(tmp_path):
+    from engine.testing_gguf import write_gguf_model
+    path = write_gguf_model(tmp_path / "tied.gguf", tie=True, types={"token_embd": "Q8_0", "ffn_up": "Q8_0", "ffn_gate": "Q5_0"})
+    engine = Engine.load(path, device="cpu")
+    assert engine.model.lm_head is None and isinstance(engine.model.embed_tokens, torch.nn.Embedding)
+    t = next(t for t in gguf.GGUFReader(str(path)).tensors if t.name == "token_embd.weight")
+    want = gguf.quants.dequantize(t.data, t.tensor_type).reshape(engine.model.embed_tokens.weight.shape)
+    assert torch.equal(engine.model.embed_tokens.weight, torch.from_numpy(want.astype(np.float32)))
+    assert engine.model.layers[0].mlp.up_proj.fused.form == "gguf"
 
 
 def test_dtype_gguf_needs_a_converted_gguf_and_the_cpu(tiny_gguf_qwen2, tmp_path):
