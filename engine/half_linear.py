@@ -30,6 +30,14 @@ where that kernel runs and the block's outputs are a multiple of 32: the same fp
 fbgemm's sums, 15-30% faster for the 1-3 rows of a decoding pass, and packing is a transpose
 rather than fbgemm's ~4 s for the 0.5B. Elsewhere (no C compiler, another CPU) fbgemm's pack.
 
+A block can also hold a GGUF matrix's own int8 codes and fp32 scales (gguf_codes.py; `codes`
+of pack_fp16, by parameter name, from the converted folder's exact weights): then the block is
+packed from them (KernelPack of a cpu_gemm.CodePack) and its products use exactly the file's
+weights, one byte each instead of fp16's two (dtype "gguf", auto's choice for a converted GGUF
+where our kernel runs). A fused matrix takes codes only when every part has them in one group
+and offset form; otherwise it is fp16 like any other. CodesEmbedding holds an input table the
+same way and makes only the rows a lookup reads.
+
 HalfLinear holds only the packed weight: `dense_weight(module)` unpacks an fp32 copy for code
 that reads rows (the draft head's vocabulary). Forward hooks work as on any
 module (the mask adapter's LoRA hooks read inputs and outputs only). No autograd: trainers load
