@@ -131,63 +131,22 @@ INLINE void k3x2(const struct weights *w, const enum form f, const float *x, flo
     store(y + N, b, n, a10); store(y + N, b, n + 8, a11); store(y + N, b, n + 16, a12); store(y + N, b, n + 24, a13);
     store(y + 2 * N, b, n, a20); store(y + 2 * N, b, n + 8, a21); store(y + 2 * N, b, n + 16, a22); store(y + 2 * N, b, n + 24, a23);
 }
-// 4 rows x 1 block
-INLINE void k4x1(const struct weights *w, const enum form f, const float *x, float *y, int64_t N, int64_t nb, const float *b) {
-    const struct block blk0 = block_at(w, f, nb);
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-    const int64_t K = w->K;
-    const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K;
-    COLUMNS {
-        __m256 w0 = wv(f, &blk0, k, 0, g), w1 = wv(f, &blk0, k, 1, g);
-        ROW(x0, a00, a01);
-        ROW(x1, a10, a11);
-        ROW(x2, a20, a21);
-        ROW(x3, a30, a31);
-    }
-    int64_t n = nb * 16;
-    store(y, b, n, a00); store(y, b, n + 8, a01); store(y + N, b, n, a10); store(y + N, b, n + 8, a11);
-    store(y + 2 * N, b, n, a20); store(y + 2 * N, b, n + 8, a21); store(y + 3 * N, b, n, a30); store(y + 3 * N, b, n + 8, a31);
-}
-// 6 rows x 1 block (12 accumulators): the long inputs (a prefill)
-INLINE void k6x1(const struct weights *w, const enum form f, const float *x, float *y, int64_t N, int64_t nb, const float *b) {
+// R (4, 5 or 6) rows x 1 block: 2R accumulators (R is a constant of each inlined copy, so the
+// guards fold away); 6 rows for the long inputs (a prefill)
+#define ROW_IF(i) if (R > i) ROW(x + i * K, a##i##0, a##i##1);
+#define STORE_IF(i) if (R > i) { store(y + i * N, b, n, a##i##0); store(y + i * N, b, n + 8, a##i##1); }
+INLINE void krx1(const struct weights *w, const enum form f, const int R, const float *x, float *y, int64_t N, int64_t nb,
+                 const float *b) {
     const struct block blk0 = block_at(w, f, nb);
     __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00,
            a40 = a00, a41 = a00, a50 = a00, a51 = a00;
     const int64_t K = w->K;
-    const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K, *x4 = x + 4 * K, *x5 = x + 5 * K;
     COLUMNS {
         __m256 w0 = wv(f, &blk0, k, 0, g), w1 = wv(f, &blk0, k, 1, g);
-        ROW(x0, a00, a01);
-        ROW(x1, a10, a11);
-        ROW(x2, a20, a21);
-        ROW(x3, a30, a31);
-        ROW(x4, a40, a41);
-        ROW(x5, a50, a51);
+        ROW_IF(0) ROW_IF(1) ROW_IF(2) ROW_IF(3) ROW_IF(4) ROW_IF(5)
     }
     int64_t n = nb * 16;
-    store(y, b, n, a00); store(y, b, n + 8, a01); store(y + N, b, n, a10); store(y + N, b, n + 8, a11);
-    store(y + 2 * N, b, n, a20); store(y + 2 * N, b, n + 8, a21); store(y + 3 * N, b, n, a30); store(y + 3 * N, b, n + 8, a31);
-    store(y + 4 * N, b, n, a40); store(y + 4 * N, b, n + 8, a41); store(y + 5 * N, b, n, a50); store(y + 5 * N, b, n + 8, a51);
-}
-// 5 rows x 1 block (10 accumulators)
-INLINE void k5x1(const struct weights *w, const enum form f, const float *x, float *y, int64_t N, int64_t nb, const float *b) {
-    const struct block blk0 = block_at(w, f, nb);
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00,
-           a40 = a00, a41 = a00;
-    const int64_t K = w->K;
-    const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K, *x4 = x + 4 * K;
-    COLUMNS {
-        __m256 w0 = wv(f, &blk0, k, 0, g), w1 = wv(f, &blk0, k, 1, g);
-        ROW(x0, a00, a01);
-        ROW(x1, a10, a11);
-        ROW(x2, a20, a21);
-        ROW(x3, a30, a31);
-        ROW(x4, a40, a41);
-    }
-    int64_t n = nb * 16;
-    store(y, b, n, a00); store(y, b, n + 8, a01); store(y + N, b, n, a10); store(y + N, b, n + 8, a11);
-    store(y + 2 * N, b, n, a20); store(y + 2 * N, b, n + 8, a21); store(y + 3 * N, b, n, a30); store(y + 3 * N, b, n + 8, a31);
-    store(y + 4 * N, b, n, a40); store(y + 4 * N, b, n + 8, a41);
+    STORE_IF(0) STORE_IF(1) STORE_IF(2) STORE_IF(3) STORE_IF(4) STORE_IF(5)
 }
 // all T rows of one tile of 2 blocks (nb, nb + 1), in chunks of 6 rows; 7 rows as 5 + 2 (each
 // chunk is a sweep over the weights, and a code weight costs more to make than an fp16 one:
@@ -199,9 +158,9 @@ INLINE void tile2(const struct weights *w, const enum form f, const float *x, in
         int64_t r = T - t;
         r = r == 7 ? 5 : r > 6 ? 6 : r;
         const float *xt = x + t * w->K; float *yt = y + t * N;
-        if (r == 6) { k6x1(w, f, xt, yt, N, nb, b); k6x1(w, f, xt, yt, N, nb + 1, b); }
-        else if (r == 5) { k5x1(w, f, xt, yt, N, nb, b); k5x1(w, f, xt, yt, N, nb + 1, b); }
-        else if (r == 4) { k4x1(w, f, xt, yt, N, nb, b); k4x1(w, f, xt, yt, N, nb + 1, b); }
+        if (r == 6) { krx1(w, f, 6, xt, yt, N, nb, b); krx1(w, f, 6, xt, yt, N, nb + 1, b); }
+        else if (r == 5) { krx1(w, f, 5, xt, yt, N, nb, b); krx1(w, f, 5, xt, yt, N, nb + 1, b); }
+        else if (r == 4) { krx1(w, f, 4, xt, yt, N, nb, b); krx1(w, f, 4, xt, yt, N, nb + 1, b); }
         else if (r == 3) k3x2(w, f, xt, yt, N, nb, b);
         else if (r == 2) k2x2(w, f, xt, yt, N, nb, b);
         else { k1x1(w, f, xt, yt, nb, b); k1x1(w, f, xt, yt, nb + 1, b); }
@@ -222,9 +181,9 @@ INLINE void long_block(const struct weights *w, const enum form f, float *buf, c
         int64_t r = T - t;
         r = r == 7 ? 5 : r > 6 ? 6 : r;
         const float *xt = x + t * w->K; float *yt = y + t * N;
-        if (r == 6) k6x1(&d, F32, xt, yt, N, nb, b);
-        else if (r == 5) k5x1(&d, F32, xt, yt, N, nb, b);
-        else if (r == 4) k4x1(&d, F32, xt, yt, N, nb, b);
+        if (r == 6) krx1(&d, F32, 6, xt, yt, N, nb, b);
+        else if (r == 5) krx1(&d, F32, 5, xt, yt, N, nb, b);
+        else if (r == 4) krx1(&d, F32, 4, xt, yt, N, nb, b);
         else { r = 1; k1x1(&d, F32, xt, yt, nb, b); }
         t += r;
     }

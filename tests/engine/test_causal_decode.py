@@ -68,6 +68,25 @@ def run_with(engine, req, drafter=None, cancel=None):
     return last.result, updates, dec
 
 
+def check_drafts_give_the_one_per_pass_text(engine, n_cases: int, seed: int, budgets=(16, 6)) -> None:
+    """Lookup drafts, and scripted drafts wrong 30% of the time, give the one-token-per-pass
+    text on `n_cases` FIM prompts at each token budget; some drafts accepted, some rejected."""
+    vocab = engine.cfg.vocab_size
+    accepted = rejected = 0
+    for k, (prefix, suffix) in enumerate(fim_cases(n_cases, seed=seed)):
+        for budget in budgets:
+            base = engine.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
+            looked, _, dec = run_with(engine, InfillRequest(prefix, suffix, max_new_tokens=budget))
+            assert looked.token_ids == base.token_ids and looked.finish_reason == base.finish_reason, (prefix, suffix)
+            accepted += dec.accepted
+            reference = list(base.token_ids) + ([engine.cfg.eos_id] * 3 if base.finish_reason == "eos" else [])
+            scripted, _, dec = run_with(engine, InfillRequest(prefix, suffix, max_new_tokens=budget),
+                                        ScriptedDrafter(reference, 0.3, seed=k, vocab=vocab))
+            assert scripted.token_ids == base.token_ids and scripted.finish_reason == base.finish_reason
+            rejected += dec.drafted - dec.accepted
+    assert accepted > 0 and rejected > 0
+
+
 @pytest.mark.parametrize("cache", ["auto", "none"])
 def test_lookup_drafts_are_identical_on_120_fim_prompts(tiny_ar, cache):
     total_accepted = 0

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine import Engine, InfillRequest, cpu_gemm, gguf_codes
+from engine import Engine, cpu_gemm, gguf_codes
 from engine.gguf_import import EXACT_FILE, cached_folder, hf_tensor_name, read_exact
 from engine.half_linear import HalfLinear, SliceOf, dense_weight
 from engine.testing_gguf import _random_kquant
 
-from test_causal_decode import ScriptedDrafter, fim_cases, run_with  # tests/engine is on sys.path
+from test_causal_decode import check_drafts_give_the_one_per_pass_text  # tests/engine is on sys.path
 
 gguf = pytest.importorskip("gguf")
 needs_kernel = pytest.mark.skipif(cpu_gemm.unavailable_reason() is not None,
@@ -201,20 +201,7 @@ def tiny_codes(tiny_gguf_qwen2):
 
 
 def test_drafted_text_is_the_one_per_pass_text_on_the_files_codes(tiny_codes):
-    vocab = tiny_codes.cfg.vocab_size
-    accepted = rejected = 0
-    for k, (prefix, suffix) in enumerate(fim_cases(40, seed=11)):
-        for budget in (16, 5):
-            base = tiny_codes.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
-            looked, _, dec = run_with(tiny_codes, InfillRequest(prefix, suffix, max_new_tokens=budget))
-            assert looked.token_ids == base.token_ids and looked.finish_reason == base.finish_reason, (prefix, suffix)
-            accepted += dec.accepted
-            reference = list(base.token_ids) + ([tiny_codes.cfg.eos_id] * 3 if base.finish_reason == "eos" else [])
-            scripted, _, dec = run_with(tiny_codes, InfillRequest(prefix, suffix, max_new_tokens=budget),
-                                        ScriptedDrafter(reference, 0.3, seed=k, vocab=vocab))
-            assert scripted.token_ids == base.token_ids and scripted.finish_reason == base.finish_reason
-            rejected += dec.drafted - dec.accepted
-    assert accepted > 0 and rejected > 0
+    check_drafts_give_the_one_per_pass_text(tiny_codes, 40, seed=11, budgets=(16, 5))
 
 
 def test_real_file_codes_are_ggufs_values(real_model_file):

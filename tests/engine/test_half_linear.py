@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from engine import Engine, InfillRequest
+from engine import Engine
 from engine import cpu_gemm
 from engine.half_linear import HalfLinear, SliceOf, dense_weight, fp16_gemm_available, is_linear, pack_fp16
 
-from test_causal_decode import ScriptedDrafter, fim_cases, run_with  # tests/engine is on sys.path
+from test_causal_decode import check_drafts_give_the_one_per_pass_text  # tests/engine is on sys.path
 
 pytestmark = pytest.mark.skipif(not fp16_gemm_available(), reason="this torch build has no fbgemm fp16 linear")
 
@@ -80,20 +80,7 @@ def tiny_fp16(tiny_gguf_qwen2):
 
 
 def test_drafted_text_is_the_one_per_pass_text_on_fp16_weights(tiny_fp16):
-    vocab = tiny_fp16.cfg.vocab_size
-    accepted = rejected = 0
-    for k, (prefix, suffix) in enumerate(fim_cases(50, seed=7)):
-        for budget in (16, 6):
-            base = tiny_fp16.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
-            looked, _, dec = run_with(tiny_fp16, InfillRequest(prefix, suffix, max_new_tokens=budget))
-            assert looked.token_ids == base.token_ids and looked.finish_reason == base.finish_reason, (prefix, suffix)
-            accepted += dec.accepted
-            reference = list(base.token_ids) + ([tiny_fp16.cfg.eos_id] * 3 if base.finish_reason == "eos" else [])
-            scripted, _, dec = run_with(tiny_fp16, InfillRequest(prefix, suffix, max_new_tokens=budget),
-                                        ScriptedDrafter(reference, 0.3, seed=k, vocab=vocab))
-            assert scripted.token_ids == base.token_ids and scripted.finish_reason == base.finish_reason
-            rejected += dec.drafted - dec.accepted
-    assert accepted > 0 and rejected > 0
+    check_drafts_give_the_one_per_pass_text(tiny_fp16, 50, seed=7)
 
 
 def test_pick_weights_packs_only_where_measured(monkeypatch):
