@@ -26,7 +26,7 @@ from .decode import Decoder
 from .catalog import EMBEDDED_MODEL_DIR, catalog_entry, pulled_file
 from .errors import CheckpointError, ModelNotFoundError
 from . import cpu_gemm, gguf_codes
-from .gguf_import import cached_folder, find_gguf, read_exact
+from .gguf_import import EXACT_FILE, cached_folder, find_gguf, read_exact
 from .kernels import select_backend
 from .half_linear import CodesEmbedding, HalfLinear, fp16_gemm_available, pack_fp16
 from .kvcache import ContextCache
@@ -213,8 +213,9 @@ class Engine:
         device = pick_device(device)
         torch_dtype = pick_dtype(dtype, device, cfg)
         tokenizer = TextTokenizer.from_folder(folder, special_ids=cfg.stop_ids | {cfg.mask_id})
-        exact = read_exact(folder, cfg) if dtype in ("auto", "gguf") else None
-        weights = pick_weights(dtype, device, torch_dtype, cfg, has_exact=exact is not None)
+        has_exact = dtype in ("auto", "gguf") and (Path(folder) / EXACT_FILE).is_file()
+        weights = pick_weights(dtype, device, torch_dtype, cfg, has_exact=has_exact)
+        exact = read_exact(folder, cfg) if weights == "gguf" else None
         # packed weights: read the stored bf16/fp16 tensors as they are and convert each
         # block to fp32 inside the packing threads, so the whole fp32 model never exists at once
         stored = _DTYPES.get(str(cfg.torch_dtype))
