@@ -292,7 +292,7 @@ def pack_fp16(model: nn.Module, workers: Optional[int] = None, fuse: bool = True
                     if isinstance(child, nn.Linear) and name not in fused_away]
     jobs = []                     # (target index, weight or weights, bias or biases, codes or None)
     for k, (_, _, parts) in enumerate(targets):
-        found = _codes_for([module_names[id(p)] + ".weight" for _, p in parts], codes)
+        found = _codes_for([module_names[id(p)] + ".weight" for _, p in parts], [p.weight.shape for _, p in parts], codes)
         if len(parts) == 1:
             jobs += [(k, w, b, None if found is None else [tuple(None if t is None else t[i:i + CHUNK_ROWS]
                                                                  for t in found[0])])
@@ -325,11 +325,12 @@ def pack_fp16(model: nn.Module, workers: Optional[int] = None, fuse: bool = True
     return swapped
 
 
-def _codes_for(weight_names: Sequence[str], codes: Dict[str, Codes]) -> Optional[List[Codes]]:
-    """The codes of every one of these weights if all have them, packable as one matrix (one
-    group, all with offsets or none, a multiple of 32 outputs in all), else None."""
+def _codes_for(weight_names: Sequence[str], shapes: Sequence[torch.Size], codes: Dict[str, Codes]) -> Optional[List[Codes]]:
+    """The codes of every one of these weights if all have them in the weights' shapes,
+    packable as one matrix (one group, all with offsets or none, a multiple of 32 outputs in
+    all), else None."""
     found = [codes.get(n) for n in weight_names]
-    if not found or any(c is None for c in found):
+    if not found or any(c is None or c[0].shape != shape for c, shape in zip(found, shapes)):
         return None
     groups = {c[0].shape[1] // c[1].shape[1] for c in found}
     if len(groups) != 1 or len({c[2] is None for c in found}) != 1 \
