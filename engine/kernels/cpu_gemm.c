@@ -1,6 +1,7 @@
 // y[T, N] = x[T, K] W[N, K]^T (+ b[N]) on x86 CPUs with AVX2/FMA/F16C: the matrix products of
 // engine/cpu_gemm.py (its docstring states the design; its `reference` functions are the
-// torch oracles). x, y and every sum are fp32; W is stored in one of three forms:
+// torch oracles). x, y and every sum are fp32; W is stored in one of three forms (a fourth, F32,
+// is a long input's buffer of one block's made weights, long_block):
 //
 //   F16   fp16 weights, packed [N/16][K][16] halves (fp16_gemm);
 //   Q     int8 codes q packed [N/16][K][16] and fp32 scales s [N/16][K/G][16]: w = s * q
@@ -13,7 +14,8 @@
 // what gguf's dequantizers compute) and every output accumulates k = 0..K-1 in order, one FMA a
 // step from 0.0, then adds its bias: the same arithmetic whatever T is and whichever kernel
 // below computes it, so a row's outputs do not depend on the rows beside it. Kernels by rows x
-// blocks: 1x4 (one row: 8 independent sums), 1x1, 2x2, 3x2, 4x1, 6x1 (12 sums: long inputs);
+// blocks: 1x4 (one row: 8 independent sums), 1x1, 2x2, 3x2, and 4-6 rows x 1 (krx1, up to 12
+// sums: long inputs);
 // each keeps its sums in the 16 AVX registers as named variables (arrays of vectors made GCC
 // spill them). The form is a compile-time constant of each kernel's copy (always_inline), so
 // the form's branch is folded away. Blocks are split between OpenMP threads; N must be a
