@@ -212,10 +212,11 @@ def pack_codes(codes: torch.Tensor, scale: torch.Tensor, offset: Optional[torch.
 
 def unpack_codes(pack: CodePack) -> torch.Tensor:
     """The fp32 weight [N, K] of a CodePack: scale * code (- offset), rounded as the kernel does."""
+    from .gguf_codes import dequantize_torch
+
     def flat(t):
-        return t.transpose(1, 2).reshape(pack.out_features, t.shape[1])
-    w = flat(pack.scale).repeat_interleave(pack.group, dim=1) * flat(pack.codes).float()
-    return w if pack.offset is None else w - flat(pack.offset).repeat_interleave(pack.group, dim=1)
+        return None if t is None else t.transpose(1, 2).reshape(pack.out_features, t.shape[1])
+    return dequantize_torch(flat(pack.codes), flat(pack.scale), flat(pack.offset))
 
 
 def codes_reference(x: torch.Tensor, pack: CodePack, bias: Optional[torch.Tensor]) -> torch.Tensor:

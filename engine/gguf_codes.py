@@ -118,7 +118,7 @@ def dequantize_torch(codes, scale, offset=None):
     n, k = codes.shape
     w = torch.empty(n, k, dtype=torch.float32)
     w.copy_(codes)                                                       # exact: small integers
-    grouped = w.view(n, scale.shape[1], -1)                              # [N, K/G, G]
+    grouped = w.view(n, scale.shape[1], k // scale.shape[1])              # [N, K/G, G]
     grouped.mul_(scale.unsqueeze(-1))
     if offset is not None:
         grouped.sub_(offset.unsqueeze(-1))

@@ -190,12 +190,11 @@ class CodesEmbedding(nn.Module):
         self.n_params = codes.numel()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = self.codes[ids].float()                                                   # [..., H]
-        grouped = rows.view(*ids.shape, self.scale.shape[1], -1)                         # [..., H/G, G]
-        grouped.mul_(self.scale[ids].unsqueeze(-1))
-        if self.offset is not None:
-            grouped.sub_(self.offset[ids].unsqueeze(-1))
-        return rows
+        from .gguf_codes import dequantize_torch
+        flat = ids.reshape(-1)                                                           # [R]
+        rows = dequantize_torch(self.codes[flat], self.scale[flat],
+                                None if self.offset is None else self.offset[flat])      # [R, H]
+        return rows.reshape(*ids.shape, self.embedding_dim)                             # [..., H]
 
     @property
     def weight(self) -> torch.Tensor:

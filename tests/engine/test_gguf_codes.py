@@ -4,6 +4,7 @@ the torch reference and row-independent, an engine whose packed matrices hold ex
 file's weights, and drafted text equal to one token per pass on that weight format."""
 from __future__ import annotations
 
+import gguf
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,6 @@ from engine.testing_gguf import _random_kquant
 
 from test_causal_decode import check_drafts_give_the_one_per_pass_text  # tests/engine is on sys.path
 
-gguf = pytest.importorskip("gguf")
 needs_kernel = pytest.mark.skipif(cpu_gemm.unavailable_reason() is not None,
                                   reason=f"our CPU kernel cannot run here: {cpu_gemm.unavailable_reason()}")
 
