@@ -79,7 +79,10 @@ PLAIN_DECODERS = (("one-per-pass", {"drafting": False}), ("lookup", {"drafting":
 
 
 def drafter_kind(drafter) -> str:
+    from engine.attention_head import AttentionHead
     from engine.draft_head import DraftHead
+    if isinstance(drafter, AttentionHead):
+        return "attn"
     return "head" if isinstance(drafter, DraftHead) else "mask"
 
 

@@ -4,10 +4,13 @@
 
 The verifier (the model itself) never changes, so the text the server suggests is the same with
 or without a drafter; a drafter trained on your code only makes it arrive in fewer forward
-passes. Two kinds (--kind):
+passes. Three kinds (--kind):
   head  (default) a small draft head over the model's last hidden state (engine/draft_head.py,
         engine/train/draft_head_train.py): the frozen model reads your code once, then only the
         head trains;
+  attn  the same, with one attention layer over every earlier position's state (after EAGLE;
+        engine/attention_head.py, engine/train/attention_head_train.py), trained on whole
+        feature sequences;
   mask  trained mask slots: a mask embedding and low-rank adapters on the mask rows
         (engine/mask_adapter.py, engine/train/drafter.py).
 The run folder (--run, default <out>.run) keeps the corpus manifest, the features or adapter
@@ -38,12 +41,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g = p.add_argument_group("drafter (a new run only; a resumed run keeps its own)")
-    g.add_argument("--kind", choices=("head", "mask"), default="head",
-                   help="head: a draft head over the last hidden state (default); mask: trained mask slots")
+    g.add_argument("--kind", choices=("head", "attn", "mask"), default="head",
+                   help="head: a draft head over the last hidden state (default); attn: a draft head with "
+                        "attention over the context's states; mask: trained mask slots")
     g.add_argument("--slots", type=int, default=4, help="tokens drafted per pass (default: 4)")
     g.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     g.add_argument("--inner", type=int, default=1024, help="head: width of its residual block (default: 1024)")
     g.add_argument("--vocab", type=int, default=8192, help="head: tokens it can draft (default: 8192)")
+    g.add_argument("--batch-rows", type=int, default=None,
+                   help="head: feature rows a step (default: 256 chains; attn: 2048 rows of whole sequences)")
     g.add_argument("--rank", type=int, default=8, help="mask: low-rank adapter rank (default: 8)")
     g.add_argument("--mask-slots", type=int, default=None, help=argparse.SUPPRESS)   # older spelling of --slots
     g.add_argument("--anchors", type=int, default=48, help="mask: mask groups per training example (default: 48)")
@@ -133,8 +139,9 @@ def run(args) -> int:
     slots = args.mask_slots or args.slots
     config = None
     if not (run_dir / "state.json").is_file():
+        batch = {"batch_rows": args.batch_rows or (2048 if kind == "attn" else 256)}
         config = (HeadConfig(inner=args.inner, slots=slots, vocab_size=args.vocab, lr=args.lr, seed=args.seed,
-                             eval_every=args.eval_every) if kind == "head" else
+                             eval_every=args.eval_every, **batch) if kind in ("head", "attn") else
                   DrafterConfig(rank=args.rank, mask_slots=slots, lr=args.lr, anchors=args.anchors,
                                 seed=args.seed, eval_every=args.eval_every))
     trainer = open_run(kind, engine.model, run_dir, train, heldout, engine.tokenizer.encode, config, say=say)

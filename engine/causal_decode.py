@@ -55,6 +55,7 @@ from typing import Iterator, List, Optional
 
 import torch
 
+from .attention_head import AttentionHead, HeadRows
 from .decode import Decoder, Span
 from .drafts import LookupDrafter
 from .kvcache import KVBuffer
@@ -95,7 +96,7 @@ class CausalDecoder(Decoder):
         super().__init__(model, tokenizer, cfg, context_cache)
         self.drafter = drafter
         self.adapter = adapter        # MaskAdapter attached to `model`, or None
-        self.head = head              # DraftHead bound to `model`, or None
+        self.head = head              # DraftHead or AttentionHead bound to `model`, or None
 
     def run(self, req, cancel=None) -> Iterator:
         self._start(req, cancel)
@@ -129,7 +130,9 @@ class CausalDecoder(Decoder):
     def prefill(self, ctx: List[int], chunk: int, cancel=None) -> int:
         """Compute and cache the KV of `ctx` in chunks of `chunk` tokens (warm-up); returns how
         many tokens were computed. Stops between chunks when `cancel` is set."""
-        n_cached, past = self.context_cache.take(ctx, len(ctx), self._kv_shape())
+        rows, limit = self._kept_rows(ctx)
+        n_cached, past = self.context_cache.take(ctx, len(ctx), self._kv_shape(), limit=limit)
+        rows = rows.prefix(n_cached) if rows is not None else None
         computed = 0
         with torch.inference_mode():
             while n_cached < len(ctx):
@@ -141,8 +144,20 @@ class CausalDecoder(Decoder):
                                               causal_mask(len(part), n_cached, self.device))
                 past.length = n_cached = n_cached + len(part)
                 computed += len(part)
-                self.context_cache.store_buffer(ctx[:n_cached], past, last_hidden=hidden[0, -1])
+                if rows is not None:
+                    rows.add_hidden(hidden[0])
+                    rows.sync(self.head, ctx, n_cached - 1)
+                self.context_cache.store_buffer(ctx[:n_cached], past, last_hidden=hidden[0, -1], rows=rows)
         return computed
+
+    def _kept_rows(self, ctx: List[int]):
+        """With an attention head: (its rows of the context cache, or fresh empty ones; how many
+        positions of ctx they cover, the most of the cached KV a decode may reuse: the head needs
+        the final state of every position); else (None, None)."""
+        if not isinstance(self.head, AttentionHead):
+            return None, None
+        kept, covered = self.context_cache.rows_for(self.head, ctx)
+        return (kept if kept is not None else HeadRows(self.head)), covered
 
     def _kv_shape(self):
         """(layers, Hkv, D, dtype, device) of this model's KV, for an empty KVBuffer."""
@@ -155,13 +170,21 @@ class CausalDecoder(Decoder):
         ctx, lead = self.prompt(req)
         exact = req.cache != "none"
         state = self.context_cache.last_state(ctx) if exact else None                         # [H]
+        trained = req.drafting and req.draft_with in ("auto", "mask")
+        # an attention head drafting: the rows it keeps of the context (None: no such head)
+        rows, limit = self._kept_rows(ctx) if trained else (None, None)
+        if rows is not None and (not exact or limit < len(ctx)):
+            state = None                          # the head has no rows for the cached state's context
         # the KV of the decode: the context cache's longest shared prefix (without the last
         # context token when its output is needed and not cached), extended in place pass by pass
         room = len(ctx) + m                       # a pass's rows never reach past the token budget
         if exact:
-            n_cached, past = self.context_cache.take(ctx if state is not None else ctx[:-1], room, self._kv_shape())
+            n_cached, past = self.context_cache.take(ctx if state is not None else ctx[:-1], room, self._kv_shape(),
+                                                     limit=limit)
         else:
             n_cached, past = 0, KVBuffer.empty(self._kv_shape(), room)
+        if rows is not None:
+            rows = rows.prefix(n_cached) if exact else HeadRows(self.head)
         pending = ctx[n_cached:]                  # inputs without cached KV
         pos0 = n_cached                           # absolute position of pending[0]
         span = Span.of_masks(m, -1)
@@ -172,7 +195,6 @@ class CausalDecoder(Decoder):
         use_lookup = req.draft_with in ("auto", "lookup")
         n_masks = 0
         n_guesses = 0                             # draft-head guesses per pass
-        trained = req.drafting and req.draft_with in ("auto", "mask")
         if trained and self.adapter is not None:
             n_masks = min(self.adapter.mask_slots, req.max_draft_tokens)
         elif trained and self.head is not None:
@@ -197,7 +219,7 @@ class CausalDecoder(Decoder):
                 yield self._finish(span, span.end)
                 return
             if n_guesses:
-                guesses = self.head.propose(state, chosen[-1], min(n_guesses, m - done - 1), banned=chain_ends)
+                guesses = self._guess(rows, ctx, state, chosen[-1], min(n_guesses, m - done - 1), chain_ends)
             pending = [chosen[-1]]
         drafts, from_masks = self._propose(drafter, span, done, guesses)
         if state is not None:
@@ -238,17 +260,20 @@ class CausalDecoder(Decoder):
                 guesses = confident_guesses(raw[0, n_rows:], self.cfg.mask_id)
             keep = len(pending) + n_ok
             past.length += keep                   # the rejected drafts' entries are overwritten next pass
+            done = self._commit(span, done, chosen)
+            if rows is not None:                  # the kept rows' states; the head's rows before the last one
+                rows.add_hidden(hidden[0, :keep])
+                rows.sync(self.head, ctx + span.tokens[:done], pos0 + keep - 1)
             if not ctx_stored and pos0 + keep >= len(ctx):
                 last = hidden[0, len(ctx) - 1 - pos0] if hidden is not None else None
-                self.context_cache.store_buffer(ctx, past, last_hidden=last)
+                self.context_cache.store_buffer(ctx, past, last_hidden=last, rows=rows)
                 ctx_stored = True
             pos0 += keep
-            done = self._commit(span, done, chosen)
             if span.end < m or done >= m:
                 break
             if n_guesses:                         # exact state after the committed tokens: h, bonus token
-                guesses = self.head.propose(hidden[0, len(pending) - 1 + n_ok], chosen[-1],
-                                            min(n_guesses, m - done - 1), banned=chain_ends)
+                guesses = self._guess(rows, ctx, hidden[0, len(pending) - 1 + n_ok], chosen[-1],
+                                      min(n_guesses, m - done - 1), chain_ends)
             if drafter is not None:
                 drafter.observe(chosen, n_ok, len(drafts))
             pending = [chosen[-1]]
@@ -256,6 +281,14 @@ class CausalDecoder(Decoder):
             yield self._update(span, m)
         span.predicted.clear()
         yield self._finish(span, span.end)
+
+    def _guess(self, rows, ctx, hidden, token: int, k: int, banned) -> List[int]:
+        """The head's guesses after the last accepted row (final state `hidden` [H]) and the
+        bonus token: an attention head also reads (and extends) the rows it keeps."""
+        if rows is None:
+            return self.head.propose(hidden, token, k, banned=banned)
+        rows.sync(self.head, ctx, len(rows) - 1)  # warm: the context's rows before its last
+        return self.head.propose(rows.cache, hidden, token, k, banned=banned)
 
     def _commit(self, span: Span, done: int, chosen: List[int]) -> int:
         """Write the committed tokens into the span up to a stop token (which sets span.end);

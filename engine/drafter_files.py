@@ -1,8 +1,9 @@
 """Drafter files: which file a `drafter` setting names, and loading it as what it declares.
 
-Two kinds of trained drafter exist (issue 12), both safetensors with a `format` in their
+Three kinds of trained drafter exist (issue 12), all safetensors with a `format` in their
 metadata and the identity of the base model they were trained for:
   dllm-draft-head-1    DraftHead (draft_head.py): a small head over the last hidden state
+  dllm-attention-head-1  AttentionHead (attention_head.py): one attention layer over every position's state
   dllm-mask-adapter-1  MaskAdapter (mask_adapter.py): trained mask slots inside the pass
 "auto" picks the shipped file (engine/drafters/) trained for the model's shape, preferring the
 kind listed first in PREFERRED (the one that measured faster, docs/models.md).
@@ -13,11 +14,11 @@ import json
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-from . import draft_head, mask_adapter
+from . import attention_head, draft_head, mask_adapter
 from .errors import CheckpointError
 
 SHIPPED_DIR = Path(__file__).with_name("drafters")     # drafters trained by this project, in the repo
-PREFERRED = (draft_head.FORMAT, mask_adapter.FORMAT)
+PREFERRED = (draft_head.FORMAT, attention_head.FORMAT, mask_adapter.FORMAT)
 
 
 def _meta(path: Path) -> dict:
@@ -56,11 +57,14 @@ def resolve_drafter(spec: Optional[str], cfg) -> Optional[Path]:
     return path
 
 
-def load_drafter_file(path: Path, cfg) -> Union[draft_head.DraftHead, mask_adapter.MaskAdapter]:
-    """A DraftHead or MaskAdapter, as the file declares; CheckpointError for anything else."""
+def load_drafter_file(path: Path, cfg) -> Union[draft_head.DraftHead, attention_head.AttentionHead,
+                                                mask_adapter.MaskAdapter]:
+    """A DraftHead, AttentionHead or MaskAdapter, as the file declares; CheckpointError for anything else."""
     fmt = draft_head.drafter_format(path)
     if fmt == draft_head.FORMAT:
         return draft_head.DraftHead.load(path, cfg)
+    if fmt == attention_head.FORMAT:
+        return attention_head.AttentionHead.load(path, cfg)
     return mask_adapter.MaskAdapter.load(path, cfg)     # names the file and what is wrong with it
 
 

@@ -174,7 +174,7 @@ class Engine:
         self._lock = threading.Lock()
         self.load_ms = 0.0
         self.adapter = None           # a MaskAdapter (trained mask slots) or None
-        self.head = None              # a DraftHead or None (at most one of the two)
+        self.head = None              # a DraftHead or AttentionHead, or None (at most one of the two)
         self.drafter_path = None
 
     def load_drafter(self, path: Union[str, os.PathLike, None]) -> None:
@@ -187,7 +187,7 @@ class Engine:
         self.use_drafter(load_named(path, self.cfg))
 
     def use_drafter(self, drafter) -> None:
-        """Attach a loaded DraftHead or MaskAdapter (None: none), detaching the current one
+        """Attach a loaded DraftHead, AttentionHead or MaskAdapter (None: none), detaching the current one
         (benches switch drafters this way without reading files)."""
         with self._lock:
             if self.adapter is not None:
@@ -198,8 +198,9 @@ class Engine:
                 self.drafter_path = str(getattr(drafter, "path", "")) or None
 
     def _attach(self, drafter) -> None:
+        from .attention_head import AttentionHead
         from .draft_head import DraftHead
-        if isinstance(drafter, DraftHead):
+        if isinstance(drafter, (DraftHead, AttentionHead)):
             self.head = drafter.bind(self.model).eval()
         else:
             self.adapter = drafter.attach(self.model).eval()

@@ -134,13 +134,16 @@ class ContextCache:
     """The KV of one token sequence; lookups return the exact KV of the longest shared prefix.
     With it, optionally, the final hidden state of the sequence's last position: a request for
     exactly that sequence then reads its first token through the output projection alone,
-    without a pass over the last context token (causal_decode.py)."""
+    without a pass over the last context token (causal_decode.py). And the rows an attention
+    draft head keeps of the sequence (`rows`, attention_head.HeadRows: its positions' final
+    states and the head's keys), cut with the KV to the shared prefix."""
 
     def __init__(self):
         self.ids: List[int] = []
         self.kv: Optional[KVList] = None
         self.buffer: Optional[KVBuffer] = None          # the buffer whose prefix self.kv views, if one
         self.last_hidden: Optional[torch.Tensor] = None   # [H] after the final norm, or None
+        self.rows = None                                  # attention_head.HeadRows of ids' positions, or None
         self.hits = 0          # tokens served from the cache, summed over lookups
         self.misses = 0        # tokens that had to be computed
 
@@ -150,36 +153,48 @@ class ContextCache:
         self.misses += len(ids) - n
         return n, (kv_slice(self.kv, 0, n) if n else None)
 
-    def take(self, ids: Sequence[int], capacity: int, shape) -> Tuple[int, KVBuffer]:
+    def take(self, ids: Sequence[int], capacity: int, shape, limit: Optional[int] = None) -> Tuple[int, KVBuffer]:
         """(n, buffer): a KVBuffer of at least `capacity` positions whose first n = the longest
         prefix shared with ids hold their exact KV, for a decode to extend (writing past n).
         The cache's own buffer is shared when it holds the KV (no copy): the cache then keeps
         only those n positions, which the decode never writes (it writes from n on; one decode
         at a time, Engine's lock); else they are copied into a new buffer.
-        `shape` = (layers, Hkv, D, dtype, device) for an empty one."""
-        n, kv = self.lookup(ids)
+        `shape` = (layers, Hkv, D, dtype, device) for an empty one; n <= `limit` when given.
+        The rows kept for an attention head are cut to n with the rest."""
+        n, kv = self.lookup(ids if limit is None else ids[:limit])
         if n and self.buffer is not None:
             if n < len(self.ids):                          # the rest is overwritten from now on
                 self.ids, self.kv, self.last_hidden = self.ids[:n], kv_slice(self.kv, 0, n), None
+                self.rows = self.rows.prefix(n) if self.rows is not None else None
             self.buffer.length = n
             self.buffer.reserve(capacity)
             return n, self.buffer
         return n, KVBuffer.holding(kv, capacity + KVBuffer.SLACK, shape)
 
     def store_buffer(self, ids: Sequence[int], buffer: KVBuffer,
-                     last_hidden: Optional[torch.Tensor] = None) -> None:
+                     last_hidden: Optional[torch.Tensor] = None, rows=None) -> None:
         """Keep the KV of ids = the first len(ids) positions of buffer, as views (take() shares
         the buffer with the next decode)."""
-        self.store(ids, buffer.prefix(len(ids)), last_hidden)
+        self.store(ids, buffer.prefix(len(ids)), last_hidden, rows)
         self.buffer = buffer
 
-    def store(self, ids: Sequence[int], kv: KVList, last_hidden: Optional[torch.Tensor] = None) -> None:
+    def store(self, ids: Sequence[int], kv: KVList, last_hidden: Optional[torch.Tensor] = None, rows=None) -> None:
         if kv_len(kv) != len(ids):
             raise ValueError(f"cache of {kv_len(kv)} positions stored for {len(ids)} ids")
+        if rows is not None and len(rows) < len(ids):
+            raise ValueError(f"head rows of {len(rows)} positions stored for {len(ids)} ids")
         self.ids = list(ids)
         self.kv = kv
         self.buffer = None
         self.last_hidden = None if last_hidden is None else last_hidden.detach().clone()
+        self.rows = None if rows is None else rows.prefix(len(ids))
+
+    def rows_for(self, owner, ids: Sequence[int]):
+        """(the kept head rows of `owner`, how many leading positions of ids they cover); (None, 0)
+        when the rows are another head's or none were kept."""
+        if self.rows is None or self.rows.owner is not owner or self.kv is None:
+            return None, 0
+        return self.rows, min(len(self.rows), common_prefix(self.ids, ids))
 
     def last_state(self, ids: Sequence[int]) -> Optional[torch.Tensor]:
         """The final hidden state [H] of ids' last position, when the cache holds exactly ids."""
@@ -188,4 +203,4 @@ class ContextCache:
         return self.last_hidden
 
     def clear(self) -> None:
-        self.ids, self.kv, self.last_hidden, self.buffer = [], None, None, None
+        self.ids, self.kv, self.last_hidden, self.buffer, self.rows = [], None, None, None, None

@@ -49,6 +49,8 @@ from .drafter import DrafterConfig, example_stream
 @dataclass
 class HeadConfig:
     inner: int = 1024
+    heads: int = 14                   # attention head only (attention_head_train.py)
+    kv_heads: int = 2
     slots: int = 4
     vocab_size: int = 8192
     depth: int = 3                    # chain steps unrolled per training row
@@ -236,29 +238,48 @@ class HeadTrainer:
         if state_path.is_file():
             self.state = HeadState(**json.loads(state_path.read_text()))
             self.hcfg = HeadConfig(**self.state.config)
+            if self.state.kind != self.kind:
+                raise ValueError(f"{self.run_dir} is a {self.state.kind} run, not a {self.kind} run")
         else:
             self.hcfg = hcfg or HeadConfig()
-            self.state = HeadState(config=asdict(self.hcfg))
+            self.state = HeadState(kind=self.kind, config=asdict(self.hcfg))
         self.store = FeatureStore(self.run_dir / "features")
         self.files_train, self.files_heldout = list(files_train), list(files_heldout)
         seq = sequence_config(self.hcfg)
         self.stream = example_stream(self.files_train, encode, self.cfg, seq,
                                      seed=self.hcfg.seed * 1_000_003 + self.state.examples)
-        self.head: Optional[DraftHead] = None
+        self.head = None
         self.opt = None
-        head_path = self.run_dir / "head.safetensors"
-        if head_path.is_file():
-            self._make_head(DraftHead.load(head_path, self.cfg))
+        if self.weights_file.is_file():
+            self._make_head(self.load_head(self.weights_file))
         self.feats: Optional[Dict[str, torch.Tensor]] = None
         self.held, self.held_mids = self._heldout()
 
     @property
     def weights_file(self) -> Path:
-        return self.run_dir / "head.safetensors"
+        return self.run_dir / f"{self.kind}.safetensors"
 
     def summary(self) -> str:
         minutes = (self.state.seconds_features + self.state.seconds_training) / 60
         return f"step {self.state.step}, {self.state.rows} feature rows, {minutes:.1f} min trained"
+
+    # ---- what a head of another design overrides (attention_head_train.py) ----------------
+    def new_head(self, vocab: List[int]):
+        return DraftHead(self.cfg, vocab, inner=self.hcfg.inner, slots=self.hcfg.slots,
+                         out_norm=self.model.norm.weight, seed=self.hcfg.seed)
+
+    def load_head(self, path: Path):
+        return DraftHead.load(path, self.cfg)
+
+    def batch_loss(self, feats: Dict[str, torch.Tensor], gen: torch.Generator):
+        """(loss, hits [depth], counted [depth]) of one batch of chains drawn with `gen`."""
+        pick = torch.randint(len(self.chain_index), (self.hcfg.batch_rows,), generator=gen)
+        loss, hits, valid = chain_loss(self.head, feats, self.chain_index[pick], self.hcfg.depth, self.vocab_index,
+                                       self.hcfg.feature_weight)
+        return loss, hits.float().sum(0), valid.float().sum(0)
+
+    def evaluate_on(self, held: Dict[str, torch.Tensor], mids: Sequence[int]) -> dict:
+        return evaluate_head(self.head, held, mids)
 
     # ---- pieces ---------------------------------------------------------------------------
     def collect(self, seconds: Optional[float] = None, examples: Optional[int] = None,
@@ -338,15 +359,11 @@ class HeadTrainer:
             vocab = pick_vocab(feats["greedy"], self.hcfg.vocab_size, always)
             covered = torch.isin(feats["greedy"], torch.tensor(vocab, dtype=torch.int32)).float().mean().item()
             self.say(f"draft vocabulary: {len(vocab)} tokens cover {covered:.1%} of the verifier's tokens")
-            self._make_head(DraftHead(self.cfg, vocab, inner=self.hcfg.inner, slots=self.hcfg.slots,
-                                      out_norm=self.model.norm.weight, seed=self.hcfg.seed))
+            self._make_head(self.new_head(vocab))
         t0 = time.perf_counter()
         self.head.train()
         gen = torch.Generator().manual_seed(self.hcfg.seed * 7919 + self.state.step)
-        pick = torch.randint(len(self.chain_index), (self.hcfg.batch_rows,), generator=gen)
-        rows = self.chain_index[pick]
-        loss, hits, valid = chain_loss(self.head, feats, rows, self.hcfg.depth, self.vocab_index,
-                                       self.hcfg.feature_weight)
+        loss, hits, counted = self.batch_loss(feats, gen)
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.state.step)
         self.opt.zero_grad(set_to_none=True)
@@ -356,7 +373,7 @@ class HeadTrainer:
         self.state.step += 1
         dt = time.perf_counter() - t0
         self.state.seconds_training += dt
-        acc = (hits.float().sum(0) / valid.float().sum(0).clamp(min=1)).tolist()
+        acc = (hits.float() / counted.float().clamp(min=1)).tolist()
         return {"step": self.state.step, "loss": round(loss.item(), 4), "seconds": round(dt, 3),
                 "slot_accuracy": [round(a, 3) for a in acc]}
 
@@ -364,7 +381,7 @@ class HeadTrainer:
         if self.head is None or self.held is None:
             return {}
         self.head.eval()
-        out = evaluate_head(self.head, self.held, self.held_mids)
+        out = self.evaluate_on(self.held, self.held_mids)
         out.update(step=self.state.step, seconds_trained=round(self.state.seconds_features + self.state.seconds_training, 1),
                    rows=self.state.rows, kind="eval")
         return out
@@ -398,7 +415,7 @@ class HeadTrainer:
     # ---- files ----------------------------------------------------------------------------
     def save(self) -> None:
         if self.head is not None:
-            self.head.save(self.run_dir / "head.safetensors",
+            self.head.save(self.weights_file,
                            extra={"step": self.state.step, "rows": self.state.rows,
                                   "seconds": round(self.state.seconds_features + self.state.seconds_training, 1)})
             self._save_optimizer()

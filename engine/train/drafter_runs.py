@@ -4,7 +4,8 @@
     trainer.train(seconds=600, progress=...)
     shutil.copyfile(trainer.weights_file, out)
 
-kind "head" = HeadTrainer (draft_head_train.py), "mask" = DrafterTrainer (drafter.py). A run
+kind "head" = HeadTrainer (draft_head_train.py), "attn" = AttentionHeadTrainer
+(attention_head_train.py), "mask" = DrafterTrainer (drafter.py). A run
 folder that already holds a state.json keeps the kind it was started with (runs from before
 the draft head existed are mask runs), whatever `kind` says.
 """
@@ -14,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Callable, Optional
 
-KINDS = ("head", "mask")
+KINDS = ("head", "attn", "mask")
 
 
 def run_kind(run_dir: Path, requested: str) -> str:
@@ -29,8 +30,11 @@ def run_kind(run_dir: Path, requested: str) -> str:
 def open_run(kind: str, model, run_dir: Path, train, heldout, encode, config=None,
              say: Callable[[str], None] = print):
     """The trainer for run_dir (config: a HeadConfig / DrafterConfig for a new run, else None)."""
-    if run_kind(run_dir, kind) == "head":
+    kind = run_kind(run_dir, kind)
+    if kind == "head":
         from .draft_head_train import HeadTrainer as Trainer
+    elif kind == "attn":
+        from .attention_head_train import AttentionHeadTrainer as Trainer
     else:
         from .drafter import DrafterTrainer as Trainer
     return Trainer(model, run_dir, train, heldout, encode, config, say=say)

@@ -1,0 +1,60 @@
+"""Training the attention draft head (attention_head.py) on the same features as the draft head.
+
+The run is draft_head_train.HeadTrainer's (features once from the frozen model, resumable,
+accumulating across sessions; its held-out greedy-middle examples and measures), with three
+pieces of its own:
+  - a batch is whole feature sequences (random ones, about `batch_rows` rows together, padded),
+    since a row's query reads every earlier row of its sequence;
+  - the loss is attention_head.chain_loss: `depth` levels of chains over every row at once,
+    each level seeing what drafting will show it (chain_attention_mask);
+  - the held-out measure drafts the way the decoder does (attention_head.evaluate).
+Run folder: as HeadTrainer's, the weights in attn.safetensors.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import torch
+
+from .. import attention_head as A
+from .draft_head_train import HeadTrainer
+
+
+class AttentionHeadTrainer(HeadTrainer):
+    kind = "attn"
+
+    def new_head(self, vocab: List[int]):
+        return A.AttentionHead(self.cfg, vocab, inner=self.hcfg.inner, heads=self.hcfg.heads,
+                               kv_heads=self.hcfg.kv_heads, slots=self.hcfg.slots,
+                               out_norm=self.model.norm.weight, seed=self.hcfg.seed)
+
+    def load_head(self, path: Path):
+        return A.AttentionHead.load(path, self.cfg)
+
+    def batch_loss(self, feats: Dict[str, torch.Tensor], gen: torch.Generator):
+        lengths = feats["lengths"]
+        starts = torch.cumsum(lengths, 0) - lengths
+        picked, rows = [], 0
+        while rows < self.hcfg.batch_rows:
+            i = int(torch.randint(len(lengths), (1,), generator=gen))
+            if int(lengths[i]) < 2:
+                continue
+            picked.append(i)
+            rows += int(lengths[i])
+        width = max(int(lengths[i]) for i in picked)
+        dev = self.head.table.device
+        hidden = torch.zeros(len(picked), width, self.cfg.hidden_size, device=dev)        # [B, L, H]
+        tokens = torch.zeros(len(picked), width, dtype=torch.long, device=dev)            # [B, L]
+        greedy = torch.zeros(len(picked), width, dtype=torch.long, device=dev)
+        for r, i in enumerate(picked):
+            s, n = int(starts[i]), int(lengths[i])
+            hidden[r, :n] = feats["hidden"][s:s + n].to(dev, torch.float32)
+            tokens[r, :n] = feats["tokens"][s:s + n].to(dev).long()
+            greedy[r, :n] = feats["greedy"][s:s + n].to(dev).long()
+        return A.chain_loss(self.head, hidden, tokens, greedy, lengths[picked].to(dev),
+                            self.vocab_index.to(dev), self.hcfg.depth, self.hcfg.feature_weight)
+
+    def evaluate_on(self, held: Dict[str, torch.Tensor], mids: Sequence[int]) -> dict:
+        return A.evaluate(self.head, held, mids)
+
