@@ -16,8 +16,8 @@ counted with the model's tokenizer; no snippet header), so prompts are the serve
 
 Decoders (rows, one per draft source): "one-per-pass" (drafting=False, the reference),
 "lookup" (prompt-lookup drafts alone, --max-draft), and for each trained drafter (--drafter,
-repeatable, default the shipped one) two rows named by its kind, "head" (draft head) or "mask"
-(mask slots): "<kind>" (its guesses alone) and "lookup+<kind>" (both: what the server does), so
+repeatable, default the shipped one) two rows named by its kind, "head" (draft head), "attn"
+(attention draft head) or "mask" (mask slots): "<kind>" (its guesses alone) and "lookup+<kind>" (both: what the server does), so
 several drafters are compared on the same cases in one run. Each case is
 decoded by each decoder cold (engine.context_cache cleared first) and then warm (the same
 request again at once: the context KV is cached, the suggestion is decoded afresh). Line

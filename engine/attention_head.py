@@ -36,11 +36,11 @@ from torch import nn
 
 from .draft_head import FIRST_MIN_PROB, GUESS_MIN_PROB, rms
 from .errors import CheckpointError
-from .half_linear import dense_weight
+from .half_linear import dense_weight, fp16_gemm_available, pack_weight
 from .mask_adapter import base_identity, read_drafter_file
 
 FORMAT = "dllm-attention-head-1"
-WEIGHTS = ("w_in", "q_proj", "k_proj", "v_proj", "o_proj", "gate", "up", "down")
+PACKED = ("w_in", "q_proj", "k_proj", "v_proj", "o_proj", "gate", "up", "down", "table")
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -153,6 +153,19 @@ class AttentionHead(nn.Module):
         self.out_norm = nn.Parameter(out_norm.detach().clone().float() if out_norm is not None else torch.ones(h))
         self.table: Optional[torch.Tensor] = None      # [Nv, H] frozen projection rows (bind())
         self.embed = None                              # the model's input embedding (bind())
+        self._packs = None                             # (weights' versions, fbgemm fp16 packs) for drafting
+
+    @classmethod
+    def from_draft_head(cls, ff, cfg, heads: int = 14, kv_heads: int = 2, seed: int = 0) -> "AttentionHead":
+        """A head that drafts exactly as the feed-forward DraftHead `ff` does (same vocabulary,
+        input projection, block and norms; the attention's output projection zero), so training
+        starts from what `ff` learned and the attention only adds what the context tells."""
+        head = cls(cfg, ff.vocab.tolist(), inner=ff.inner, heads=heads, kv_heads=kv_heads, slots=ff.slots, seed=seed)
+        with torch.no_grad():
+            for name in ("w_in", "embed_norm", "block_norm", "gate", "up", "down", "out_norm"):
+                getattr(head, name).copy_(getattr(ff, name).float())
+        head.first_min_prob, head.min_prob = ff.first_min_prob, ff.min_prob
+        return head
 
     # ---- the model it drafts for ----------------------------------------------------------------
     def bind(self, model) -> "AttentionHead":
@@ -168,6 +181,25 @@ class AttentionHead(nn.Module):
         return self
 
     # ---- pieces of one row ----------------------------------------------------------------------
+    def linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """x [.., in] -> [.., out] through weight `name`: fbgemm's fp16 kernel when drafting on a
+        CPU that has it (no autograd; the file stores fp16 and the table rows are the model's
+        bf16 values, so packing keeps the weights; only the sums' order changes), else F.linear."""
+        packs = self._packed()
+        if packs is None:
+            return F.linear(x, getattr(self, name))
+        out = torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, x.shape[-1]).float().contiguous(), packs[name])
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def _packed(self):
+        if torch.is_grad_enabled() or self.table is None or self.table.device.type != "cpu" \
+                or self.table.dtype != torch.float32 or not fp16_gemm_available():
+            return None
+        key = (id(self.table), self.table._version) + tuple(p._version for p in self.parameters())
+        if self._packs is None or self._packs[0] != key:
+            self._packs = (key, {name: pack_weight(getattr(self, name)) for name in PACKED})
+        return self._packs[1]
+
     def rope(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         freqs = positions.float()[..., None] * self.inv_freq                              # [T, D/2]
         emb = torch.cat([freqs, freqs], dim=-1)                                           # [T, D]
@@ -176,15 +208,15 @@ class AttentionHead(nn.Module):
     def inputs(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """hidden [.., T, H], tokens [.., T] (the token after each hidden row) -> z [.., T, H]."""
         e = rms(self.embed(tokens), self.embed_norm)
-        return F.linear(torch.cat([hidden.to(e.dtype), e], dim=-1), self.w_in)
+        return self.linear(torch.cat([hidden.to(e.dtype), e], dim=-1), "w_in")
 
     def qkv(self, z: torch.Tensor, positions: torch.Tensor):
         """z [B, T, H] -> q [B, nh, T, D], k/v [B, nkv, T, D] (RoPE at `positions` [T])."""
         b, t, _ = z.shape
         u = rms(z, self.attn_norm)
-        q = F.linear(u, self.q_proj).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = F.linear(u, self.k_proj).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = F.linear(u, self.v_proj).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = self.linear(u, "q_proj").view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self.linear(u, "k_proj").view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.linear(u, "v_proj").view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         cos, sin = self.rope(positions)
         return rotate(q, cos, sin), rotate(k, cos, sin), v
 
@@ -197,11 +229,11 @@ class AttentionHead(nn.Module):
 
     def finish(self, z: torch.Tensor, attended: torch.Tensor):
         """Residual attention output, the SwiGLU block, the out norm -> (f [.., H], logits [.., Nv])."""
-        z = z + F.linear(attended, self.o_proj)
+        z = z + self.linear(attended, "o_proj")
         u = rms(z, self.block_norm)
-        z = z + F.linear(F.silu(F.linear(u, self.gate)) * F.linear(u, self.up), self.down)
+        z = z + self.linear(F.silu(self.linear(u, "gate")) * self.linear(u, "up"), "down")
         f = rms(z, self.out_norm)
-        return f, F.linear(f, self.table)
+        return f, self.linear(f, "table")
 
     # ---- drafting ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -286,11 +318,13 @@ class Chain:
         cache.append(k[0], v[0])
         self.keys, self.values = cache.k[None], cache.v[None]             # [1, nkv, S, D]
 
+    @torch.no_grad()
     def outputs(self):
         """(f [1, 1, H] the predicted next state, logits [Nv]) of the current step."""
         f, logits = self.head.finish(self.z, self.head.attend(self.q, self.keys, self.values, None))
         return f, logits[0, 0]
 
+    @torch.no_grad()
     def advance(self, f: torch.Tensor, token: int) -> None:
         """The next step reads (f, token): the current step's prediction and its guess."""
         self.position += 1

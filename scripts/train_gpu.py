@@ -2,10 +2,11 @@
 """Train the embedded model, or a drafter of the default model, on a GPU box for at most 10 minutes.
 
     python scripts/train_gpu.py --init runs/main/ckpt.pt --minutes 9 --out runs/gpu/model
-    python scripts/train_gpu.py --drafter MODEL [--kind head|mask] --minutes 9 --run runs/drafter-main
+    python scripts/train_gpu.py --drafter MODEL [--kind head|attn|mask] --minutes 9 --run runs/drafter-main
 
 --drafter trains a drafter of MODEL (--kind head: the draft head, engine/train/draft_head_train.py;
-mask: the mask slots, engine/train/drafter.py; a resumed run keeps its kind) (a .gguf file or a
+attn: the attention draft head, engine/train/attention_head_train.py; mask: the mask slots,
+engine/train/drafter.py; a resumed run keeps its kind) (a .gguf file or a
 converted model folder: the box has no network, so the model travels with the job) with the
 same trainer as `dllm-lsp train-drafter`, continuing the run folder's state (weights, features and
 optimizer), so CPU and GPU sessions accumulate into one drafter.
@@ -39,8 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init", default=None, help="ckpt.pt of a CPU run, a model folder, or 'embedded'")
     p.add_argument("--drafter", default=None, metavar="MODEL",
                    help="train a drafter of MODEL instead (a .gguf file or a model folder)")
-    p.add_argument("--kind", choices=("head", "mask"), default="head",
-                   help="with --drafter: head (a draft head, the default) or mask (trained mask slots)")
+    p.add_argument("--kind", choices=("head", "attn", "mask"), default="head",
+                   help="with --drafter: head (a draft head, the default), attn (a draft head with attention "
+                        "over the context's states) or mask (trained mask slots)")
     p.add_argument("--minutes", type=float, default=9.0, help=f"training minutes (at most {MAX_MINUTES:g})")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps of this session")
     p.add_argument("--data", nargs="*", default=[], help="code folders (default: stdlib + site-packages)")

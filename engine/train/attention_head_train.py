@@ -7,24 +7,37 @@ pieces of its own:
     since a row's query reads every earlier row of its sequence;
   - the loss is attention_head.chain_loss: `depth` levels of chains over every row at once,
     each level seeing what drafting will show it (chain_attention_mask);
-  - the held-out measure drafts the way the decoder does (attention_head.evaluate).
+  - the held-out measure drafts the way the decoder does (attention_head.evaluate);
+and it may start from a trained DraftHead (`init_from`: its weights, vocabulary and thresholds,
+the attention's output projection zero: at step 0 it drafts exactly as that head does).
 Run folder: as HeadTrainer's, the weights in attn.safetensors.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from .. import attention_head as A
-from .draft_head_train import HeadTrainer
+from ..draft_head import DraftHead
+from .draft_head_train import HeadConfig, HeadTrainer
 
 
 class AttentionHeadTrainer(HeadTrainer):
     kind = "attn"
 
+    def __init__(self, model, run_dir, files_train, files_heldout, encode, hcfg: Optional[HeadConfig] = None,
+                 say=print):
+        # a new run's default batch: ~2048 rows of whole sequences (a resumed run keeps its own)
+        super().__init__(model, run_dir, files_train, files_heldout, encode, hcfg or HeadConfig(batch_rows=2048),
+                         say=say)
+
     def new_head(self, vocab: List[int]):
+        if self.hcfg.init_from:                       # the draft head's weights and vocabulary
+            ff = DraftHead.load(self.hcfg.init_from, self.cfg)
+            return A.AttentionHead.from_draft_head(ff, self.cfg, heads=self.hcfg.heads, kv_heads=self.hcfg.kv_heads,
+                                                   seed=self.hcfg.seed)
         return A.AttentionHead(self.cfg, vocab, inner=self.hcfg.inner, heads=self.hcfg.heads,
                                kv_heads=self.hcfg.kv_heads, slots=self.hcfg.slots,
                                out_norm=self.model.norm.weight, seed=self.hcfg.seed)

@@ -51,6 +51,7 @@ class HeadConfig:
     inner: int = 1024
     heads: int = 14                   # attention head only (attention_head_train.py)
     kv_heads: int = 2
+    init_from: str = ""               # attention head only: start from this DraftHead file's weights
     slots: int = 4
     vocab_size: int = 8192
     depth: int = 3                    # chain steps unrolled per training row

@@ -179,3 +179,21 @@ def test_training_lowers_the_loss_resumes_and_leaves_the_verifier_alone(tiny_ar,
     with pytest.raises(ValueError, match="attn run"):
         H.HeadTrainer(tiny_ar.model, tmp_path / "run", [rec], [rec], tiny_ar.tokenizer.encode, None,
                       say=lambda m: None)
+
+
+def test_a_head_started_from_a_draft_head_drafts_as_it_does(tiny_ar):
+    from engine.draft_head import DraftHead
+    cfg = tiny_ar.cfg
+    ff = DraftHead(cfg, list(range(cfg.vocab_size)), inner=24, slots=3, seed=2)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        ff.down.copy_(torch.randn(ff.down.shape, generator=gen) * 0.1)
+    ff.bind(tiny_ar.model).eval()
+    head = AttentionHead.from_draft_head(ff, cfg, heads=4, kv_heads=2).bind(tiny_ar.model).eval()
+    ff.first_min_prob = ff.min_prob = head.first_min_prob = head.min_prob = 0.0
+    ids = tiny_ar.tokenizer.encode("for i in range(10):\n    total += i * i\n")
+    hidden = frozen_pass(tiny_ar, ids)
+    for t in (2, len(ids) - 4):
+        cache = HeadCache()
+        head.extend(cache, hidden[:t], torch.tensor(ids[1:t + 1]), 0)
+        assert head.propose(cache, hidden[t], ids[t + 1], 3) == ff.propose(hidden[t], ids[t + 1], 3)

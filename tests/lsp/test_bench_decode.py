@@ -192,21 +192,24 @@ def test_a_missing_python_is_reported(tiny_gguf_qwen2, tmp_path):
 
 
 def test_bench_with_drafters_reports_rows_per_draft_source(tiny_gguf_qwen2, tmp_path, capsys):
-    """Both kinds of drafter in one run: two rows each, named by kind, every text identical."""
+    """Every kind of drafter in one run: two rows each, named by kind, every text identical."""
     from engine import Engine
+    from engine.attention_head import AttentionHead
     from engine.draft_head import DraftHead
     from engine.mask_adapter import MaskAdapter
     cfg = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32").cfg
     mask, head = tmp_path / "mask.safetensors", tmp_path / "head.safetensors"
     MaskAdapter(cfg, rank=2, mask_slots=3).save(mask)
     DraftHead(cfg, list(range(40)), inner=16, slots=2).save(head)
+    attn = tmp_path / "attn.safetensors"
+    AttentionHead(cfg, list(range(40)), inner=16, heads=2, kv_heads=1, slots=2).save(attn)
     rc, out, result = run_cli(["--model", str(tiny_gguf_qwen2), "--dtype", "float32", "--threads", "1",
                                "--limit", "2", "--kinds", "stdlib-line", "--drafter", str(mask),
-                               "--drafter", str(head), "--json"], capsys)
+                               "--drafter", str(head), "--drafter", str(attn), "--json"], capsys)
     assert rc == 0, out
     assert result["identical"] == 1.0 and result["mismatches"] == []
     rows = {r["decoder"]: r for r in result["rows"]}
-    assert set(rows) == {"one-per-pass", "lookup", "mask", "lookup+mask", "head", "lookup+head"}
+    assert set(rows) == {"one-per-pass", "lookup", "mask", "lookup+mask", "head", "lookup+head", "attn", "lookup+attn"}
     assert rows["mask"]["acceptance"] is not None and rows["head"]["acceptance"] is not None   # both drafted
     assert len(rows["mask"]["slot_acceptance"]) == 3 and len(rows["head"]["slot_acceptance"]) == 2
     assert all(a is None or 0 <= a <= 1 for a in rows["mask"]["slot_acceptance"] + rows["head"]["slot_acceptance"])
@@ -217,7 +220,7 @@ def test_bench_with_drafters_reports_rows_per_draft_source(tiny_gguf_qwen2, tmp_
     assert result["drafter_gains"]["lookup+head"] == round(rows["lookup+head"]["tokens_per_forward"] / lookup, 3)
     assert result["mask_gain_warm"] == round(rows["lookup+mask"]["tokens_per_forward_warm"]
                                              / rows["lookup"]["tokens_per_forward_warm"], 3)
-    assert result["drafters"] == [str(mask), str(head)]
+    assert result["drafters"] == [str(mask), str(head), str(attn)]
 
 
 def test_a_bad_drafter_is_one_line(tiny_gguf_qwen2, tmp_path, capsys):
