@@ -24,9 +24,6 @@ is only ever a draft that the next pass verifies.
 """
 from __future__ import annotations
 
-import json
-import math
-import weakref
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -34,13 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .draft_head import FIRST_MIN_PROB, GUESS_MIN_PROB, rms
-from .errors import CheckpointError
-from .half_linear import dense_weight, fp16_gemm_available, pack_weight
-from .mask_adapter import base_identity, read_drafter_file
+from .draft_head import HeadCore, load_head, rms, save_head
 
 FORMAT = "dllm-attention-head-1"
-PACKED = ("w_in", "q_proj", "k_proj", "v_proj", "o_proj", "gate", "up", "down", "table")
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -117,43 +110,25 @@ class HeadRows:
         return HeadRows(self.owner, None if self.hidden is None else self.hidden[:n], cache)
 
 
-class AttentionHead(nn.Module):
+class AttentionHead(HeadCore):
+    PACKED = HeadCore.PACKED + ("q_proj", "k_proj", "v_proj", "o_proj")
+
     def __init__(self, cfg, vocab: Sequence[int], inner: int = 1024, heads: int = 14, kv_heads: int = 2,
                  slots: int = 4, out_norm: Optional[torch.Tensor] = None, seed: int = 0):
-        super().__init__()
         h = cfg.hidden_size
         if h % heads or heads % kv_heads:
             raise ValueError(f"hidden {h}, heads {heads}, kv heads {kv_heads} do not divide")
-        self.identity = base_identity(cfg)
-        self.slots, self.inner, self.heads, self.kv_heads = slots, inner, heads, kv_heads
+        gen = torch.Generator().manual_seed(seed)
+        super().__init__(cfg, vocab, inner, slots, out_norm, gen)
+        self.heads, self.kv_heads = heads, kv_heads
         self.head_dim = d = h // heads
-        self.first_min_prob, self.min_prob = FIRST_MIN_PROB, GUESS_MIN_PROB
-        self.register_buffer("vocab", torch.tensor(list(vocab), dtype=torch.long), persistent=False)   # [Nv]
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self._bound = None
-        gen = torch.Generator().manual_seed(seed)
-
-        def rand(rows, cols):
-            return nn.Parameter(torch.randn(rows, cols, generator=gen) / cols ** 0.5)
-        w_in = torch.zeros(h, 2 * h)
-        w_in[:, :h] = torch.eye(h)                       # start as "the next state is this one"
-        w_in += torch.randn(h, 2 * h, generator=gen) * (0.02 / h ** 0.5)
-        self.w_in = nn.Parameter(w_in)                                                   # [H, 2H]
-        self.embed_norm = nn.Parameter(torch.ones(h))
         self.attn_norm = nn.Parameter(torch.ones(h))
-        self.q_proj = rand(heads * d, h)                                                 # [nh*D, H]
-        self.k_proj = rand(kv_heads * d, h)                                              # [nkv*D, H]
-        self.v_proj = rand(kv_heads * d, h)
-        self.o_proj = nn.Parameter(torch.zeros(h, heads * d))                            # [H, nh*D]
-        self.block_norm = nn.Parameter(torch.ones(h))
-        self.gate = rand(inner, h)                                                       # [I, H]
-        self.up = rand(inner, h)
-        self.down = nn.Parameter(torch.zeros(h, inner))                                  # [H, I]
-        self.out_norm = nn.Parameter(out_norm.detach().clone().float() if out_norm is not None else torch.ones(h))
-        self.table: Optional[torch.Tensor] = None      # [Nv, H] frozen projection rows (bind())
-        self.embed = None                              # the model's input embedding (bind())
-        self._packs = None                             # (weights' versions, fbgemm fp16 packs) for drafting
+        self.q_proj = nn.Parameter(torch.randn(heads * d, h, generator=gen) / h ** 0.5)      # [nh*D, H]
+        self.k_proj = nn.Parameter(torch.randn(kv_heads * d, h, generator=gen) / h ** 0.5)   # [nkv*D, H]
+        self.v_proj = nn.Parameter(torch.randn(kv_heads * d, h, generator=gen) / h ** 0.5)
+        self.o_proj = nn.Parameter(torch.zeros(h, heads * d))                                # [H, nh*D]: silent at first
 
     @classmethod
     def from_draft_head(cls, ff, cfg, heads: int = 14, kv_heads: int = 2, seed: int = 0) -> "AttentionHead":
@@ -167,38 +142,16 @@ class AttentionHead(nn.Module):
         head.first_min_prob, head.min_prob = ff.first_min_prob, ff.min_prob
         return head
 
-    # ---- the model it drafts for ----------------------------------------------------------------
-    def bind(self, model) -> "AttentionHead":
-        """Take the frozen embedding and the vocabulary rows of `model`'s output projection."""
-        if self._bound is not None and self._bound() is model:
-            return self
-        self.to(device=model.device, dtype=model.dtype)
-        self.vocab = self.vocab.to(model.device)
-        out = model.embed_tokens.weight if model.lm_head is None else dense_weight(model.lm_head)
-        self.table = out.detach()[self.vocab].contiguous()
-        self.embed = model.embed_tokens.forward
-        self._bound = weakref.ref(model)
-        return self
-
     # ---- pieces of one row ----------------------------------------------------------------------
     def linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """x [.., in] -> [.., out] through weight `name`: fbgemm's fp16 kernel when drafting on a
         CPU that has it (no autograd; the file stores fp16 and the table rows are the model's
         bf16 values, so packing keeps the weights; only the sums' order changes), else F.linear."""
-        packs = self._packed()
+        packs = None if torch.is_grad_enabled() else self._packed()
         if packs is None:
             return F.linear(x, getattr(self, name))
         out = torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, x.shape[-1]).float().contiguous(), packs[name])
         return out.reshape(*x.shape[:-1], out.shape[-1])
-
-    def _packed(self):
-        if torch.is_grad_enabled() or self.table is None or self.table.device.type != "cpu" \
-                or self.table.dtype != torch.float32 or not fp16_gemm_available():
-            return None
-        key = (id(self.table), self.table._version) + tuple(p._version for p in self.parameters())
-        if self._packs is None or self._packs[0] != key:
-            self._packs = (key, {name: pack_weight(getattr(self, name)) for name in PACKED})
-        return self._packs[1]
 
     def rope(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         freqs = positions.float()[..., None] * self.inv_freq                              # [T, D/2]
@@ -270,40 +223,15 @@ class AttentionHead(nn.Module):
 
     # ---- files ---------------------------------------------------------------------------------
     def save(self, path: Path, extra: Optional[dict] = None) -> None:
-        from safetensors.torch import save_file
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {n: p.detach().cpu().to(torch.float16).contiguous() for n, p in self.named_parameters()}
-        tensors["vocab"] = self.vocab.detach().cpu().to(torch.int32).contiguous()
-        meta = {"format": FORMAT, "identity": json.dumps(self.identity, sort_keys=True),
-                "inner": str(self.inner), "heads": str(self.heads), "kv_heads": str(self.kv_heads),
-                "slots": str(self.slots), "extra": json.dumps(extra or {}),
-                "first_min_prob": str(self.first_min_prob), "min_prob": str(self.min_prob)}
-        tmp = path.with_name(path.name + ".part")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
+        save_head(self, path, FORMAT, {"inner": str(self.inner), "heads": str(self.heads),
+                                       "kv_heads": str(self.kv_heads)}, extra)
 
     @classmethod
     def load(cls, path, cfg) -> "AttentionHead":
         """Read a head file; CheckpointError when it is unreadable or made for another model."""
-        meta, tensors = read_drafter_file(path, cfg, FORMAT, "attention draft head")
-        vocab = tensors.pop("vocab", None)
-        if vocab is None or vocab.dim() != 1 or not len(vocab) or int(vocab.min()) < 0 \
-                or int(vocab.max()) >= cfg.vocab_size:
-            raise CheckpointError(f"{path}: draft head vocabulary missing or out of range")
-        try:
-            head = cls(cfg, vocab.tolist(), inner=int(meta["inner"]), heads=int(meta["heads"]),
-                       kv_heads=int(meta["kv_heads"]), slots=int(meta.get("slots", 4)))
-            missing, unexpected = head.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: attention head tensors do not match ({exc})") from exc
-        if missing or unexpected:
-            raise CheckpointError(f"{path}: attention head tensors do not match (missing {missing[:3]}, "
-                                  f"unexpected {unexpected[:3]})")
-        head.extra = json.loads(meta.get("extra", "{}"))
-        head.first_min_prob = float(meta.get("first_min_prob", FIRST_MIN_PROB))
-        head.min_prob = float(meta.get("min_prob", GUESS_MIN_PROB))
-        return head
+        return load_head(path, cfg, FORMAT, "attention draft head",
+                         lambda meta, vocab: cls(cfg, vocab, inner=int(meta["inner"]), heads=int(meta["heads"]),
+                                                 kv_heads=int(meta["kv_heads"]), slots=int(meta.get("slots", 4))))
 
 
 class Chain:
@@ -377,39 +305,3 @@ def chain_loss(head: AttentionHead, hidden: torch.Tensor, tokens: torch.Tensor, 
         hits.append(((logits.argmax(-1) == target) & ok).sum())
         counted.append(ok.sum())
     return sum(losses), torch.stack(hits), torch.stack(counted)
-
-
-@torch.no_grad()
-def evaluate(head: AttentionHead, held: dict, mids: Sequence[int]) -> dict:
-    """Slot accuracy and chain acceptance at every middle row t of greedy-middle examples, the
-    way the decoder drafts (draft_head_train.evaluate_head's measure)."""
-    k = head.slots
-    right, chain, counted, groups = torch.zeros(k), torch.zeros(k), torch.zeros(k), 0
-    start = 0
-    saved = head.first_min_prob, head.min_prob
-    head.first_min_prob = head.min_prob = 0.0
-    try:
-        for n, mid in zip(held["lengths"].tolist(), mids):
-            toks = held["tokens"][start:start + n].long()
-            hid = held["hidden"][start:start + n].float()
-            whole = HeadCache()
-            head.extend(whole, hid[:n - 1], toks[1:n], 0)                    # true rows 0..n-2
-            for t in range(mid, n - 2):                                  # bonus token = x_{t+1}
-                cache = HeadCache(whole.k[:, :t], whole.v[:, :t])
-                guesses = head.propose(cache, hid[t], int(toks[t + 1]), k)
-                truth = toks[t + 2:t + 2 + k].tolist()
-                run = 1.0
-                for i in range(min(k, len(truth))):
-                    hit = float(i < len(guesses) and guesses[i] == truth[i])
-                    right[i] += hit
-                    counted[i] += 1
-                    run *= hit
-                    chain[i] += run
-                groups += 1
-            start += n
-    finally:
-        head.first_min_prob, head.min_prob = saved
-    acc = (right / counted.clamp(min=1)).tolist()
-    rate = (chain / max(groups, 1)).tolist()
-    return {"slot_accuracy": [round(a, 4) for a in acc], "chain_acceptance": [round(c, 4) for c in rate],
-            "expected_tokens_per_pass": round(1.0 + sum(rate), 4), "groups": groups}

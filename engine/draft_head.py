@@ -57,9 +57,15 @@ def rms(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tenso
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
 
 
-class DraftHead(nn.Module):
-    def __init__(self, cfg, vocab: Sequence[int], inner: int = 1024, slots: int = 4,
-                 out_norm: Optional[torch.Tensor] = None, seed: int = 0):
+class HeadCore(nn.Module):
+    """What both draft heads hold (this one and attention_head.AttentionHead): the draft
+    vocabulary and guess thresholds, the input projection of [h ; rms(e)], one SwiGLU block,
+    the out norm, the frozen rows of the model they draft for (bind) and fp16 packs of their
+    weights for drafting (_packed)."""
+    PACKED = ("w_in", "gate", "up", "down", "table")
+
+    def __init__(self, cfg, vocab: Sequence[int], inner: int, slots: int, out_norm: Optional[torch.Tensor],
+                 gen: torch.Generator):
         super().__init__()
         h = cfg.hidden_size
         self.identity = base_identity(cfg)
@@ -67,7 +73,6 @@ class DraftHead(nn.Module):
         self.first_min_prob, self.min_prob = FIRST_MIN_PROB, GUESS_MIN_PROB    # see propose()
         self.register_buffer("vocab", torch.tensor(list(vocab), dtype=torch.long), persistent=False)   # [Nv]
         self._bound = None                               # weakref to the model bind() last took rows from
-        gen = torch.Generator().manual_seed(seed)
         w_in = torch.zeros(h, 2 * h)
         w_in[:, :h] = torch.eye(h)                       # start as "the next state is this one"
         w_in += torch.randn(h, 2 * h, generator=gen) * (0.02 / h ** 0.5)
@@ -78,12 +83,11 @@ class DraftHead(nn.Module):
         self.up = nn.Parameter(torch.randn(inner, h, generator=gen) / h ** 0.5)          # [I, H]
         self.down = nn.Parameter(torch.zeros(h, inner))                                  # [H, I]
         self.out_norm = nn.Parameter(out_norm.detach().clone().float() if out_norm is not None else torch.ones(h))
-        self._packs = None                               # (weights' versions, fbgemm fp16 packs) for propose()
+        self._packs = None                               # (weights' versions, fbgemm fp16 packs)
         self.table: Optional[torch.Tensor] = None      # [Nv, H] frozen projection rows (bind())
         self.embed = None                              # the model's input embedding (bind()): ids -> [.., H]
 
-    # ---- the model it drafts for ----------------------------------------------------------------
-    def bind(self, model) -> "DraftHead":
+    def bind(self, model):
         """Take the frozen embedding and the vocabulary rows of `model`'s output projection; the
         head follows the model's device and dtype. Binding the model it is already bound to does
         nothing: with packed fp16 weights the rows are unpacked from the whole output projection
@@ -97,6 +101,26 @@ class DraftHead(nn.Module):
         self.embed = model.embed_tokens.forward    # ids -> rows (it may hold codes: CodesEmbedding); not a submodule
         self._bound = weakref.ref(model)
         return self
+
+    def _packed(self):
+        """The weights PACKED as fp16 for fbgemm (an fp32 head on a CPU that has it; else None),
+        for drafting: one step of the draft head reads ~46 MB in fp32, half that packed, 4.0 ->
+        ~2 ms a step here. The head's file stores fp16 and the table rows are the model's bf16
+        embedding, so packing keeps their values; only the sums' order changes. Packed again
+        when a weight changed in place (a trainer's step) or the head was bound to another table."""
+        if self.table is None or self.table.device.type != "cpu" or self.table.dtype != torch.float32 \
+                or not fp16_gemm_available():
+            return None
+        key = (id(self.table), self.table._version) + tuple(p._version for p in self.parameters())
+        if self._packs is None or self._packs[0] != key:
+            self._packs = (key, {name: pack_weight(getattr(self, name)) for name in self.PACKED})
+        return self._packs[1]
+
+
+class DraftHead(HeadCore):
+    def __init__(self, cfg, vocab: Sequence[int], inner: int = 1024, slots: int = 4,
+                 out_norm: Optional[torch.Tensor] = None, seed: int = 0):
+        super().__init__(cfg, vocab, inner, slots, out_norm, torch.Generator().manual_seed(seed))
 
     # ---- one step and a chain -------------------------------------------------------------------
     def step(self, hidden: torch.Tensor, tokens: torch.Tensor, packs: Optional[dict] = None):
@@ -114,21 +138,6 @@ class DraftHead(nn.Module):
         z = z + linear(F.silu(linear(u, "gate")) * linear(u, "up"), "down")
         f = rms(z, self.out_norm)                                                        # [N, H]
         return f, linear(f, "table")                                                     # [N, Nv]
-
-    def _packed(self):
-        """The weights packed as fp16 for fbgemm (an fp32 head on a CPU that has it; else None),
-        for propose(): one step reads ~46 MB in fp32, half that packed, 4.0 -> ~2 ms a step here. The head's file
-        stores fp16 and the table rows are the model's bf16 embedding, so packing keeps their
-        values; only the sums' order changes. Packed again when a weight changed in place (a
-        trainer's step) or the head was bound to another table."""
-        if self.table is None or self.table.device.type != "cpu" or self.table.dtype != torch.float32 \
-                or not fp16_gemm_available():
-            return None
-        key = (id(self.table), self.table._version) + tuple(p._version for p in self.parameters())
-        if self._packs is None or self._packs[0] != key:
-            self._packs = (key, {name: pack_weight(getattr(self, name))
-                                 for name in ("w_in", "gate", "up", "down", "table")})
-        return self._packs[1]
 
     @torch.no_grad()
     def propose(self, hidden: torch.Tensor, token: int, k: int, banned: Sequence[int] = ()) -> List[int]:
@@ -154,38 +163,52 @@ class DraftHead(nn.Module):
 
     # ---- files ---------------------------------------------------------------------------------
     def save(self, path: Path, extra: Optional[dict] = None) -> None:
-        from safetensors.torch import save_file
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {n: p.detach().cpu().to(torch.float16).contiguous() for n, p in self.named_parameters()}
-        tensors["vocab"] = self.vocab.detach().cpu().to(torch.int32).contiguous()
-        meta = {"format": FORMAT, "identity": json.dumps(self.identity, sort_keys=True),
-                "inner": str(self.inner), "slots": str(self.slots), "extra": json.dumps(extra or {}),
-                "first_min_prob": str(self.first_min_prob), "min_prob": str(self.min_prob)}
-        tmp = path.with_name(path.name + ".part")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
+        save_head(self, path, FORMAT, {"inner": str(self.inner)}, extra)
 
     @classmethod
     def load(cls, path, cfg) -> "DraftHead":
         """Read a head file; CheckpointError when it is unreadable or made for another model."""
-        meta, tensors = read_drafter_file(path, cfg, FORMAT, "draft head")
-        vocab = tensors.pop("vocab", None)
-        if vocab is None or vocab.dim() != 1 or not len(vocab) or int(vocab.min()) < 0 \
-                or int(vocab.max()) >= cfg.vocab_size:
-            raise CheckpointError(f"{path}: draft head vocabulary missing or out of range")
-        head = cls(cfg, vocab.tolist(), inner=int(meta["inner"]), slots=int(meta.get("slots", 4)))
-        try:
-            missing, unexpected = head.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
-        except RuntimeError as exc:   # a tensor of the wrong shape
-            raise CheckpointError(f"{path}: draft head tensors do not match ({exc})") from exc
-        if missing or unexpected:
-            raise CheckpointError(f"{path}: draft head tensors do not match (missing {missing[:3]}, "
-                                  f"unexpected {unexpected[:3]})")
-        head.extra = json.loads(meta.get("extra", "{}"))
-        head.first_min_prob = float(meta.get("first_min_prob", FIRST_MIN_PROB))
-        head.min_prob = float(meta.get("min_prob", GUESS_MIN_PROB))
-        return head
+        return load_head(path, cfg, FORMAT, "draft head",
+                         lambda meta, vocab: cls(cfg, vocab, inner=int(meta["inner"]), slots=int(meta.get("slots", 4))))
+
+
+def save_head(head: nn.Module, path: Path, fmt: str, shape: dict, extra: Optional[dict]) -> None:
+    """A head's parameters (fp16), vocabulary, format, base model identity, `shape` (the
+    constructor's sizes, as strings), `extra` and guess thresholds in one safetensors file."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {n: p.detach().cpu().to(torch.float16).contiguous() for n, p in head.named_parameters()}
+    tensors["vocab"] = head.vocab.detach().cpu().to(torch.int32).contiguous()
+    meta = {"format": fmt, "identity": json.dumps(head.identity, sort_keys=True), **shape,
+            "slots": str(head.slots), "extra": json.dumps(extra or {}),
+            "first_min_prob": str(head.first_min_prob), "min_prob": str(head.min_prob)}
+    tmp = path.with_name(path.name + ".part")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_head(path, cfg, fmt: str, what: str, build):
+    """The head save_head wrote: `build(meta, vocab)` makes the empty head, the file's tensors
+    fill it. CheckpointError when the file is unreadable, made for another model, or its
+    vocabulary or tensors do not fit."""
+    meta, tensors = read_drafter_file(path, cfg, fmt, what)
+    vocab = tensors.pop("vocab", None)
+    if vocab is None or vocab.dim() != 1 or not len(vocab) or int(vocab.min()) < 0 \
+            or int(vocab.max()) >= cfg.vocab_size:
+        raise CheckpointError(f"{path}: {what} vocabulary missing or out of range")
+    try:
+        head = build(meta, vocab.tolist())
+        missing, unexpected = head.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+    except (RuntimeError, ValueError, KeyError) as exc:   # a tensor of the wrong shape, a size missing
+        raise CheckpointError(f"{path}: {what} tensors do not match ({exc})") from exc
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: {what} tensors do not match (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    head.extra = json.loads(meta.get("extra", "{}"))
+    head.first_min_prob = float(meta.get("first_min_prob", FIRST_MIN_PROB))
+    head.min_prob = float(meta.get("min_prob", GUESS_MIN_PROB))
+    return head
 
 
 def drafter_format(path) -> Optional[str]:

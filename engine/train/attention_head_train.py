@@ -7,7 +7,7 @@ pieces of its own:
     since a row's query reads every earlier row of its sequence;
   - the loss is attention_head.chain_loss: `depth` levels of chains over every row at once,
     each level seeing what drafting will show it (chain_attention_mask);
-  - the held-out measure drafts the way the decoder does (attention_head.evaluate);
+  - the held-out measure drafts the way the decoder does (evaluate below);
 and it may start from a trained DraftHead (`init_from`: its weights, vocabulary and thresholds,
 the attention's output projection zero: at step 0 it drafts exactly as that head does).
 Run folder: as HeadTrainer's, the weights in attn.safetensors.
@@ -21,7 +21,7 @@ import torch
 
 from .. import attention_head as A
 from ..draft_head import DraftHead
-from .draft_head_train import HeadConfig, HeadTrainer
+from .draft_head_train import ChainScore, HeadConfig, HeadTrainer
 
 
 class AttentionHeadTrainer(HeadTrainer):
@@ -69,5 +69,29 @@ class AttentionHeadTrainer(HeadTrainer):
                             self.vocab_index.to(dev), self.hcfg.depth, self.hcfg.feature_weight)
 
     def evaluate_on(self, held: Dict[str, torch.Tensor], mids: Sequence[int]) -> dict:
-        return A.evaluate(self.head, held, mids)
+        return evaluate(self.head, held, mids)
 
+
+@torch.no_grad()
+def evaluate(head: A.AttentionHead, held: Dict[str, torch.Tensor], mids: Sequence[int]) -> dict:
+    """draft_head_train.evaluate_head's measure, drafting the way the decoder does: at every
+    middle row t the head's cache holds the true rows < t, and its chain starts from h_t and the
+    bonus token x_{t+1} (thresholds off: every chain runs to the head's slots)."""
+    score = ChainScore(head.slots)
+    saved = head.first_min_prob, head.min_prob
+    head.first_min_prob = head.min_prob = 0.0
+    try:
+        start = 0
+        for n, mid in zip(held["lengths"].tolist(), mids):
+            toks = held["tokens"][start:start + n].long()
+            hid = held["hidden"][start:start + n].float()
+            whole = A.HeadCache()
+            head.extend(whole, hid[:n - 1], toks[1:n], 0)                    # true rows 0..n-2
+            for t in range(mid, n - 2):
+                cache = A.HeadCache(whole.k[:, :t], whole.v[:, :t])
+                guesses = head.propose(cache, hid[t], int(toks[t + 1]), head.slots)
+                score.add(guesses, toks[t + 2:t + 2 + head.slots].tolist())
+            start += n
+    finally:
+        head.first_min_prob, head.min_prob = saved
+    return score.result()

@@ -188,11 +188,36 @@ def chain_loss(head: DraftHead, feats: Dict[str, torch.Tensor], rows: torch.Tens
     return sum(losses), torch.stack(hits, 1), torch.stack(valid, 1)
 
 
+class ChainScore:
+    """Slot accuracy and chain acceptance of guess chains against the tokens that followed:
+    slot i counts when the truth reaches it; a chain is accepted through slot i when slots
+    1..i all hit; expected tokens per pass = 1 + the sum of the chain acceptances."""
+
+    def __init__(self, k: int):
+        self.right, self.chain, self.counted, self.groups = torch.zeros(k), torch.zeros(k), torch.zeros(k), 0
+
+    def add(self, guesses: Sequence[int], truth: Sequence[int]) -> None:
+        run = 1.0
+        for i in range(min(len(self.right), len(truth))):
+            hit = float(i < len(guesses) and guesses[i] == truth[i])
+            self.right[i] += hit
+            self.counted[i] += 1
+            run *= hit
+            self.chain[i] += run
+        self.groups += 1
+
+    def result(self) -> dict:
+        acc = (self.right / self.counted.clamp(min=1)).tolist()
+        rate = (self.chain / max(self.groups, 1)).tolist()
+        return {"slot_accuracy": [round(a, 4) for a in acc], "chain_acceptance": [round(c, 4) for c in rate],
+                "expected_tokens_per_pass": round(1.0 + sum(rate), 4), "groups": self.groups}
+
+
 @torch.no_grad()
 def evaluate_head(head: DraftHead, held: Dict[str, torch.Tensor], mids: Sequence[int]) -> dict:
     """Slot accuracy and chain acceptance at every middle row of greedy-middle examples."""
     k = head.slots
-    right, chain, counted, groups = torch.zeros(k), torch.zeros(k), torch.zeros(k), 0
+    score = ChainScore(k)
     start = 0
     for n, mid in zip(held["lengths"].tolist(), mids):
         toks = held["tokens"][start:start + n].tolist()
@@ -204,22 +229,9 @@ def evaluate_head(head: DraftHead, held: Dict[str, torch.Tensor], mids: Sequence
                 f, logits = head.step(f, tok)
                 tok = head.vocab[logits[0].argmax()].reshape(1)
                 guesses.append(int(tok))
-            truth = toks[t + 2 - start:t + 2 - start + k]
-            run = 1.0
-            for i in range(k):
-                if i >= len(truth):
-                    break
-                hit = float(guesses[i] == truth[i])
-                right[i] += hit
-                counted[i] += 1
-                run *= hit
-                chain[i] += run
-            groups += 1
+            score.add(guesses, toks[t + 2 - start:t + 2 - start + k])
         start += n
-    acc = (right / counted.clamp(min=1)).tolist()
-    rate = (chain / max(groups, 1)).tolist()
-    return {"slot_accuracy": [round(a, 4) for a in acc], "chain_acceptance": [round(c, 4) for c in rate],
-            "expected_tokens_per_pass": round(1.0 + sum(rate), 4), "groups": groups}
+    return score.result()
 
 
 # ---- the run ------------------------------------------------------------------------------------
