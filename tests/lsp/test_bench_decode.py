@@ -230,3 +230,17 @@ def test_a_bad_drafter_is_one_line(tiny_gguf_qwen2, tmp_path, capsys):
                    "--kinds", "stdlib-line", "--drafter", str(bad)])
     err = capsys.readouterr().err
     assert rc == 2 and "bad.safetensors" in err and "Traceback" not in err
+
+
+def test_plot_draws_the_latencies_side_by_side_or_says_why_not(tmp_path):
+    from dllm_lsp.bench_decode import plot
+    raw = {"stdlib-line|lookup": {"cold": [3500.0, 3600.0, 3700.0], "warm": [100.0, 120.0, 500.0]},
+           "stdlib-line|llama.cpp": {"cold": [5400.0, 5300.0], "warm": [128.0, 140.0]}}
+    png = tmp_path / "lat.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in plot(raw, png) and not png.exists()
+        return
+    assert plot(raw, png) is None
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
