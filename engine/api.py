@@ -41,6 +41,8 @@ class InfillRequest:
                carries no rows past the line's end (the text is the same; passes get cheaper)
     draft_with "auto": lookup and, where the engine has a trained drafter (head or mask slots), its guesses;
                "lookup" or "mask": that source alone (for measuring each)
+    draft_tree with several sources, verify all their drafts in one pass as a tree (draft_tree.py)
+               instead of the one chosen beforehand (greedy only; sampling drafts one chain)
     raw_prompt AR models only: `prefix` is the whole prompt, token for token as written (special
                tokens such as <|im_start|> in the text become their special ids), with no FIM
                tokens, no BOS and no suffix (`suffix` must be empty); the prompt is cut from the
@@ -66,6 +68,7 @@ class InfillRequest:
     max_draft_tokens: int = 8
     draft_sources: tuple = ()
     draft_with: str = "auto"
+    draft_tree: bool = True
     raw_prompt: bool = False
     ends_at_newline: bool = False
 

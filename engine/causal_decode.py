@@ -57,6 +57,7 @@ import torch
 
 from .attention_head import AttentionHead, HeadRows
 from .decode import Decoder, Span
+from .draft_tree import DraftTree, accepted_per_chain, tree_mask, tree_positions, walk
 from .drafts import LookupDrafter
 from .kvcache import KVBuffer
 from .model import causal_mask
@@ -191,6 +192,7 @@ class CausalDecoder(Decoder):
         done = 0                                  # span tokens committed
         ctx_stored = not exact or state is not None
         self.drafted = self.accepted = 0
+        self.tree_passes = self.branch_wins = 0   # passes verifying a tree; ... accepting past its first chain
         drafter = None
         use_lookup = req.draft_with in ("auto", "lookup")
         n_masks = 0
@@ -221,19 +223,24 @@ class CausalDecoder(Decoder):
             if n_guesses:
                 guesses = self._guess(rows, ctx, state, chosen[-1], min(n_guesses, m - done - 1), chain_ends)
             pending = [chosen[-1]]
-        drafts, from_masks = self._propose(drafter, span, done, guesses)
+        tree, head_chain = self._propose(drafter, span, done, guesses, n_masks)
         if state is not None:
             yield self._update(span, m)
         while True:
             if self._should_stop():
                 yield self._finish(span, span.end)
                 return
+            drafts, chain = tree.tokens, tree.is_chain()
             masks = min(n_masks, max(0, m - done - len(drafts) - 1))
             q = pending + drafts + [self.cfg.mask_id] * masks
             ids = torch.tensor([q], device=dev)
-            positions = torch.arange(pos0, pos0 + len(q), device=dev)
             past.reserve(pos0 + len(q))
-            attn = causal_mask(len(q), past.length, dev)
+            if chain:
+                positions = torch.arange(pos0, pos0 + len(q), device=dev)
+                attn = causal_mask(len(q), past.length, dev)
+            else:                                 # several branches: each node sees its own path
+                positions = torch.tensor(tree_positions(tree, pos0, len(pending)), device=dev)
+                attn = tree_mask(tree, len(pending), past.length, dev)
             hidden = None                         # [1, T, H] where the head or the context cache reads it
             if masks:
                 with self.adapter.rows_from(len(q) - masks):
@@ -246,23 +253,35 @@ class CausalDecoder(Decoder):
                 raw, _ = self.model(ids, positions, past, attn, len(pending) - 1)
             self.forwards += 1
             n_rows = len(drafts) + 1
-            chosen, n_ok = self._verify(raw[0, :n_rows], drafts, done)           # raw [1, k+1+K, V]
+            if chain:
+                chosen, n_ok = self._verify(raw[0, :n_rows], drafts, done)       # raw [1, k+1+K, V]
+                path = list(range(n_ok))
+            else:
+                path, chosen = self._verify_tree(raw[0, :n_rows], tree, done)
+                n_ok = len(path)
+                self.tree_passes += 1
+                self.branch_wins += any(i not in tree.chains[0] for i in path)
             self.drafted += len(drafts)
             self.accepted += n_ok
-            if from_masks:
-                self.mask_drafted += len(drafts)
-                self.mask_accepted += n_ok
-                for i in range(min(len(drafts), len(self.slot_tries))):
+            if head_chain >= 0:                   # the trained drafter's chain, wherever it sits in the tree
+                nodes = tree.chains[head_chain]
+                hits = accepted_per_chain(tree, path)[head_chain]
+                self.mask_drafted += len(nodes)
+                self.mask_accepted += hits
+                for i in range(min(len(nodes), len(self.slot_tries))):
                     self.slot_tries[i] += 1
-                    self.slot_hits[i] += n_ok > i
+                    self.slot_hits[i] += hits > i
             guesses = []
             if masks and n_ok == len(drafts):
                 guesses = confident_guesses(raw[0, n_rows:], self.cfg.mask_id)
             keep = len(pending) + n_ok
+            kept = list(range(len(pending))) + [len(pending) + i for i in path]    # rows of q kept
+            if not chain:                         # the accepted nodes' KV next to the pending inputs'
+                past.keep(past.length + len(pending), path)
             past.length += keep                   # the rejected drafts' entries are overwritten next pass
             done = self._commit(span, done, chosen)
             if rows is not None:                  # the kept rows' states; the head's rows before the last one
-                rows.add_hidden(hidden[0, :keep])
+                rows.add_hidden(hidden[0, kept])
                 rows.sync(self.head, ctx + span.tokens[:done], pos0 + keep - 1)
             if not ctx_stored and pos0 + keep >= len(ctx):
                 last = hidden[0, len(ctx) - 1 - pos0] if hidden is not None else None
@@ -272,12 +291,12 @@ class CausalDecoder(Decoder):
             if span.end < m or done >= m:
                 break
             if n_guesses:                         # exact state after the committed tokens: h, bonus token
-                guesses = self._guess(rows, ctx, hidden[0, len(pending) - 1 + n_ok], chosen[-1],
+                guesses = self._guess(rows, ctx, hidden[0, kept[-1]], chosen[-1],
                                       min(n_guesses, m - done - 1), chain_ends)
             if drafter is not None:
                 drafter.observe(chosen, n_ok, len(drafts))
             pending = [chosen[-1]]
-            drafts, from_masks = self._propose(drafter, span, done, guesses)
+            tree, head_chain = self._propose(drafter, span, done, guesses, n_masks)
             yield self._update(span, m)
         span.predicted.clear()
         yield self._finish(span, span.end)
@@ -301,32 +320,53 @@ class CausalDecoder(Decoder):
                 break
         return done
 
-    def _propose(self, drafter, span: Span, done: int, guesses: List[int]):
-        """The drafts after the committed tokens (at most what the token budget leaves room
-        for), also recorded in span.predicted so that updates show them as the draft; and
-        whether they are the mask slots' guesses."""
+    def _propose(self, drafter, span: Span, done: int, guesses: List[int], n_masks: int = 0):
+        """The drafts after the committed tokens (each source's at most what the token budget
+        leaves room for) as a DraftTree, and which of its chains is the trained drafter's (-1:
+        none). The first chain is the source that would draft alone: a lookup match of >= 3
+        tokens, else the trained guesses, else a shorter match; with `req.draft_tree` (greedy,
+        no mask slots: they follow one chain) the other source's chain joins it as a branch.
+        The first chain is recorded in span.predicted, so that updates show it as the draft."""
         span.predicted.clear()
         room = self.req.max_new_tokens - done - 1
         if room <= 0:
-            return [], False
+            return DraftTree(), -1
         looked = list(drafter.propose(span.tokens[:done], room))[:room] if drafter is not None else []
         long_match = getattr(drafter, "last_match", 0) >= 3       # a drafter may not say
+        guesses = guesses[:room]
         from_masks = bool(guesses) and not (looked and long_match)
-        drafts = guesses[:room] if from_masks else looked
+        chains = [guesses, looked] if from_masks else [looked, guesses]
+        if not (self.req.draft_tree and self.generator is None and not n_masks):
+            chains = chains[:1]
         if self.req.ends_at_newline:
-            drafts = through_first_newline(drafts, self.tok.newline_ids)
-        for i, d in enumerate(drafts):
+            chains = [through_first_newline(c, self.tok.newline_ids) for c in chains]
+        tree = DraftTree.merge(chains)
+        for i, d in enumerate(next((c for c in chains if c), [])):
             span.predicted[done + i] = d
-        return drafts, from_masks
+        head_chain = 0 if from_masks else (1 if len(chains) > 1 and guesses else -1)
+        return tree, head_chain
 
-    def _verify(self, rows: torch.Tensor, drafts: List[int], done: int):
-        """rows [k+1, V]: the committed tokens of this pass and how many drafts were accepted."""
+    def _no_early_stops(self, rows: torch.Tensor, depths: torch.Tensor, done: int) -> torch.Tensor:
+        """rows [R, V] as fp32, a stop token ruled out where the row's token would be span
+        token done + depth < min_new_tokens (depths [R]: 0 for the last committed token's row)."""
         rows = rows.float()
         n_min = self.req.min_new_tokens if self.stop_ids else 0
         if done < n_min:                                      # no stop token before min_new_tokens
             stops = torch.tensor(sorted(self.stop_ids), device=rows.device)
-            early = torch.arange(rows.shape[0], device=rows.device) + done < n_min
+            early = depths.to(rows.device) + done < n_min
             rows[early[:, None] & torch.isin(torch.arange(rows.shape[1], device=rows.device), stops)[None, :]] = MIN_FLOAT
+        return rows
+
+    def _verify_tree(self, rows: torch.Tensor, tree: DraftTree, done: int):
+        """rows [1 + N, V] (the last committed token's row, then each node's) -> (the accepted
+        nodes, the committed tokens); greedy only."""
+        depths = torch.tensor([0] + [d + 1 for d in tree.depths])
+        greedy = self._no_early_stops(rows, depths, done).argmax(-1).tolist()
+        return walk(tree, greedy, self.stop_ids)
+
+    def _verify(self, rows: torch.Tensor, drafts: List[int], done: int):
+        """rows [k+1, V]: the committed tokens of this pass and how many drafts were accepted."""
+        rows = self._no_early_stops(rows, torch.arange(rows.shape[0]), done)
         if self.generator is None:
             greedy = rows.argmax(-1).tolist()
             n = 0

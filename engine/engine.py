@@ -82,27 +82,18 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def cpu_has_bf16_units() -> bool:
-    """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX): there bf16 weights
-    halve the bytes read per pass; elsewhere (AVX2) torch's bf16 GEMM is ~6x slower than fp32
-    for a 150-token prefill (measured on this project's AMD EPYC machine)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def pick_dtype(dtype: str, device: str, cfg: Optional[ModelConfig] = None) -> torch.dtype:
-    """"auto": bf16 on CUDA; on the CPU, bf16 for an AR model stored in bf16 (a converted GGUF)
-    when the CPU has bf16 units, else fp32 ("fp16-weights": fp32 activations, see pick_weights)."""
+    """"auto": bf16 on CUDA, fp32 activations on the CPU (pick_weights then multiplies the GGUF's
+    codes or fp16 packs). Not bf16 on a CPU even where it has bf16 units (AVX512-BF16): measured
+    on such an EPYC (2 threads, the 0.5B default, 600 cached tokens), a bf16 pass took 127 ms for
+    1 row and 108-168 for 9-13 against 45 and 101-126 ms for the GGUF codes in fp32, and bf16
+    logits tie (8 bits of mantissa) where the rows' sums, which depend on how many rows a pass
+    has, break the tie: drafted text then differed from one token per pass. `bfloat16` asks
+    for it explicitly."""
     if dtype in ("fp16-weights", "gguf"):
         return torch.float32
     if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16
-        stored_bf16 = cfg is not None and cfg.family == "ar" and cfg.torch_dtype == "bfloat16"
-        return torch.bfloat16 if stored_bf16 and cpu_has_bf16_units() else torch.float32
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be auto, float32, gguf, fp16-weights, bfloat16 or float16, not {dtype!r}")
     return _DTYPES[dtype]

