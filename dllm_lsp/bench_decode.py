@@ -17,9 +17,9 @@ counted with the model's tokenizer; no snippet header), so prompts are the serve
 Decoders (rows, one per draft source): "one-per-pass" (drafting=False, the reference),
 "lookup" (prompt-lookup drafts alone, --max-draft), and for each trained drafter (--drafter,
 repeatable, default the shipped one) three rows named by its kind, "head" (draft head), "attn"
-(attention draft head) or "mask" (mask slots): "<kind>" (its guesses alone), "lookup|<kind>"
-(both, one chosen per pass: draft_tree=false) and "lookup+<kind>" (both verified as one tree
-of drafts in each pass: what the server does), so
+(attention draft head) or "mask" (mask slots): "<kind>" (its guesses alone), "lookup+<kind>"
+(both, one chosen per pass: what the server does) and "tree:lookup,<kind>" (both verified as
+one tree of drafts in each pass: draft_tree=true), so
 several drafters are compared on the same cases in one run. Each case is
 decoded by each decoder cold (engine.context_cache cleared first) and then warm (the same
 request again at once: the context KV is cached, the suggestion is decoded afresh). Line
@@ -91,7 +91,7 @@ def drafter_kind(drafter) -> str:
 def decoders_for(drafters: Sequence) -> list:
     """(name, request changes, drafter or None) for every row: the plain ones, then three per
     drafter (a second drafter of the same kind is numbered: head, head2, ...): its drafts alone,
-    with lookup's as one chain chosen per pass, and with both verified as a tree (the default)."""
+    with lookup's as one chain chosen per pass (the default), and both verified as a tree."""
     out = [(n, c, None) for n, c in PLAIN_DECODERS]
     seen: Dict[str, int] = {}
     for d in drafters:
@@ -99,8 +99,8 @@ def decoders_for(drafters: Sequence) -> list:
         seen[kind] = seen.get(kind, 0) + 1
         name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
         out += [(name, {"drafting": True, "draft_with": "mask"}, d),
-                (f"lookup|{name}", {"drafting": True, "draft_with": "auto", "draft_tree": False}, d),
-                (f"lookup+{name}", {"drafting": True, "draft_with": "auto"}, d)]
+                (f"lookup+{name}", {"drafting": True, "draft_with": "auto"}, d),
+                (f"tree:lookup,{name}", {"drafting": True, "draft_with": "auto", "draft_tree": True}, d)]
     return out
 
 

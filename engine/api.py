@@ -42,7 +42,9 @@ class InfillRequest:
     draft_with "auto": lookup and, where the engine has a trained drafter (head or mask slots), its guesses;
                "lookup" or "mask": that source alone (for measuring each)
     draft_tree with several sources, verify all their drafts in one pass as a tree (draft_tree.py)
-               instead of the one chosen beforehand (greedy only; sampling drafts one chain)
+               instead of the one chosen beforehand (greedy only; sampling drafts one chain). Off
+               by default: on bench decode's 20 stdlib-line cases it committed exactly as many
+               tokens per pass as the chosen chain (1.75 cold, 2.528 warm) with more rows a pass
     raw_prompt AR models only: `prefix` is the whole prompt, token for token as written (special
                tokens such as <|im_start|> in the text become their special ids), with no FIM
                tokens, no BOS and no suffix (`suffix` must be empty); the prompt is cut from the
@@ -68,7 +70,7 @@ class InfillRequest:
     max_draft_tokens: int = 8
     draft_sources: tuple = ()
     draft_with: str = "auto"
-    draft_tree: bool = True
+    draft_tree: bool = False
     raw_prompt: bool = False
     ends_at_newline: bool = False
 

@@ -106,7 +106,8 @@ def test_lookup_and_head_branches_give_the_one_per_pass_text(tiny_ar, trained_he
     try:
         for k, (prefix, suffix) in enumerate(fim_cases(24, seed=11)):
             for budget in (14, 5):
-                req = InfillRequest(prefix, suffix, max_new_tokens=budget, cache=cache, ends_at_newline=line)
+                req = InfillRequest(prefix, suffix, max_new_tokens=budget, cache=cache, ends_at_newline=line,
+                                    draft_tree=True)
                 base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, cache=cache,
                                                     ends_at_newline=line, drafting=False))
                 reference = list(base.token_ids) + ([tiny_ar.cfg.eos_id] * 3 if base.finish_reason == "eos" else [])
@@ -134,8 +135,8 @@ def test_draft_tree_off_or_sampling_verifies_one_chain(tiny_ar, trained_head):
         for prefix, suffix in fim_cases(6, seed=12):
             base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=10, drafting=False))
             reference = list(base.token_ids) + [tiny_ar.cfg.eos_id] * 3
-            for req in (InfillRequest(prefix, suffix, max_new_tokens=10, draft_tree=False),
-                        InfillRequest(prefix, suffix, max_new_tokens=10, temperature=0.7, seed=3)):
+            for req in (InfillRequest(prefix, suffix, max_new_tokens=10),        # the default: one chain
+                        InfillRequest(prefix, suffix, max_new_tokens=10, temperature=0.7, seed=3, draft_tree=True)):
                 dec = CausalDecoder(tiny_ar.model, tiny_ar.tokenizer, tiny_ar.cfg, tiny_ar.context_cache,
                                     drafter=ClaimingDrafter(reference, 0.5, seed=1, vocab=tiny_ar.cfg.vocab_size),
                                     head=head)

@@ -209,8 +209,8 @@ def test_bench_with_drafters_reports_rows_per_draft_source(tiny_gguf_qwen2, tmp_
     assert rc == 0, out
     assert result["identical"] == 1.0 and result["mismatches"] == []
     rows = {r["decoder"]: r for r in result["rows"]}
-    assert set(rows) == {"one-per-pass", "lookup", "mask", "lookup|mask", "lookup+mask", "head", "lookup|head",
-                         "lookup+head", "attn", "lookup|attn", "lookup+attn"}
+    assert set(rows) == {"one-per-pass", "lookup", "mask", "lookup+mask", "tree:lookup,mask", "head", "lookup+head",
+                         "tree:lookup,head", "attn", "lookup+attn", "tree:lookup,attn"}
     assert rows["mask"]["acceptance"] is not None and rows["head"]["acceptance"] is not None   # both drafted
     assert len(rows["mask"]["slot_acceptance"]) == 3 and len(rows["head"]["slot_acceptance"]) == 2
     assert all(a is None or 0 <= a <= 1 for a in rows["mask"]["slot_acceptance"] + rows["head"]["slot_acceptance"])
