@@ -346,27 +346,28 @@ class CausalDecoder(Decoder):
         head_chain = 0 if from_masks else (1 if len(chains) > 1 and guesses else -1)
         return tree, head_chain
 
-    def _no_early_stops(self, rows: torch.Tensor, depths: torch.Tensor, done: int) -> torch.Tensor:
+    def _no_early_stops(self, rows: torch.Tensor, depths: Optional[List[int]], done: int) -> torch.Tensor:
         """rows [R, V] as fp32, a stop token ruled out where the row's token would be span
-        token done + depth < min_new_tokens (depths [R]: 0 for the last committed token's row)."""
+        token done + depth < min_new_tokens (depths [R]: 0 for the last committed token's row;
+        None: row i has depth i, a chain)."""
         rows = rows.float()
         n_min = self.req.min_new_tokens if self.stop_ids else 0
         if done < n_min:                                      # no stop token before min_new_tokens
             stops = torch.tensor(sorted(self.stop_ids), device=rows.device)
-            early = depths.to(rows.device) + done < n_min
+            depth = torch.tensor(depths) if depths is not None else torch.arange(rows.shape[0])
+            early = depth.to(rows.device) + done < n_min
             rows[early[:, None] & torch.isin(torch.arange(rows.shape[1], device=rows.device), stops)[None, :]] = MIN_FLOAT
         return rows
 
     def _verify_tree(self, rows: torch.Tensor, tree: DraftTree, done: int):
         """rows [1 + N, V] (the last committed token's row, then each node's) -> (the accepted
         nodes, the committed tokens); greedy only."""
-        depths = torch.tensor([0] + [d + 1 for d in tree.depths])
-        greedy = self._no_early_stops(rows, depths, done).argmax(-1).tolist()
+        greedy = self._no_early_stops(rows, [0] + [d + 1 for d in tree.depths], done).argmax(-1).tolist()
         return walk(tree, greedy, self.stop_ids)
 
     def _verify(self, rows: torch.Tensor, drafts: List[int], done: int):
         """rows [k+1, V]: the committed tokens of this pass and how many drafts were accepted."""
-        rows = self._no_early_stops(rows, torch.arange(rows.shape[0]), done)
+        rows = self._no_early_stops(rows, None, done)
         if self.generator is None:
             greedy = rows.argmax(-1).tolist()
             n = 0
