@@ -49,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inner", type=int, default=1024, help="head: width of its residual block (default: 1024)")
     g.add_argument("--vocab", type=int, default=8192, help="head: tokens it can draft (default: 8192)")
     g.add_argument("--init-from", default="", metavar="HEAD",
-                   help="attn: start from this draft head file's weights (its vocabulary and block; the attention "
-                        "starts silent, so step 0 drafts as that head does)")
+                   help="start from this draft head file's weights and vocabulary (head: keep training it, on new "
+                        "data; attn: its block, the attention starting silent, so step 0 drafts as that head does)")
     g.add_argument("--batch-rows", type=int, default=None,
                    help="head: feature rows a step (default: 256 chains; attn: 2048 rows of whole sequences)")
     g.add_argument("--rank", type=int, default=8, help="mask: low-rank adapter rank (default: 8)")
@@ -144,7 +144,7 @@ def run(args) -> int:
     if not (run_dir / "state.json").is_file():
         batch = {"batch_rows": args.batch_rows or (2048 if kind == "attn" else 256)}
         config = (HeadConfig(inner=args.inner, slots=slots, vocab_size=args.vocab, lr=args.lr, seed=args.seed,
-                             eval_every=args.eval_every, init_from=args.init_from if kind == "attn" else "",
+                             eval_every=args.eval_every, init_from=args.init_from if kind in ("head", "attn") else "",
                              **batch) if kind in ("head", "attn") else
                   DrafterConfig(rank=args.rank, mask_slots=slots, lr=args.lr, anchors=args.anchors,
                                 seed=args.seed, eval_every=args.eval_every))

@@ -41,10 +41,12 @@ class InfillRequest:
                carries no rows past the line's end (the text is the same; passes get cheaper)
     draft_with "auto": lookup and, where the engine has a trained drafter (head or mask slots), its guesses;
                "lookup" or "mask": that source alone (for measuring each)
-    draft_tree with several sources, verify all their drafts in one pass as a tree (draft_tree.py)
-               instead of the one chosen beforehand (greedy only; sampling drafts one chain). Off
-               by default: on bench decode's 20 stdlib-line cases it committed exactly as many
-               tokens per pass as the chosen chain (1.75 cold, 2.528 warm) with more rows a pass
+    draft_tree verify several chains of drafts in one pass as a tree (draft_tree.py) instead of the
+               one chosen beforehand: lookup's and the draft head's, the head proposing a tree of
+               its likeliest guesses (DraftHead.propose_tree) rather than one chain (greedy only;
+               sampling drafts one chain). Off by default: more tokens per pass, but a pass
+               over more rows costs more on a CPU (docs/models.md has the numbers)
+    tree_nodes with draft_tree: at most this many of the draft head's guesses in a pass's tree
     raw_prompt AR models only: `prefix` is the whole prompt, token for token as written (special
                tokens such as <|im_start|> in the text become their special ids), with no FIM
                tokens, no BOS and no suffix (`suffix` must be empty); the prompt is cut from the
@@ -71,6 +73,7 @@ class InfillRequest:
     draft_sources: tuple = ()
     draft_with: str = "auto"
     draft_tree: bool = False
+    tree_nodes: int = 12
     raw_prompt: bool = False
     ends_at_newline: bool = False
 

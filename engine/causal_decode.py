@@ -24,7 +24,9 @@ holds a newline: its caller stops there, and rows past it would be verified for 
 A draft head (draft_head.py) instead: after the pass, the head reads the final hidden state of the
 last accepted row and the bonus token committed after it and chains K guesses of the tokens
 after that; they are the next pass's drafts whether or not this pass's drafts were accepted
-(the head's input is the exact state after the committed tokens).
+(the head's input is the exact state after the committed tokens). With `req.draft_tree` the
+head proposes a small tree of its likeliest guesses instead (DraftHead.propose_tree), and the
+pass verifies it together with lookup's chain as one trie (draft_tree.py).
 
 Trained mask slots (mask_adapter.py): with an adapter, K mask slots follow the drafts,
 
@@ -204,7 +206,7 @@ class CausalDecoder(Decoder):
         self.mask_drafted = self.mask_accepted = 0   # drafts from the trained drafter (masks or head)
         self.slot_tries = [0] * (n_masks or n_guesses)  # passes whose trained drafts reached slot i
         self.slot_hits = [0] * (n_masks or n_guesses)   # ... and slot i (and every slot before it) was accepted
-        guesses: List[int] = []                   # the trained drafter's drafts for the next pass
+        guesses: List[List[int]] = []             # the trained drafter's chains of drafts for the next pass
         # the head's chain ends after a stop token, and in a line completion after a newline token
         chain_ends = self.stop_ids | self.tok.newline_ids if req.ends_at_newline and n_guesses else self.stop_ids
         if req.drafting and use_lookup and req.max_draft_tokens > 0:
@@ -223,7 +225,7 @@ class CausalDecoder(Decoder):
             if n_guesses:
                 guesses = self._guess(rows, ctx, state, chosen[-1], min(n_guesses, m - done - 1), chain_ends)
             pending = [chosen[-1]]
-        tree, head_chain = self._propose(drafter, span, done, guesses, n_masks)
+        tree, head_chains = self._propose(drafter, span, done, guesses, n_masks)
         if state is not None:
             yield self._update(span, m)
         while True:
@@ -263,17 +265,17 @@ class CausalDecoder(Decoder):
                 self.branch_wins += any(i not in tree.chains[0] for i in path)
             self.drafted += len(drafts)
             self.accepted += n_ok
-            if head_chain >= 0:                   # the trained drafter's chain, wherever it sits in the tree
-                nodes = tree.chains[head_chain]
-                hits = accepted_per_chain(tree, path)[head_chain]
-                self.mask_drafted += len(nodes)
+            if head_chains:                       # the trained drafter's chains, wherever they sit in the tree
+                per_chain = accepted_per_chain(tree, path)
+                hits = max(per_chain[c] for c in head_chains)
+                self.mask_drafted += len({n for c in head_chains for n in tree.chains[c]})
                 self.mask_accepted += hits
-                for i in range(min(len(nodes), len(self.slot_tries))):
+                for i in range(min(max(len(tree.chains[c]) for c in head_chains), len(self.slot_tries))):
                     self.slot_tries[i] += 1
                     self.slot_hits[i] += hits > i
             guesses = []
             if masks and n_ok == len(drafts):
-                guesses = confident_guesses(raw[0, n_rows:], self.cfg.mask_id)
+                guesses = [confident_guesses(raw[0, n_rows:], self.cfg.mask_id)]
             keep = len(pending) + n_ok
             kept = list(range(len(pending))) + [len(pending) + i for i in path]    # rows of q kept
             if not chain:                         # the accepted nodes' KV next to the pending inputs'
@@ -296,18 +298,27 @@ class CausalDecoder(Decoder):
             if drafter is not None:
                 drafter.observe(chosen, n_ok, len(drafts))
             pending = [chosen[-1]]
-            tree, head_chain = self._propose(drafter, span, done, guesses, n_masks)
+            tree, head_chains = self._propose(drafter, span, done, guesses, n_masks)
             yield self._update(span, m)
         span.predicted.clear()
         yield self._finish(span, span.end)
 
-    def _guess(self, rows, ctx, hidden, token: int, k: int, banned) -> List[int]:
-        """The head's guesses after the last accepted row (final state `hidden` [H]) and the
-        bonus token: an attention head also reads (and extends) the rows it keeps."""
+    def _guess(self, rows, ctx, hidden, token: int, k: int, banned) -> List[List[int]]:
+        """The head's chains of guesses after the last accepted row (final state `hidden` [H])
+        and the bonus token: one chain, or with `req.draft_tree` (greedy) the draft head's tree
+        of guesses (DraftHead.propose_tree, its best chain first). An attention head also reads
+        (and extends) the rows it keeps, and drafts one chain."""
         if rows is None:
-            return self.head.propose(hidden, token, k, banned=banned)
+            if self._tree_mode() and hasattr(self.head, "propose_tree"):
+                return self.head.propose_tree(hidden, token, k, self.req.tree_nodes, banned=banned)
+            return [self.head.propose(hidden, token, k, banned=banned)]
         rows.sync(self.head, ctx, len(rows) - 1)  # warm: the context's rows before its last
-        return self.head.propose(rows.cache, hidden, token, k, banned=banned)
+        return [self.head.propose(rows.cache, hidden, token, k, banned=banned)]
+
+    def _tree_mode(self, n_masks: int = 0) -> bool:
+        """Several chains of drafts verified as one tree: asked for, greedy, no mask slots
+        (they follow one chain)."""
+        return self.req.draft_tree and self.generator is None and not n_masks
 
     def _commit(self, span: Span, done: int, chosen: List[int]) -> int:
         """Write the committed tokens into the span up to a stop token (which sets span.end);
@@ -320,31 +331,33 @@ class CausalDecoder(Decoder):
                 break
         return done
 
-    def _propose(self, drafter, span: Span, done: int, guesses: List[int], n_masks: int = 0):
+    def _propose(self, drafter, span: Span, done: int, guesses: List[List[int]], n_masks: int = 0):
         """The drafts after the committed tokens (each source's at most what the token budget
-        leaves room for) as a DraftTree, and which of its chains is the trained drafter's (-1:
-        none). The first chain is the source that would draft alone: a lookup match of >= 3
-        tokens, else the trained guesses, else a shorter match; with `req.draft_tree` (greedy,
-        no mask slots: they follow one chain) the other source's chain joins it as a branch.
-        The first chain is recorded in span.predicted, so that updates show it as the draft."""
+        leaves room for) as a DraftTree, and which of its chains are the trained drafter's
+        (guesses: its chains, best first). The first chain is the source that would draft
+        alone: a lookup match of >= 3 tokens, else the trained drafter's best chain, else a
+        shorter match; with `req.draft_tree` (greedy, no mask slots) every other chain of both
+        sources joins it as a branch. The first chain is recorded in span.predicted, so that
+        updates show it as the draft."""
         span.predicted.clear()
         room = self.req.max_new_tokens - done - 1
         if room <= 0:
-            return DraftTree(), -1
+            return DraftTree(), []
         looked = list(drafter.propose(span.tokens[:done], room))[:room] if drafter is not None else []
         long_match = getattr(drafter, "last_match", 0) >= 3       # a drafter may not say
-        guesses = guesses[:room]
+        guesses = [g[:room] for g in guesses if g]
         from_masks = bool(guesses) and not (looked and long_match)
-        chains = [guesses, looked] if from_masks else [looked, guesses]
-        if not (self.req.draft_tree and self.generator is None and not n_masks):
+        chains = guesses + [looked] if from_masks else [looked] + guesses
+        if not self._tree_mode(n_masks):
             chains = chains[:1]
         if self.req.ends_at_newline:
             chains = [through_first_newline(c, self.tok.newline_ids) for c in chains]
         tree = DraftTree.merge(chains)
         for i, d in enumerate(next((c for c in chains if c), [])):
             span.predicted[done + i] = d
-        head_chain = 0 if from_masks else (1 if len(chains) > 1 and guesses else -1)
-        return tree, head_chain
+        first = 0 if from_masks else 1
+        head_chains = [c for c in range(first, first + len(guesses)) if c < len(chains)]
+        return tree, head_chains
 
     def _no_early_stops(self, rows: torch.Tensor, depths: Optional[List[int]], done: int) -> torch.Tensor:
         """rows [R, V] as fp32, a stop token ruled out where the row's token would be span

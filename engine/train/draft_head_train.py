@@ -51,7 +51,7 @@ class HeadConfig:
     inner: int = 1024
     heads: int = 14                   # attention head only (attention_head_train.py)
     kv_heads: int = 2
-    init_from: str = ""               # attention head only: start from this DraftHead file's weights
+    init_from: str = ""               # start from this DraftHead file (its weights, vocabulary, thresholds)
     slots: int = 4
     vocab_size: int = 8192
     depth: int = 3                    # chain steps unrolled per training row
@@ -278,6 +278,8 @@ class HeadTrainer:
 
     # ---- what a head of another design overrides (attention_head_train.py) ----------------
     def new_head(self, vocab: List[int]):
+        if self.hcfg.init_from:                       # keep training a head (more data, another session)
+            return DraftHead.load(self.hcfg.init_from, self.cfg)
         return DraftHead(self.cfg, vocab, inner=self.hcfg.inner, slots=self.hcfg.slots,
                          out_norm=self.model.norm.weight, seed=self.hcfg.seed)
 
@@ -369,10 +371,10 @@ class HeadTrainer:
         feats = self._features()
         if self.head is None:
             always = sorted(self.cfg.stop_ids)
-            vocab = pick_vocab(feats["greedy"], self.hcfg.vocab_size, always)
-            covered = torch.isin(feats["greedy"], torch.tensor(vocab, dtype=torch.int32)).float().mean().item()
+            self._make_head(self.new_head(pick_vocab(feats["greedy"], self.hcfg.vocab_size, always)))
+            vocab = self.head.vocab.cpu().to(torch.int32)
+            covered = torch.isin(feats["greedy"], vocab).float().mean().item()
             self.say(f"draft vocabulary: {len(vocab)} tokens cover {covered:.1%} of the verifier's tokens")
-            self._make_head(self.new_head(vocab))
         t0 = time.perf_counter()
         self.head.train()
         gen = torch.Generator().manual_seed(self.hcfg.seed * 7919 + self.state.step)

@@ -194,3 +194,28 @@ def test_propose_steps_through_fp16_packs_that_follow_the_weights(tiny_ar, tmp_p
         _, moved = head.step(hidden, tok, head._packed())
         _, want = head.step(hidden, tok)
     assert torch.allclose(moved, want, rtol=1e-2, atol=1e-2)
+
+
+def test_a_new_run_keeps_training_a_head_file(tiny_ar, trained_head, tmp_path):
+    """init_from: a new run (its own features) starts from a head file's weights, vocabulary
+    and thresholds, so its first evaluation is that head's, and training moves on from there."""
+    start = tmp_path / "start.safetensors"
+    saved = trained_head.first_min_prob
+    trained_head.first_min_prob = 0.25
+    try:
+        trained_head.save(start)
+    finally:
+        trained_head.first_min_prob = saved
+    tr = make_trainer(tiny_ar, tmp_path / "run", init_from=str(start), seed=3)
+    tr.collect(examples=6)
+    tr.train_step()
+    assert tr.head.vocab.tolist() == trained_head.vocab.tolist() and tr.head.first_min_prob == 0.25
+    loaded = type(trained_head).load(start, tiny_ar.cfg)
+    moved = [n for n, p in tr.head.named_parameters()
+             if not torch.equal(p.detach().cpu().float(), dict(loaded.named_parameters())[n].detach().float())]
+    assert moved, "one step of training changed the started head"
+    fresh = make_trainer(tiny_ar, tmp_path / "run2", init_from=str(start), seed=3)
+    fresh.collect(examples=6)
+    fresh._make_head(fresh.new_head([]))
+    for n, p in fresh.head.named_parameters():                      # step 0: exactly the file's head
+        assert torch.equal(p.detach().cpu().float(), dict(loaded.named_parameters())[n].detach().float()), n

@@ -148,3 +148,55 @@ def test_draft_tree_off_or_sampling_verifies_one_chain(tiny_ar, trained_head):
                     assert last.result.token_ids == base.token_ids
     finally:
         head.first_min_prob, head.min_prob = saved
+
+
+def _trie_nodes(chains):
+    return {tuple(c[:i + 1]) for c in chains for i in range(len(c))}
+
+
+def test_head_tree_is_a_small_trie_led_by_the_greedy_chain(tiny_ar, trained_head):
+    head = trained_head.bind(tiny_ar.model)
+    saved = head.first_min_prob, head.min_prob
+    head.first_min_prob = head.min_prob = 0.0
+    try:
+        gen = torch.Generator().manual_seed(5)
+        for _ in range(6):
+            h = torch.randn(tiny_ar.cfg.hidden_size, generator=gen)
+            tok = int(head.vocab[int(torch.randint(len(head.vocab), (1,), generator=gen))])
+            greedy = head.propose(h, tok, 4)
+            # width 1 and no score floor: exactly the greedy chain
+            assert head.propose_tree(h, tok, 4, nodes=4, width=1, min_score=0.0) == [greedy]
+            chains = head.propose_tree(h, tok, 4, nodes=7, width=3, min_score=0.0)
+            nodes = _trie_nodes(chains)
+            assert len(nodes) == 7 and all(len(c) <= 4 for c in chains)
+            assert chains[0][:1] == greedy[:1]          # the likeliest first guess leads
+            assert len({tuple(c) for c in chains}) == len(chains)
+            assert not any(tuple(b) in _trie_nodes([a]) for a in chains for b in chains if a != b), \
+                "every chain ends at a leaf"
+            assert head.propose_tree(h, tok, 4, nodes=7, min_score=1.01) == []
+            assert head.propose_tree(h, tok, 0, nodes=7) == []
+            first = greedy[0]
+            for c in head.propose_tree(h, tok, 4, nodes=7, width=3, min_score=0.0, banned=[first]):
+                assert first not in c[:-1], "a banned token ends its branch"
+    finally:
+        head.first_min_prob, head.min_prob = saved
+
+
+@pytest.mark.parametrize("cache", ["auto", "none"])
+def test_the_heads_own_tree_keeps_the_one_per_pass_text(tiny_ar, trained_head, cache):
+    """draft_with="mask": no lookup chain, so every tree pass verifies the head's own branches;
+    passes won by a branch other than its likeliest chain read the moved KV next."""
+    head = trained_head.bind(tiny_ar.model)
+    trees = wins = 0
+    for prefix, suffix in fim_cases(16, seed=13):
+        for budget in (12, 4):
+            base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, cache=cache, drafting=False))
+            dec = CausalDecoder(tiny_ar.model, tiny_ar.tokenizer, tiny_ar.cfg, tiny_ar.context_cache, head=head)
+            last = None
+            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=budget, cache=cache, draft_with="mask",
+                                              draft_tree=True, tree_nodes=6)):
+                pass
+            assert last.result.token_ids == base.token_ids, (prefix, suffix, budget)
+            assert last.result.finish_reason == base.finish_reason
+            trees, wins = trees + dec.tree_passes, wins + dec.branch_wins
+    assert trees > 10 and wins > 0, (trees, wins)
