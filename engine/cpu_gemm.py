@@ -39,7 +39,13 @@ products of 24 matrices of 9728 x 896, alternated in one process (`python script
 1 row 12.7-13.0 / 15.4-16.8 ms (codes / fp16), 3 rows 17.9-18.1 / 16.7-17.5, 5 rows 22-32 /
 23-27, 7 rows 32.5 / 33.1, 300 rows 1267-1339 / 1163-1227. Long inputs (>= 16 rows) make each
 block's weights once into an fp32 buffer that stays in the L2 cache while every chunk of rows
-reads it. What codes buy is the file's exact weights in 40% less memory (engine.py, README).
+reads it. A decoding pass's 4-15 rows: the first 3 rows stream a tile of two blocks from memory
+(k3x2, both blocks at once), the rest read the tile from the cache 6 rows a sweep (krx1, one
+block at a time: it streams from memory at half k3x2's speed). Measured on a 2-core Xeon with
+AVX-512 (24 codes matrices of 9728 x 896, 2 threads, old / new split, alternated in one process,
+bit for bit the same outputs): 4 rows 39.2 / 25.5 ms, 5 40.2 / 26.5, 7 40.0 / 29.3, 9 41.0 /
+33.3, 13 49.6 / 45.7 (1-3 rows unchanged); a whole pass over 600 cached tokens
+(`scripts/pass_cost.py`): 4 rows 97.8 / 77.7 ms, 9 rows 123.4 / 99.2 (1 row 38.6). What codes buy is the file's exact weights in 40% less memory (engine.py, README).
 """
 from __future__ import annotations
 

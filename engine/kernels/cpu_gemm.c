@@ -150,23 +150,27 @@ INLINE void krx1(const struct weights *w, const enum form f, const int R, const 
     int64_t n = nb * 16;
     STORE_IF(0) STORE_IF(1) STORE_IF(2) STORE_IF(3) STORE_IF(4) STORE_IF(5)
 }
-// all T rows of one tile of 2 blocks (nb, nb + 1), in chunks of 6 rows; 7 rows as 5 + 2 (each
-// chunk is a sweep over the weights, and a code weight costs more to make than an fp16 one:
-// measured per row count, cpu_gemm.py)
+// all T rows of one tile of 2 blocks (nb, nb + 1). The first chunk streams the tile's weights
+// from memory, both blocks at once, which krx1 (one block at a time) does at half the speed; the
+// later chunks find the tile (2 x K x 16 weights) in the cache, where krx1's 6 rows a sweep
+// make each weight vector for the most rows (measured per row count, cpu_gemm.py)
 INLINE void tile2(const struct weights *w, const enum form f, const float *x, int64_t T, float *y, int64_t N, int64_t nb,
                   const float *b) {
-    int64_t t = 0;
-    while (t < T) {
-        int64_t r = T - t;
-        r = r == 7 ? 5 : r > 6 ? 6 : r;
+    // the first chunk streams the tile's weights from memory: at most 3 rows, both blocks at once
+    int64_t r = T < 3 ? T : 3;
+    if (r == 3) k3x2(w, f, x, y, N, nb, b);
+    else if (r == 2) k2x2(w, f, x, y, N, nb, b);
+    else { k1x1(w, f, x, y, nb, b); k1x1(w, f, x, y, nb + 1, b); }
+    // the rest read them from the cache: up to 6 rows a block
+    for (int64_t t = r; t < T; t += r) {
+        r = T - t > 6 ? 6 : T - t;
         const float *xt = x + t * w->K; float *yt = y + t * N;
         if (r == 6) { krx1(w, f, 6, xt, yt, N, nb, b); krx1(w, f, 6, xt, yt, N, nb + 1, b); }
         else if (r == 5) { krx1(w, f, 5, xt, yt, N, nb, b); krx1(w, f, 5, xt, yt, N, nb + 1, b); }
         else if (r == 4) { krx1(w, f, 4, xt, yt, N, nb, b); krx1(w, f, 4, xt, yt, N, nb + 1, b); }
-        else if (r == 3) k3x2(w, f, xt, yt, N, nb, b);
-        else if (r == 2) k2x2(w, f, xt, yt, N, nb, b);
+        else if (r == 3) { krx1(w, f, 3, xt, yt, N, nb, b); krx1(w, f, 3, xt, yt, N, nb + 1, b); }
+        else if (r == 2) { krx1(w, f, 2, xt, yt, N, nb, b); krx1(w, f, 2, xt, yt, N, nb + 1, b); }
         else { k1x1(w, f, xt, yt, nb, b); k1x1(w, f, xt, yt, nb + 1, b); }
-        t += r;
     }
 }
 // a long input (T >= LONG rows) from codes: each block's weights are made once into a buffer
