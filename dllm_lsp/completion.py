@@ -45,7 +45,8 @@ def _request(prefix: str, suffix: str, mode: str, settings: Settings, min_new_to
                          entropy_bound=settings.entropy_bound, tokens_per_step=settings.tokens_per_step,
                          block_size=settings.block_size, min_new_tokens=min_new_tokens,
                          drafting=settings.drafting, max_draft_tokens=settings.max_draft_tokens,
-                         draft_sources=tuple(draft_sources), ends_at_newline=mode == "line")
+                         draft_tree=settings.draft_tree, draft_sources=tuple(draft_sources),
+                         ends_at_newline=mode == "line")
 
 
 def shape_at(text: str, offset: int, mode: str, language_id: str, lookahead: int = 3) -> postprocess.Shape:

@@ -165,7 +165,8 @@ def chat_request(settings: Settings, q: FimQuery):
     return InfillRequest(prefix=q.prefix, max_new_tokens=max(1, q.max_tokens or settings.max_new_tokens_block),
                          raw_prompt=True,
                          temperature=q.temperature, seed=q.seed or 0, stop_at_eos=not q.ignore_eos,
-                         drafting=settings.drafting, max_draft_tokens=settings.max_draft_tokens)
+                         drafting=settings.drafting, max_draft_tokens=settings.max_draft_tokens,
+                         draft_tree=settings.draft_tree)
 
 
 def fim_request(settings: Settings, q: FimQuery, count):
@@ -183,7 +184,8 @@ def fim_request(settings: Settings, q: FimQuery, count):
                         tokens_per_step=settings.tokens_per_step, block_size=settings.block_size,
                         temperature=q.temperature, seed=q.seed or 0,
                         stop_at_eos=not q.ignore_eos, drafting=settings.drafting,
-                        max_draft_tokens=settings.max_draft_tokens, ends_at_newline="\n" in q.stop,
+                        max_draft_tokens=settings.max_draft_tokens, draft_tree=settings.draft_tree,
+                        ends_at_newline="\n" in q.stop,
                         draft_sources=tuple(t[-20_000:] for _, t in q.snippets[:2]) if settings.drafting else ())
     return req, count(req.prefix) + count(req.suffix)
 

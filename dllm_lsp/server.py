@@ -509,11 +509,13 @@ def infill_options(options: Dict[str, Any], settings) -> Dict[str, Any]:
               "deadlineMs": ("deadline_ms", lambda v: None if v is None else _positive(v)),
               "drafting": ("drafting", VALIDATORS["drafting"]),
               "maxDraftTokens": ("max_draft_tokens", VALIDATORS["max_draft_tokens"]),
+              "draftTree": ("draft_tree", VALIDATORS["draft_tree"]),
               "endsAtNewline": ("ends_at_newline", VALIDATORS["drafting"])}
     out = {"max_new_tokens": settings.max_new_tokens_block, "policy": settings.policy,
            "threshold": settings.threshold, "entropy_bound": settings.entropy_bound,
            "tokens_per_step": settings.tokens_per_step, "block_size": settings.block_size,
-           "drafting": settings.drafting, "max_draft_tokens": settings.max_draft_tokens}
+           "drafting": settings.drafting, "max_draft_tokens": settings.max_draft_tokens,
+           "draft_tree": settings.draft_tree}
     for key, value in options.items():
         if key not in checks:
             raise ValueError(f"unknown option '{key}' (known: {', '.join(checks)})")

@@ -49,6 +49,8 @@ class Settings:
     drafting: bool = True                # AR models: verify draft tokens in the same pass (identical text,
                                          # fewer passes); false = one token per forward pass
     max_draft_tokens: int = 8            # drafts per pass (the block after the last committed token)
+    draft_tree: bool = False             # verify lookup's drafts and a tree of the draft head's guesses in one
+                                         # pass (more tokens a pass, more rows: on a CPU often no faster)
     drafter: str = "auto"                # trained drafter (head or mask slots): "auto" (the one shipped for the model,
                                          # if any: the draft head for the default model), "none", or a file from
                                          # `dllm-lsp train-drafter`; the text is the same either way
@@ -176,6 +178,7 @@ VALIDATORS: Dict[str, Callable[[Any], Any]] = {
     "streaming": _bool,
     "drafting": _bool,
     "max_draft_tokens": _number(0, 64, integer=True),
+    "draft_tree": _bool,
     "drafter": _str,
     "warm_up": _bool,
     "warm_up_delay_ms": _number(0, 10000, integer=True),

@@ -56,3 +56,23 @@ def test_max_new_tokens_follows_the_mode_and_names_round_trip():
 def test_non_dict_settings_are_rejected_with_a_message():
     s, msgs = parse_settings(["model"])
     assert s == Settings() and len(msgs) == 1
+
+
+def test_draft_tree_reaches_the_engine_requests():
+    from dllm_lsp.completion import _request
+    from dllm_lsp.http_server import fim_request
+    from dllm_lsp.server import infill_options
+    from dllm_lsp.fim_api import parse_request
+    on, problems = parse_settings({"dllm": {"draftTree": True}})
+    assert not problems and on.draft_tree and not Settings().draft_tree
+    assert _request("a", "b", "line", on).draft_tree and not _request("a", "b", "line", Settings()).draft_tree
+    q = parse_request("openai", {"prompt": "def f(", "suffix": ")", "max_tokens": 4})
+    assert fim_request(on, q, len)[0].draft_tree and not fim_request(Settings(), q, len)[0].draft_tree
+    assert infill_options({"draftTree": True}, Settings())["draft_tree"] is True
+    assert infill_options({}, on)["draft_tree"] is True
+    try:
+        infill_options({"draftTree": "yes"}, Settings())
+    except ValueError as exc:
+        assert "draftTree" in str(exc) or "bool" in str(exc).lower()
+    else:
+        raise AssertionError("a non-boolean draftTree was accepted")

@@ -30,6 +30,7 @@ const SERVER_KEYS: Record<string, "string" | "number" | "integer" | "boolean" | 
   streaming: "boolean",
   drafting: "boolean",
   maxDraftTokens: "integer",
+  draftTree: "boolean",
   drafter: "string",
   warmUp: "boolean",
   warmUpDelayMs: "integer",
