@@ -186,8 +186,7 @@ class DraftHead(HeadCore):
             return []
         packs = self._packed()
         dev = self.table.device
-        # every node: (score, depth, path); the frontier also holds its predicted state row
-        kept = []                                           # [(score, path)]
+        kept = []                                           # every node: (score, path)
         frontier_f = hidden.reshape(1, -1).to(self.table.dtype)                           # [N, H]
         frontier_tok = torch.tensor([token], device=dev)                                  # [N]
         frontier = [(1.0, [])]
