@@ -1,4 +1,5 @@
-"""`dllm-lsp bench lsp FILE...`, `dllm-lsp bench decode ...` (bench_decode.py), `bench http`
+"""`dllm-lsp bench lsp FILE...`, `dllm-lsp bench decode ...` (bench_decode.py), `bench typing`
+(bench_typing.py), `bench http`
 (bench_http.py), `bench fuzz` (bench_fuzz.py), `bench storm` (bench_storm.py) and `dllm-lsp bench
 engine ...` (the latter lives in engine.bench).
 
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from . import bench_decode
     bench_decode.add_arguments(sub.add_parser(
         "decode", help="drafted vs one-token-per-pass decoding (and llama.cpp), tokens/forward and latency"))
+    from . import bench_typing
+    bench_typing.add_arguments(sub.add_parser(
+        "typing", help="type real files as a person does (a request per key, then a pause): suggestions shown, latency"))
     from . import bench_context
     bench_context.add_arguments(sub.add_parser(
         "context", help="cost of the prefix/suffix budgets: cold prefill and per keystroke (AR FIM models)"))
@@ -72,6 +76,9 @@ def run(args) -> int:
     if args.bench_command == "decode":
         from . import bench_decode
         return bench_decode.run(args)
+    if args.bench_command == "typing":
+        from . import bench_typing
+        return bench_typing.run(args)
     if args.bench_command == "context":
         from . import bench_context
         return bench_context.run(args)

@@ -72,3 +72,30 @@ def normalize_encoding(kind) -> str:
     """lsprotocol PositionEncodingKind or str -> "utf-8" | "utf-16" | "utf-32"."""
     value = getattr(kind, "value", kind) or "utf-16"
     return value if value in ("utf-8", "utf-16", "utf-32") else "utf-16"
+
+
+def edit_end(old: str, new: str) -> int:
+    """Where the cursor is after the edit that turned `old` into `new` (code points in `new`):
+    the end of the changed span, found as the longest common prefix and then the longest common
+    suffix of what is left. For clients that send whole documents on every change (no range),
+    so the warm-up is aimed at the typing, not at the document's end. An insertion that could
+    sit at several places (the same characters around it) is placed where it starts with a line
+    break if it can (Enter and the indentation typed at a line's end before an empty line are
+    "\n    " there, not "    \n" one line further), else rightmost. No change gives len(new)."""
+    if old == new:
+        return len(new)
+    n = min(len(old), len(new))
+    p = 0
+    while p < n and old[p] == new[p]:
+        p += 1
+    s = 0
+    while s < n - p and old[len(old) - 1 - s] == new[len(new) - 1 - s]:
+        s += 1
+    end = len(new) - s
+    if len(old) - s == p and "\n" in new[p:end] and new[p] != "\n":   # start an insertion at its line break
+        q, e = p, end
+        while q > 0 and new[q - 1] == new[e - 1]:
+            q, e = q - 1, e - 1
+            if new[q] == "\n":
+                return e
+    return end

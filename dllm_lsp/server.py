@@ -47,7 +47,7 @@ from pygls.protocol.json_rpc import ResponseErrorMessage
 from . import __version__
 from .logs import MESSAGE_NO
 from .rpc_io import MAX_BODY, prune_deep
-from .positions import normalize_encoding, offset_at
+from .positions import edit_end, normalize_encoding, offset_at
 from .service import CompletionService, DocumentAt
 from .settings import VALIDATORS
 
@@ -250,6 +250,7 @@ class DllmServer(LanguageServer):
         super().__init__("dllm-lsp", __version__, protocol_cls=DllmProtocol,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.service = CompletionService(PygLsClient(self), default_model=default_model)
+        self.last_text: Dict[str, str] = {}       # uri -> its text after the last didOpen / didChange
 
     def report_server_error(self, error, source):
         # every path of pygls that reports an error has logged its one line already
@@ -396,6 +397,7 @@ def build_server(default_model: Optional[str] = None) -> DllmServer:
         # the cursor is not known yet: warm where typing into a fresh file happens, its end
         doc = ls.document_at_offset(params.text_document.uri, None)
         if doc is not None:
+            ls.last_text[doc.uri] = doc.text
             svc.warm_soon(doc, delay_ms=0)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -411,12 +413,20 @@ def build_server(default_model: Optional[str] = None) -> DllmServer:
                                    encoding) + len(change.text)
             except (ValueError, AttributeError):
                 offset = None
+        doc = ls.workspace.text_documents.get(uri)
+        if doc is None:
+            return
+        text = encodable(doc.source)
+        if offset is None and uri in ls.last_text:   # a whole-document change: the cursor ends the edit
+            offset = edit_end(ls.last_text[uri], text)
+        ls.last_text[uri] = text
         doc = ls.document_at_offset(uri, offset)
         if doc is not None:
             svc.warm_soon(doc)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: DllmServer, params: types.DidCloseTextDocumentParams):
+        ls.last_text.pop(params.text_document.uri, None)
         svc.closed(params.text_document.uri)          # its queued work would only hold the engine up
 
     @server.feature(CURSOR)
@@ -478,6 +488,7 @@ def build_server(default_model: Optional[str] = None) -> DllmServer:
     @server.feature(METRICS)
     def metrics(ls: DllmServer, params):
         return {**svc.metrics.as_json(), **svc.worker.stats(), "state": svc.host.state, "model": svc.settings.model,
+                "contextTokens": svc.engine_context_tokens(),
                 "positionEncoding": normalize_encoding(ls.workspace.position_encoding)}
 
     @server.feature(DID_SHOW)

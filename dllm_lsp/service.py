@@ -68,6 +68,8 @@ class Answer:
     ms: float = 0.0
     first_text_ms: Optional[float] = None
     mode: Optional[str] = None
+    queue_ms: Optional[float] = None      # from submitting the job to the engine thread starting it
+    context_tokens: int = 0               # context tokens whose keys/values this request computed
 
 
 @dataclass
@@ -216,7 +218,7 @@ class CompletionService:
         answer = await self._complete(doc, stream, gen, t0)
         if stream:
             self._update(doc, answer.text, answer.text, done=True)
-        self._account(answer, t0)
+        self._account(answer, t0, doc.version)
         return answer
 
     async def _complete(self, doc: DocumentAt, stream: bool, gen: int, t0: float) -> Answer:
@@ -245,7 +247,18 @@ class CompletionService:
             if stream:
                 loop.call_soon_threadsafe(self._update, doc, stable, draft, False)
 
-        job = self.worker.submit(doc.uri, lambda cancel: decode_plan(engine, plan, cancel, on_update))
+        submitted = time.perf_counter()
+        spent: Dict[str, float] = {}
+
+        def work(cancel):
+            spent["queue_ms"] = (time.perf_counter() - submitted) * 1000
+            before = engine.context_cache.computed
+            try:
+                return decode_plan(engine, plan, cancel, on_update)
+            finally:
+                spent["context_tokens"] = engine.context_cache.computed - before
+
+        job = self.worker.submit(doc.uri, work)
         try:
             decoded: Decoded = await asyncio.wrap_future(job.future)
         except Superseded:
@@ -257,13 +270,14 @@ class CompletionService:
         self.metrics.engine_runs += 1
         self.metrics.forwards += decoded.forwards
         self.metrics.new_tokens += decoded.new_tokens
+        work_spent = {"queue_ms": spent.get("queue_ms"), "context_tokens": int(spent.get("context_tokens", 0))}
         if job.cancel.is_set() or decoded.finish_reason == "cancelled":
-            return Answer("", "superseded", forwards=decoded.forwards, mode=plan.mode)
+            return Answer("", "superseded", forwards=decoded.forwards, mode=plan.mode, **work_spent)
         self.cache.store(before, after, decoded.text)
         if decoded.text:
             self.last_suggestion[doc.uri] = decoded.text
         return Answer(decoded.text, "ok", forwards=decoded.forwards, ms=(time.perf_counter() - t0) * 1000,
-                      first_text_ms=decoded.first_text_ms, mode=plan.mode)
+                      first_text_ms=decoded.first_text_ms, mode=plan.mode, **work_spent)
 
     # ---- the remote backend ------------------------------------------------------------------
     def _set_backend(self, config: Optional[Dict[str, Any]]) -> None:
@@ -331,7 +345,7 @@ class CompletionService:
         self.client.notify(UPDATE, {"uri": doc.uri, "version": doc.version, "position": doc.position,
                                     "stable": stable, "draft": draft, "done": done})
 
-    def _account(self, answer: Answer, t0: float) -> None:
+    def _account(self, answer: Answer, t0: float, version: Optional[int] = None) -> None:
         m = self.metrics
         ms = (time.perf_counter() - t0) * 1000
         m.answered += 1
@@ -341,7 +355,9 @@ class CompletionService:
         m.not_ready += answer.reason == "not-ready"
         m.last = {"reason": answer.reason, "forwards": answer.forwards, "ms": round(ms, 2),
                   "firstTextMs": None if answer.first_text_ms is None else round(answer.first_text_ms, 2),
-                  "mode": answer.mode, "chars": len(answer.text)}
+                  "mode": answer.mode, "chars": len(answer.text), "version": version,
+                  "queueMs": None if answer.queue_ms is None else round(answer.queue_ms, 2),
+                  "contextTokens": answer.context_tokens}
         if answer.reason in ("ok", "cached"):
             self.last_latency_ms = round(ms, 1)
             self.stats.record_latency(ms, cached=answer.reason == "cached")
@@ -351,6 +367,12 @@ class CompletionService:
             now = time.monotonic()
             if now - self._last_status_at >= STATUS_EVERY_S and self.host.ready:
                 self._status("ready", f"model {self.settings.model} ready")     # carries lastLatencyMs
+
+    def engine_context_tokens(self) -> int:
+        """Context tokens whose keys/values the engine computed since it loaded (requests and
+        warm-ups): `bench typing` divides it by the keys typed."""
+        engine = self.host.engine if self.host.ready else None
+        return engine.context_cache.computed if engine is not None else 0
 
     # ---- warm-up ------------------------------------------------------------------------------
     def warm_soon(self, doc: DocumentAt, delay_ms: Optional[int] = None, token: Any = None) -> None:

@@ -9,9 +9,10 @@ replaces the waiting one (which is resolved with `Superseded`) and sets the canc
 the running one, which the engine checks before every forward pass. The number of waiting
 slots is capped (`max_pending`): past it the oldest waiting job is superseded, so there is
 never an unbounded queue. `run_exclusive` (model loading) jumps ahead of waiting jobs and
-cancels the running one. Background jobs (warm-ups) run only when no request waits, and a
-request cancels a running one, so a warm-up of another document never delays a request by more
-than one engine step.
+cancels the running one. Background jobs (warm-ups) run only when no request waits, never
+cancel or replace a request (not even of their own document), and a request cancels a running
+one, so a warm-up never delays a request by more than one engine step (one prefill chunk), and
+that step's keys and values stay cached for the request.
 
 `stats()` tells how deep the queue is now and was at its deepest since start (waiting jobs,
 the running one not counted; an exclusive job counts as waiting), how many jobs were
@@ -67,19 +68,34 @@ class EngineWorker:
     def submit(self, key: str, work: Work, background: bool = False) -> Job:
         """Queue `work(cancel_event)` for `key`, superseding older work for the same key.
 
-        Background work (a warm-up) waits behind every request, and a request cancels a running
-        background job of any key: a warm-up never delays what the user asked for."""
+        A request (background=False) replaces the waiting job of its key and cancels the running
+        job of its key and a running background job of any key: those stop at their next check
+        (a prefill between two chunks, a decode before its next pass), and what a warm-up
+        computed stays in the engine's context cache for the request to continue from.
+
+        Background work (a warm-up) never cancels, delays past one engine step, or supersedes a
+        request: it waits behind every request, it replaces only a waiting warm-up of its key,
+        it cancels only a running warm-up of its key (the cursor moved on), and while a request
+        of its key waits or runs it is dropped at once (resolved with `Superseded`): the request
+        computes that context itself."""
         job = Job(key, work, background=background)
         with self._cond:
             if self._stopped:
                 job.supersede()
                 return job
-            old = self._pending.pop(key, None)
+            old = self._pending.get(key)
+            running = self._running
+            if background and ((old is not None and not old.background)
+                               or (running is not None and running.key == key and not running.background)):
+                job.supersede()                   # a request for this document is there: it goes first
+                self.submitted += 1
+                self.superseded_count += 1
+                return job
             if old is not None:
+                del self._pending[key]
                 old.supersede()
-            if self._running is not None and (self._running.key == key
-                                              or (not background and self._running.background)):
-                self._running.cancel.set()
+            if running is not None and (running.key == key or (not background and running.background)):
+                running.cancel.set()
             self._pending[key] = job
             while len(self._pending) > self.max_pending:
                 _, oldest = self._pending.popitem(last=False)

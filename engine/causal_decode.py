@@ -8,8 +8,11 @@ trained on):
     <|fim_prefix|> P <|fim_suffix|> S <|fim_middle|> | t0 d1 d2 ... dk
                                                      ^ last committed token, then k drafts
 
-Each forward pass takes the inputs whose keys/values are not cached yet (the uncached context
-tail on the first pass, the last committed token afterwards) followed by the drafts, and reads
+A long uncached context is first computed in chunks of PREFILL_CHUNK tokens (`_prefill_ahead`),
+each kept in the context cache as soon as it is done, with the cancel flag read between them:
+a keystroke stops stale work within one chunk, and what was computed serves the next request.
+Each forward pass takes the inputs whose keys/values are not cached yet (the last 1..PREFILL_CHUNK
+context tokens on the first pass, the last committed token afterwards) followed by the drafts, and reads
 the k + 1 output rows from the last input on:
   1. verify: drafts are committed left to right while each equals the argmax of the row before
      it; at the first disagreement the row's own argmax is committed instead, so every pass
@@ -61,10 +64,11 @@ from .attention_head import AttentionHead, HeadRows
 from .decode import Decoder, Span
 from .draft_tree import DraftTree, accepted_per_chain, tree_mask, tree_positions, walk
 from .drafts import LookupDrafter
-from .kvcache import KVBuffer
+from .kvcache import KVBuffer, common_prefix
 from .model import causal_mask
 
 MIN_FLOAT = float("-inf")
+PREFILL_CHUNK = 32       # context tokens a prefill pass computes between two reads of the cancel flag
 GUESS_MIN_PROB = 0.3     # mask guesses are drafted while their probability stays above this
 
 
@@ -147,11 +151,27 @@ class CausalDecoder(Decoder):
                                               causal_mask(len(part), n_cached, self.device))
                 past.length = n_cached = n_cached + len(part)
                 computed += len(part)
+                self.context_cache.computed += len(part)
                 if rows is not None:
                     rows.add_hidden(hidden[0])
                     rows.sync(self.head, ctx, n_cached - 1)
                 self.context_cache.store_buffer(ctx[:n_cached], past, last_hidden=hidden[0, -1], rows=rows)
         return computed
+
+    def _prefill_ahead(self, ctx: List[int], limit: Optional[int]) -> bool:
+        """Before a request's first pass: compute the context's uncached tokens in chunks of
+        PREFILL_CHUNK, reading the cancel flag between chunks and keeping each chunk in the
+        context cache, so that a keystroke stops a stale prefill within one chunk and the next
+        request continues from what it computed. The last 1..PREFILL_CHUNK uncached tokens are
+        left to the first decoding pass, which computes them with its drafts (a pass of its own
+        would read every weight once more). True when it stopped on the cancel flag."""
+        n_cached = common_prefix(self.context_cache.ids, ctx[:-1]) if self.context_cache.kv is not None else 0
+        if limit is not None:
+            n_cached = min(n_cached, limit)
+        ahead = ((len(ctx) - n_cached - 1) // PREFILL_CHUNK) * PREFILL_CHUNK
+        if ahead > 0:
+            self.prefill(ctx[:n_cached + ahead], PREFILL_CHUNK, self.cancel)
+        return self._should_stop()
 
     def _kept_rows(self, ctx: List[int]):
         """With an attention head: (its rows of the context cache, or fresh empty ones; how many
@@ -181,6 +201,10 @@ class CausalDecoder(Decoder):
         # the KV of the decode: the context cache's longest shared prefix (without the last
         # context token when its output is needed and not cached), extended in place pass by pass
         room = len(ctx) + m                       # a pass's rows never reach past the token budget
+        span = Span.of_masks(m, -1)
+        if exact and state is None and self._prefill_ahead(ctx, limit):
+            yield self._finish(span, span.end)    # stopped between two prefill chunks (kept in the cache)
+            return
         if exact:
             n_cached, past = self.context_cache.take(ctx if state is not None else ctx[:-1], room, self._kv_shape(),
                                                      limit=limit)
@@ -189,8 +213,9 @@ class CausalDecoder(Decoder):
         if rows is not None:
             rows = rows.prefix(n_cached) if exact else HeadRows(self.head)
         pending = ctx[n_cached:]                  # inputs without cached KV
+        if exact:
+            self.context_cache.computed += len(pending)
         pos0 = n_cached                           # absolute position of pending[0]
-        span = Span.of_masks(m, -1)
         done = 0                                  # span tokens committed
         ctx_stored = not exact or state is not None
         self.drafted = self.accepted = 0

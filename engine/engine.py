@@ -21,7 +21,7 @@ import torch
 from .api import InfillRequest, InfillResult, InfillUpdate
 from .config import ModelConfig
 from .cuda_graph import attach_cuda_graphs
-from .causal_decode import CausalDecoder
+from .causal_decode import PREFILL_CHUNK, CausalDecoder
 from .decode import Decoder
 from .catalog import EMBEDDED_MODEL_DIR, catalog_entry, pulled_file
 from .errors import CheckpointError, ModelNotFoundError
@@ -243,7 +243,7 @@ class Engine:
                                  head=self.head)
         return Decoder(self.model, self.tokenizer, self.cfg, self.context_cache)
 
-    def warm(self, req: InfillRequest, cancel: Optional[threading.Event] = None, chunk: int = 32) -> int:
+    def warm(self, req: InfillRequest, cancel: Optional[threading.Event] = None, chunk: int = PREFILL_CHUNK) -> int:
         """Prefill the context KV of `req` (causal models) in chunks of `chunk` tokens, checking
         `cancel` between chunks, so that the request itself later computes only what changed.
         Returns the tokens computed (0 for other families, whose caches are per request)."""

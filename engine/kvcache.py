@@ -159,6 +159,7 @@ class ContextCache:
         self.rows = None                                  # attention_head.HeadRows of ids' positions, or None
         self.hits = 0          # tokens served from the cache, summed over lookups
         self.misses = 0        # tokens that had to be computed
+        self.computed = 0      # context tokens whose KV the decoders computed (prefill and first passes)
 
     def lookup(self, ids: Sequence[int]) -> Tuple[int, Optional[KVList]]:
         n = common_prefix(self.ids, ids) if self.kv is not None else 0

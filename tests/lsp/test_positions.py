@@ -1,7 +1,7 @@
 """LSP positions in utf-16 / utf-8 / utf-32 units, with emoji and surrogate pairs."""
 import pytest
 
-from dllm_lsp.positions import length_in_units, normalize_encoding, offset_at, position_at
+from dllm_lsp.positions import edit_end, length_in_units, normalize_encoding, offset_at, position_at
 
 TEXT = 'a = "🎉x"\nb = "é"\r\nlast'
 
@@ -51,3 +51,18 @@ def test_position_at_inverts_offset_at(enc):
 def test_units_and_encoding_names():
     assert length_in_units("🎉é", "utf-16") == 3 and length_in_units("🎉é", "utf-8") == 6
     assert normalize_encoding(None) == "utf-16" and normalize_encoding("utf-8") == "utf-8"
+
+
+def test_edit_end_finds_the_cursor_of_a_whole_document_change():
+    old = "def f(x):\n    return \n\nprint(f(1))\n"
+    at = old.index("return ") + len("return ")
+    typed = old[:at] + "x" + old[at:]
+    assert edit_end(old, typed) == at + 1                         # one key typed
+    assert edit_end(typed, old) == at                             # backspace
+    pasted = old[:at] + "x * 2" + old[at:]
+    assert edit_end(old, pasted) == at + 5
+    assert edit_end(old, old) == len(old)                         # nothing changed: the end
+    assert edit_end("aaa", "aaaa") == 4                           # ambiguous: the rightmost place
+    assert edit_end("", "abc") == 3 and edit_end("abc", "") == 0
+    enter = old[:at] + "\n    " + old[at:]
+    assert edit_end(old, enter) == at + 5                         # Enter and the indentation

@@ -92,3 +92,47 @@ def test_cancel_by_key(worker):
     assert started.wait(5)
     worker.cancel("doc")
     assert job.future.result(timeout=5) == "x" and log == [("x", True)]
+
+
+# ---- warm-ups (background jobs) never cost a request its answer ------------------------------------
+
+def test_a_warm_up_of_the_same_document_never_cancels_the_running_request(worker):
+    started, release, log = threading.Event(), threading.Event(), []
+    request = worker.submit("doc", blocking_job(started, release, log, "request"))
+    assert started.wait(5)
+    warm = worker.submit("doc", lambda cancel: "warm", background=True)
+    with pytest.raises(Superseded):               # dropped: the request computes that context itself
+        warm.future.result(timeout=5)
+    assert not request.cancel.is_set()
+    release.set()
+    assert request.future.result(timeout=5) == "request" and log == [("request", False)]
+
+
+def test_a_warm_up_never_replaces_a_waiting_request(worker):
+    started, release, log = threading.Event(), threading.Event(), []
+    worker.submit("busy", blocking_job(started, release, log, "busy"))
+    assert started.wait(5)
+    request = worker.submit("doc", lambda cancel: "request")
+    warm = worker.submit("doc", lambda cancel: "warm", background=True)
+    with pytest.raises(Superseded):
+        warm.future.result(timeout=5)
+    release.set()
+    assert request.future.result(timeout=5) == "request"
+
+
+def test_a_request_stops_the_running_warm_up_of_its_document_and_runs_next(worker):
+    started, release, log = threading.Event(), threading.Event(), []
+    warm = worker.submit("doc", blocking_job(started, release, log, "warm"), background=True)
+    assert started.wait(5)
+    request = worker.submit("doc", lambda cancel: "request")
+    assert warm.future.result(timeout=5) == "warm" and warm.cancel.is_set()
+    assert request.future.result(timeout=5) == "request"
+
+
+def test_a_newer_warm_up_replaces_the_older_one_of_its_document(worker):
+    started, release, log = threading.Event(), threading.Event(), []
+    older = worker.submit("doc", blocking_job(started, release, log, "older"), background=True)
+    assert started.wait(5)
+    newer = worker.submit("doc", lambda cancel: "newer", background=True)
+    assert older.future.result(timeout=5) == "older" and older.cancel.is_set()
+    assert newer.future.result(timeout=5) == "newer"
