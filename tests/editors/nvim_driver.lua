@@ -5,7 +5,8 @@
 --   DLLM_CMD       JSON list: the server command
 --   DLLM_INIT      JSON object: init_options for the server
 --   DLLM_FILE      the file to open;  DLLM_CURSOR  "row,col" (1-based row, 0-based byte col)
---   DLLM_SCENARIO  accept | partial | dismiss | auto | snippet | failure (the server does not start)
+--   DLLM_SCENARIO  accept | partial | dismiss | auto | typing | snippet | failure (the server does not start)
+--   DLLM_TYPE      typing: the keys typed one at a time, DLLM_GAP_MS (default 100) apart
 --   DLLM_SNIPPET   optional: a Lua file (the editor README's configuration) run instead of our
 --                  own runtimepath + setup(); it must put the plugin on the runtimepath itself
 --   DLLM_RESULT    where to write the JSON result
@@ -74,7 +75,7 @@ local function feed(keys)
   sleep(50)
 end
 
-local auto = os.getenv("DLLM_SCENARIO") == "auto"
+local auto = os.getenv("DLLM_SCENARIO") == "auto" or os.getenv("DLLM_SCENARIO") == "typing"
 local dllm = require("dllm")
 local ghost = require("dllm.ghost")
 if not snippet then
@@ -177,6 +178,29 @@ function scenarios.auto()
   end)
   result.suggestion = dllm.current().text
   result.extmarks = #api.nvim_buf_get_extmarks(0, ghost.ns, 0, -1, {})
+  feed("<Esc>")
+end
+
+-- a person typing: each key on its own, DLLM_GAP_MS apart (the plugin asks after each by itself,
+-- debounced), then a pause until the ghost text shows; records the ms from the last key
+function scenarios.typing()
+  insert_at_cursor()
+  local gap = tonumber(os.getenv("DLLM_GAP_MS") or "100")
+  local keys = os.getenv("DLLM_TYPE")
+  local last_key = vim.loop.hrtime()
+  for i = 1, #keys do
+    api.nvim_feedkeys(keys:sub(i, i), "n", false)
+    last_key = vim.loop.hrtime()
+    sleep(gap)
+  end
+  result.typed_line = api.nvim_get_current_line()
+  wait_for("ghost text after the pause", 120000, function()
+    local current = dllm.current()
+    return current ~= nil and current.final and current.text ~= "" and ghost.read(0) ~= nil
+  end)
+  result.pause_ms = (vim.loop.hrtime() - last_key) / 1e6
+  result.suggestion = dllm.current().text
+  result.ghost = ghost.read(0) or vim.NIL
   feed("<Esc>")
 end
 

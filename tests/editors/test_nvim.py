@@ -177,6 +177,28 @@ def test_real_server_streams_and_accept_is_counted(tmp_path, tiny_model):
     assert counts["shown"] == 1 and counts["accepted"] == 1, counts
 
 
+@pytest.mark.slow
+def test_real_model_typing_then_a_pause_shows_ghost_text(tmp_path, real_model_file):
+    """Keys typed one at a time into a real module's size of code (the plugin asks after each by
+    itself, debounced, and the server warms up 300 ms after the last key, default settings),
+    then a pause: ghost text must come (it never did: the warm-up cancelled the request)."""
+    import textwrap
+    module = Path(textwrap.__file__).read_text(encoding="utf-8").split("\n")
+    before = "\n".join(module[:150]) + "\n\n\n"
+    text = (before + "def count_chars(words):\n    total = 0\n    for word in words:\n        \n"
+            "    return total\n\n\n" + "\n".join(module[150:300]))
+    row = before.count("\n") + 4                          # the blank line in the loop body (1-based)
+    env = {"DLLM_LSP_STATE_DIR": str(tmp_path / "state"), "DLLM_LSP_CACHE": os.environ["DLLM_TEST_USER_CACHE"],
+           "DLLM_TYPE": "total += len(", "DLLM_GAP_MS": "100"}
+    result = run_driver(tmp_path, "typing", text=text, cursor=(row, 8),
+                        cmd=[sys.executable, "-m", "dllm_lsp.cli", "--stdio"], init={"model": "default"},
+                        env=env, timeout=400)
+    assert result["typed_line"] == "        total += len("
+    assert result["suggestion"] and "word" in result["suggestion"], result["suggestion"]
+    assert result["ghost"]["first"] == result["suggestion"].split("\n")[0]
+    assert result["pause_ms"] < 60000, result["pause_ms"]        # within the budget, on a busy CI machine too
+
+
 def readme_lua_block(first_line: str) -> str:
     """The ```lua block of editors/README.md whose first line is `first_line`."""
     readme = (REPO / "editors" / "README.md").read_text(encoding="utf-8")

@@ -87,7 +87,7 @@ def test_code_products_match_the_reference_and_rows_do_not_see_each_other(group,
     p = cpu_gemm.pack_codes(*_pack(96, 256, group, offsets, seed=group))
     bias = torch.randn(96)
     gen = torch.Generator().manual_seed(1)
-    for rows in [*range(1, 14), 16, 17, 40, 100]:               # every kernel, and the long inputs' path (>= 16)
+    for rows in [*range(1, 14), 16, 17, 31, 32, 33, 40, 100]:   # every kernel, and the long inputs' path (>= 16)
         x = torch.randn(rows, 256, generator=gen)
         got = cpu_gemm.codes_gemm(x, p, bias)
         assert torch.allclose(got, cpu_gemm.codes_reference(x, p, bias), rtol=1e-4, atol=1e-4), rows
@@ -100,6 +100,26 @@ def test_code_products_match_the_reference_and_rows_do_not_see_each_other(group,
         cpu_gemm.codes_gemm(torch.randn(2, 256), p, torch.randn(95))
     with pytest.raises(ValueError, match="not a kernel pack"):
         cpu_gemm.codes_gemm(torch.randn(2, 256), p._replace(scale=p.scale.double()), None)
+
+
+@needs_kernel
+@pytest.mark.skipif(not cpu_gemm.wide_available(), reason="the CPU has no AVX-512 (avx512f): only the AVX2 path runs")
+@pytest.mark.parametrize("group, offsets", [(32, False), (32, True)])
+def test_the_avx512_long_path_gives_the_avx2_paths_bits(group, offsets):
+    p = cpu_gemm.pack_codes(*_pack(96, 256, group, offsets, seed=3))
+    bias = torch.randn(96)
+    gen = torch.Generator().manual_seed(2)
+    try:
+        for rows in (16, 17, 23, 32, 35, 64):
+            x = torch.randn(rows, 256, generator=gen)
+            cpu_gemm.set_wide(True)
+            wide = cpu_gemm.codes_gemm(x, p, bias)
+            cpu_gemm.set_wide(False)
+            narrow = cpu_gemm.codes_gemm(x, p, bias)
+            assert torch.equal(wide, narrow), rows
+            assert torch.equal(wide[-1:], cpu_gemm.codes_gemm(x[-1:], p, bias)), rows   # and one row alone
+    finally:
+        cpu_gemm.set_wide(True)
 
 
 def test_an_embedding_held_as_codes_makes_the_files_rows():
