@@ -1,5 +1,5 @@
 """`dllm-lsp bench lsp FILE...`, `dllm-lsp bench decode ...` (bench_decode.py), `bench typing`
-(bench_typing.py), `bench http`
+(bench_typing.py), `bench prefill` (bench_prefill.py), `bench http`
 (bench_http.py), `bench fuzz` (bench_fuzz.py), `bench storm` (bench_storm.py) and `dllm-lsp bench
 engine ...` (the latter lives in engine.bench).
 
@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from . import bench_typing
     bench_typing.add_arguments(sub.add_parser(
         "typing", help="type real files as a person does (a request per key, then a pause): suggestions shown, latency"))
+    from . import bench_prefill
+    bench_prefill.add_arguments(sub.add_parser(
+        "prefill", help="context tokens per second, cold: ours against llama.cpp's llama-server on the same GGUF"))
     from . import bench_context
     bench_context.add_arguments(sub.add_parser(
         "context", help="cost of the prefix/suffix budgets: cold prefill and per keystroke (AR FIM models)"))
@@ -79,6 +82,9 @@ def run(args) -> int:
     if args.bench_command == "typing":
         from . import bench_typing
         return bench_typing.run(args)
+    if args.bench_command == "prefill":
+        from . import bench_prefill
+        return bench_prefill.run(args)
     if args.bench_command == "context":
         from . import bench_context
         return bench_context.run(args)

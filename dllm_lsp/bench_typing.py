@@ -13,7 +13,10 @@ typist, `--gap` ms between keys:
      (one key, as an editor's auto-indent sends it), and pauses: phase "enter", the reference
      is the target line;
   2. types the first half of the target line, one key each, and pauses: phase "mid", the
-     reference is the rest of the line.
+     reference is the rest of the line;
+  3. accepts that suggestion when there is one (one edit inserting it, as Tab does, and the
+     request the editor then sends): phase "accept", no reference; "ready" is the share of
+     these answered from suggestions prepared in the background (setting prepareNext).
 Every key is a didChange (a range, or the whole document with `--sync full`) followed by an
 automatic textDocument/inlineCompletion that cancels the previous one ($/cancelRequest), as VS
 Code sends them; `--client-debounce MS` makes the client wait that long after a key and ask
@@ -51,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-PHASES = ("enter", "mid")
+PHASES = ("enter", "mid", "accept")
 
 
 # ---- cases (pure) -----------------------------------------------------------------------------
@@ -139,6 +142,8 @@ class Pause:
     keys: int
     tokens_per_key: float            # context tokens the engine computed in the phase / keys
     floor_ms: Optional[float] = None # the same position asked again with everything cached
+    answer: str = ""
+    reason: Optional[str] = None     # the server's reason for the last answer (ok, cached, ...)
 
 
 class Typist:
@@ -226,7 +231,8 @@ class Typist:
         pause = Pause(phase=phase, shown=bool(answer.strip()), exact=bool(answer) and first_line(answer) == reference.strip(),
                       ms=(t_answer - t_key) * 1000, first_text_ms=(min(firsts) - t_key) * 1000 if firsts else None,
                       queue_ms=getattr(last, "queueMs", None), context_tokens=getattr(last, "contextTokens", None),
-                      forwards=getattr(last, "forwards", None), keys=len(keys),
+                      forwards=getattr(last, "forwards", None), keys=len(keys), answer=answer,
+                      reason=getattr(last, "reason", None),
                       tokens_per_key=(getattr(m, "contextTokens", 0) - getattr(metrics0, "contextTokens", 0)) / max(1, len(keys)))
         return pause, text, version
 
@@ -240,7 +246,8 @@ class Typist:
         return (time.perf_counter() - t0) * 1000
 
 
-async def replay(bc, cases: Sequence[TypingCase], typist: Typist, settings: Dict, floor: bool) -> List[Pause]:
+async def replay(bc, cases: Sequence[TypingCase], typist: Typist, settings: Dict, floor: bool,
+                 accept: bool = True) -> List[Pause]:
     pauses: List[Pause] = []
     toggles = [{**settings, "warmUpDelayMs": settings.get("warmUpDelayMs", 300) + d} for d in (1, 0)]
     for i, case in enumerate(cases):
@@ -253,6 +260,13 @@ async def replay(bc, cases: Sequence[TypingCase], typist: Typist, settings: Dict
             if floor:
                 line, character = cursor_after(keys[-1])
                 pause.floor_ms = await typist.floor(uri, line, character, toggles[len(pauses) % 2])
+            pauses.append(pause)
+        if accept and pauses[-1].shown:        # Tab: the suggestion inserted as one edit, and the next asked
+            shown = pauses[-1]
+            line, character = cursor_after(case.phases[-1][1][-1])
+            pause, text, version = await typist.phase(uri, text, version, "accept",
+                                                      [Key(shown.answer, line, character)], "")
+            pause.exact = False                # what follows an accepted guess has no reference
             pauses.append(pause)
         from lsprotocol import types
         bc.client.text_document_did_close(types.DidCloseTextDocumentParams(
@@ -283,21 +297,22 @@ def summarize(pauses: Sequence[Pause]) -> Dict[str, Dict]:
         if not ps:
             continue
         out[phase] = {"pauses": len(ps), "shown": round(sum(p.shown for p in ps) / len(ps), 3),
-                      "exact": round(sum(p.exact for p in ps) / len(ps), 3),
+                      "exact": None if phase == "accept" else round(sum(p.exact for p in ps) / len(ps), 3),
                       "p50_ms": _q([p.ms for p in ps], 50), "p90_ms": _q([p.ms for p in ps], 90),
                       "first_text_p50_ms": _q([p.first_text_ms for p in ps], 50),
                       "queue_ms_mean": _mean([p.queue_ms for p in ps]),
                       "context_tokens_mean": _mean([p.context_tokens for p in ps]),
                       "forwards_mean": _mean([p.forwards for p in ps]),
                       "tokens_per_key": _mean([p.tokens_per_key for p in ps]),
-                      "floor_p50_ms": _q([p.floor_ms for p in ps], 50)}
+                      "floor_p50_ms": _q([p.floor_ms for p in ps], 50),
+                      "ready": round(sum(p.reason == "cached" for p in ps) / len(ps), 3)}
     return out
 
 
 COLUMNS = (("pauses", "pauses"), ("shown", "shown"), ("exact", "exact"), ("p50 ms", "p50_ms"),
            ("p90 ms", "p90_ms"), ("1st text", "first_text_p50_ms"), ("queue ms", "queue_ms_mean"),
            ("ctx tok", "context_tokens_mean"), ("passes", "forwards_mean"), ("tok/key", "tokens_per_key"),
-           ("floor p50", "floor_p50_ms"))
+           ("floor p50", "floor_p50_ms"), ("ready", "ready"))
 
 
 def table(rows: Dict[str, Dict[str, Dict]]) -> str:

@@ -13,6 +13,7 @@ client happens on the loop thread.
                   ─ worker.submit(uri) … updates ─▶ dllm/inlineCompletionUpdate
                     (setting `backend`: remote_backend.RemoteBackend.decode instead, same updates)
                   ─ finish_completion() ─▶ cache.store ─▶ final text (+ done notification)
+                  ─ prepare_next: the suggestion after accepting it, decoded in the background ─▶ cache.store
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 from urllib.parse import unquote, urlparse
@@ -39,6 +40,7 @@ UPDATE = "dllm/inlineCompletionUpdate"
 STATUS = "dllm/status"
 MAX_SNIPPET_DOCS = 5
 STATUS_EVERY_S = 2.0          # at most this often, a dllm/status with the latest latency
+NEXT_KEY = "#next"            # the engine worker's key of a document's prepared next suggestion (+ its uri)
 
 
 class ClientPort(Protocol):
@@ -87,6 +89,7 @@ class Metrics:
     not_ready: int = 0
     warmups: int = 0              # background prefills that ran
     warm_tokens: int = 0          # context tokens they computed
+    prepared: int = 0             # next suggestions decoded in the background (prepare_next) and kept
     last_warm: Dict[str, Any] = field(default_factory=dict)   # {uri, token, tokens} of the last one done
     last: Dict[str, Any] = field(default_factory=dict)
 
@@ -95,6 +98,7 @@ class Metrics:
                 "engineRuns": self.engine_runs, "forwards": self.forwards, "newTokens": self.new_tokens,
                 "empty": self.empty, "superseded": self.superseded, "cancelled": self.cancelled,
                 "notReady": self.not_ready, "warmups": self.warmups, "warmTokens": self.warm_tokens,
+                "prepared": self.prepared,
                 "lastWarm": dict(self.last_warm),
                 "last": dict(self.last)}
 
@@ -230,6 +234,8 @@ class CompletionService:
         before, after = doc.text[: doc.offset], doc.text[doc.offset:]
         hit = self.cache.lookup(before, after)
         if hit is not None:
+            if hit.text and self.remote is None:
+                self._prepare_next(doc, hit.text)
             return Answer(hit.text, "cached", ms=(time.perf_counter() - t0) * 1000)
         plan = self._plan(doc)
         if plan is None:
@@ -276,8 +282,39 @@ class CompletionService:
         self.cache.store(before, after, decoded.text)
         if decoded.text:
             self.last_suggestion[doc.uri] = decoded.text
+            self._prepare_next(doc, decoded.text)
         return Answer(decoded.text, "ok", forwards=decoded.forwards, ms=(time.perf_counter() - t0) * 1000,
                       first_text_ms=decoded.first_text_ms, mode=plan.mode, **work_spent)
+
+    def _prepare_next(self, doc: DocumentAt, text: str) -> None:
+        """Tab, Tab, Tab (llama.vim's speculative FIM): decode in the background the suggestion at
+        the cursor after `text` is accepted, and keep it in the type-along cache, so the request
+        that follows an accept answers at once. A background job under its own key: any request
+        goes first and stops it (at most one engine step), and a warm-up neither replaces nor
+        cancels it."""
+        if not self.settings.prepare_next or not self.host.ready:
+            return
+        at = doc.offset + len(text)
+        accepted = replace(doc, text=doc.text[:doc.offset] + text + doc.text[doc.offset:], offset=at)
+        before, after = accepted.text[:at], accepted.text[at:]
+        if self.cache.lookup(before, after) is not None:
+            return
+        plan = self._plan(accepted)
+        if plan is None:
+            return
+        engine, loop = self.host.engine, asyncio.get_running_loop()
+        job = self.worker.submit(doc.uri + NEXT_KEY, lambda cancel: decode_plan(engine, plan, cancel), background=True)
+
+        def keep(decoded: Decoded) -> None:
+            self.cache.store(before, after, decoded.text)
+            self.metrics.prepared += 1
+
+        def done(future) -> None:                  # on the engine thread
+            if future.cancelled() or future.exception() is not None or job.cancel.is_set():
+                return
+            if future.result().finish_reason != "cancelled":
+                loop.call_soon_threadsafe(keep, future.result())
+        job.future.add_done_callback(done)
 
     # ---- the remote backend ------------------------------------------------------------------
     def _set_backend(self, config: Optional[Dict[str, Any]]) -> None:
@@ -414,6 +451,7 @@ class CompletionService:
         if timer is not None:
             timer.cancel()
         self.worker.cancel(uri)
+        self.worker.cancel(uri + NEXT_KEY)
         self.last_suggestion.pop(uri, None)
         self.generation.pop(uri, None)
 

@@ -56,6 +56,8 @@ class Settings:
                                          # `dllm-lsp train-drafter`; the text is the same either way
     warm_up: bool = True                 # prefill the context in the background on didOpen and when the cursor rests
     warm_up_delay_ms: int = 300          # "rests": this long after the last didChange / dllm/cursor
+    prepare_next: bool = True            # while a suggestion is shown, decode in the background the one that
+                                         # follows its acceptance (Tab, Tab, Tab: the next is there at once)
     log_level: str = "warning"
     backend: Optional[Dict[str, Any]] = None   # None: the in-process engine; else a FIM server that decodes instead:
                                          # {"url", "api": openai | inception | llamacpp, "model", "apiKeyEnv",
@@ -181,6 +183,7 @@ VALIDATORS: Dict[str, Callable[[Any], Any]] = {
     "draft_tree": _bool,
     "drafter": _str,
     "warm_up": _bool,
+    "prepare_next": _bool,
     "warm_up_delay_ms": _number(0, 10000, integer=True),
     "log_level": _choice(LOG_LEVELS),
     "backend": _backend,

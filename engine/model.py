@@ -123,8 +123,14 @@ class DecoderModel(nn.Module):
         return emb.cos(), emb.sin()
 
     def hidden(self, ids: torch.Tensor, positions: torch.Tensor, past: Optional[Sequence[KV]] = None,
-               mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, List[KV]]:
-        """Final hidden states [1, T, H] (after the last norm) and new per-layer (k, v)."""
+               mask: Optional[torch.Tensor] = None, stop=None) -> Tuple[torch.Tensor, List[KV]]:
+        """Final hidden states [1, T, H] (after the last norm) and new per-layer (k, v).
+
+        `stop` (an object with is_set(), e.g. a threading.Event) is read before every layer after
+        the first: when it is set the pass raises PassStopped, having written its keys/values only
+        past the positions the caller counts as valid (a KVBuffer's length is not advanced), so
+        the caller drops the pass and nothing it keeps changes (a prefill chunk stops within a
+        layer's time, not a whole pass's)."""
         kern = self.kernels
         cos, sin = self.rope(positions)
         x = self.embed_tokens(ids)                                                        # [1, T, H]
@@ -132,6 +138,8 @@ class DecoderModel(nn.Module):
         residual = None
         new_kvs: List[KV] = []
         for i, layer in enumerate(self.layers):
+            if stop is not None and i and stop.is_set():
+                raise PassStopped()
             h, residual = kern.rms_norm(x, layer.input_layernorm.weight, layer.input_layernorm.eps, residual)
             h, kv = layer.self_attn(h, cos, sin, past[i] if past else None, mask, kern)
             new_kvs.append(kv)
@@ -175,6 +183,10 @@ def block_causal_mask(query_blocks: torch.Tensor, key_blocks: Optional[torch.Ten
     """bool [Tq, Tk]: query i may attend key j iff block(j) <= block(i)."""
     key_blocks = query_blocks if key_blocks is None else key_blocks
     return key_blocks[None, :] <= query_blocks[:, None]
+
+
+class PassStopped(Exception):
+    """A forward pass stopped between two layers because its `stop` flag was set."""
 
 
 def causal_mask(t: int, past: int, device=None) -> Optional[torch.Tensor]:

@@ -15,7 +15,8 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from e2e_helpers import capabilities, config, inline_params, make_client, open_doc, wait_for_state
+from dllm_lsp.bench_typing import Key, cursor_after
+from e2e_helpers import capabilities, config, inline_params, insert, make_client, open_doc, wait_for_state
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 STATE_DIR = tempfile.mkdtemp(prefix="dllm-state-")
@@ -70,6 +71,26 @@ async def test_infill_drafting_option_gives_the_same_text(client: LanguageClient
     assert on.text == off.text and on.newTokens == off.newTokens
     assert off.forwards == off.newTokens + (off.finishReason == "eos")
     assert on.forwards <= off.forwards
+
+
+async def test_an_accepted_suggestion_is_followed_by_one_prepared_in_the_background(client: LanguageClient):
+    """Tab, Tab, Tab: once a suggestion is answered, the one after accepting it is decoded in the
+    background; inserting the suggestion and asking again answers from it, with no engine run."""
+    uri = "file:///tab.py"
+    open_doc(client, uri, "x = 1\ny = ")                 # where the tiny model suggests something
+    before = await metrics(client)
+    result = await client.text_document_inline_completion_async(inline_params(uri, 1, 4))
+    items = result.items if isinstance(result, types.InlineCompletionList) else result
+    assert items and items[0].insert_text, "the tiny model suggested nothing here"
+    suggestion = items[0].insert_text
+    await wait_metric(client, "prepared", before.prepared + 1)
+    runs = (await metrics(client)).engineRuns
+    insert(client, uri, 2, 1, 4, suggestion)
+    line, character = cursor_after(Key(suggestion, 1, 4))
+    after = await client.text_document_inline_completion_async(inline_params(uri, line, character))
+    m = await metrics(client)
+    assert m.last.reason == "cached" and m.engineRuns == runs, m.last
+    assert isinstance(after, (types.InlineCompletionList, list))
 
 
 @pytest.mark.slow

@@ -213,10 +213,16 @@ def test_warm_prefills_in_chunks_and_the_request_then_computes_only_the_rest(tin
 
     class CancelAfterTwoChunks:
         def is_set(self):
-            calls.append(1)
-            return len(calls) > 2
+            return len(tiny_ar.context_cache.ids) >= 10
     assert tiny_ar.warm(req, CancelAfterTwoChunks(), chunk=5) == 10          # stopped between chunks
     assert tiny_ar.context_cache.ids == ctx[:10]
+
+    class CancelInsideAPass:                                                 # set after the pass's first layer
+        def is_set(self):
+            calls.append(1)
+            return len(calls) > 1
+    assert tiny_ar.warm(req, CancelInsideAPass(), chunk=5) == 0              # the chunk is dropped
+    assert tiny_ar.context_cache.ids == ctx[:10] and len(calls) == 2
     assert tiny_ar.warm(req, cancel, chunk=5) == len(ctx) - 10               # the rest, resumed
     hits = tiny_ar.context_cache.hits
     warm = tiny_ar.infill(req)

@@ -1,0 +1,34 @@
+"""`dllm-lsp bench typing` end to end on a tiny GGUF model: keys typed over stdio, pauses measured."""
+import argparse
+import asyncio
+import json
+
+from dllm_lsp import bench
+
+SOURCE = "\n".join(f"def handler_{i}(request, response):\n    value_{i} = request.get('field_{i}')\n"
+                   f"    response.write(value_{i} * {i})\n" for i in range(12))
+
+
+def test_bench_typing_types_pauses_and_reports_each_phase(tmp_path, tiny_gguf_qwen2):
+    src = tmp_path / "handlers.py"
+    src.write_text(SOURCE)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["typing", str(src), "--model", str(tiny_gguf_qwen2), "--lines", "2", "--gap", "20",
+                              "--settings", json.dumps({"maxNewTokensLine": 6, "maxNewTokensBlock": 8})])
+    from dllm_lsp import bench_typing
+    result, raw = asyncio.run(bench_typing.bench_typing(args))
+    rows = result["rows"]["dllm-lsp"]
+    assert len(result["cases"]) == 2
+    for phase in ("enter", "mid"):
+        r = rows[phase]
+        assert r["pauses"] == 2, phase
+        assert r["p50_ms"] > 0 and r["floor_p50_ms"] > 0, r
+        assert r["tokens_per_key"] > 0, r               # the engine computed context while keys came
+    pauses = raw["dllm-lsp"]
+    typed = [p for p in pauses if p.phase in ("enter", "mid")]
+    assert all(p.reason in ("ok", "cached") for p in typed), [p.reason for p in typed]
+    assert all(p.queue_ms is not None for p in typed if p.reason == "ok")
+    # an accept phase follows every mid pause that showed something
+    assert sum(p.phase == "accept" for p in pauses) == sum(p.shown for p in pauses if p.phase == "mid")
+    assert "enter_floor_ratio" in result and "mid_floor_ratio" in result
