@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests per client at the most clients; every row sends clients x this many (default: 4)")
     parser.add_argument("--max-tokens", type=int, default=24, help="max_tokens per request (default: 24)")
     parser.add_argument("--model", default="default", help="model for the server it starts (default: default)")
-    parser.add_argument("--threads", type=int, default=0, help="engine threads of that server (0: half the cores)")
+    parser.add_argument("--threads", type=int, default=0, help="engine threads of that server (0: all cores up to 2, else all but one)")
     parser.add_argument("--url", default=None, help="use this running server instead (token from $DLLM_LSP_TOKEN)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the position sample (default: 0)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -14,9 +14,10 @@ typist, `--gap` ms between keys:
      is the target line;
   2. types the first half of the target line, one key each, and pauses: phase "mid", the
      reference is the rest of the line;
-  3. accepts that suggestion when there is one (one edit inserting it, as Tab does, and the
-     request the editor then sends): phase "accept", no reference; "ready" is the share of
-     these answered from suggestions prepared in the background (setting prepareNext).
+  3. accepts that suggestion when there is one, `--read` ms (400) after it came (a person reads
+     it first): one edit inserting it, as Tab does, and the request the editor then sends:
+     phase "accept", no reference; "ready" is the share of these answered from suggestions
+     prepared in the background (setting prepareNext).
 Every key is a didChange (a range, or the whole document with `--sync full`) followed by an
 automatic textDocument/inlineCompletion that cancels the previous one ($/cancelRequest), as VS
 Code sends them; `--client-debounce MS` makes the client wait that long after a key and ask
@@ -28,9 +29,8 @@ to the answer and to the first streamed text of that request (dllm/inlineComplet
 its version), and where the last request's time went (dllm/metrics `last`): waiting on the
 engine thread for stale work (queue ms), context tokens it computed, its decoding passes; and
 context tokens the engine computed per key over the whole phase (requests and warm-ups). The
-floor: after each pause the same position is asked again with everything cached (the
-type-along cache is emptied by a one-step change of `warmUpDelayMs`, which reloads nothing),
-our warm decode of that suggestion.
+floor, after the replay (`floors`): each pause's document and cursor asked twice, the type-along
+cache emptied in between, so the second answer is our warm decode of that suggestion.
 
 `--backend URL --api A` replays the same keys in the same run with the server's `backend`
 setting pointing at a FIM server (llama.cpp's `llama-server`, the anchor: what llama.vscode
@@ -144,11 +144,14 @@ class Pause:
     floor_ms: Optional[float] = None # the same position asked again with everything cached
     answer: str = ""
     reason: Optional[str] = None     # the server's reason for the last answer (ok, cached, ...)
+    document: str = ""               # the text at the pause, and the cursor (line, character)
+    cursor: Tuple[int, int] = (0, 0)
 
 
 class Typist:
-    def __init__(self, bench_client, gap_ms: float, client_debounce_ms: float, full_sync: bool):
+    def __init__(self, bench_client, gap_ms: float, client_debounce_ms: float, full_sync: bool, read_ms: float = 400):
         self.bc, self.gap, self.debounce, self.full = bench_client, gap_ms / 1000, client_debounce_ms / 1000, full_sync
+        self.read = read_ms / 1000
         self.n = 0
 
     def _request(self, uri: str, line: int, character: int) -> Tuple[str, "asyncio.Future"]:
@@ -232,24 +235,42 @@ class Typist:
                       ms=(t_answer - t_key) * 1000, first_text_ms=(min(firsts) - t_key) * 1000 if firsts else None,
                       queue_ms=getattr(last, "queueMs", None), context_tokens=getattr(last, "contextTokens", None),
                       forwards=getattr(last, "forwards", None), keys=len(keys), answer=answer,
-                      reason=getattr(last, "reason", None),
+                      reason=getattr(last, "reason", None), document=text, cursor=cursor_after(keys[-1]),
                       tokens_per_key=(getattr(m, "contextTokens", 0) - getattr(metrics0, "contextTokens", 0)) / max(1, len(keys)))
         return pause, text, version
 
-    async def floor(self, uri: str, line: int, character: int, toggle: Dict) -> Optional[float]:
-        """Ask again at the same place with everything cached (the type-along cache emptied)."""
-        self.bc.configure(toggle)
-        await self.idle()
+    async def ask(self, uri: str, line: int, character: int) -> float:
         t0 = time.perf_counter()
         _, fut = self._request(uri, line, character)
         await asyncio.wait_for(fut, timeout=120)
         return (time.perf_counter() - t0) * 1000
 
 
-async def replay(bc, cases: Sequence[TypingCase], typist: Typist, settings: Dict, floor: bool,
-                 accept: bool = True) -> List[Pause]:
+async def floors(bc, typist: Typist, pauses: Sequence[Pause], settings: Dict) -> None:
+    """Each pause's floor, after the replay: its document opened afresh, asked once (the prompt's
+    context is then cached), the type-along cache emptied (a one-step change of warmUpDelayMs,
+    which reloads nothing), and asked again: that second answer's time is our warm decode of the
+    suggestion. prepareNext and warmUp are off meanwhile, so nothing else touches the cache."""
+    base = {**settings, "prepareNext": False, "warmUp": False}
+    delay = base.get("warmUpDelayMs", 300)
+    bc.configure(base)
+    from lsprotocol import types
+    for i, pause in enumerate(p for p in pauses if p.phase in ("enter", "mid")):
+        uri = f"file:///typing/floor-{i}.py"
+        bc.open(uri, pause.document, 1)
+        for prime in (True, False):
+            delay += 1                      # any change of the settings empties the type-along cache
+            bc.configure({**base, "warmUpDelayMs": delay})
+            await typist.idle()
+            ms = await typist.ask(uri, *pause.cursor)
+        pause.floor_ms = ms
+        bc.client.text_document_did_close(types.DidCloseTextDocumentParams(
+            text_document=types.TextDocumentIdentifier(uri=uri)))
+    bc.configure(settings)
+
+
+async def replay(bc, cases: Sequence[TypingCase], typist: Typist, accept: bool = True) -> List[Pause]:
     pauses: List[Pause] = []
-    toggles = [{**settings, "warmUpDelayMs": settings.get("warmUpDelayMs", 300) + d} for d in (1, 0)]
     for i, case in enumerate(cases):
         uri = f"file:///typing/{i}-{case.name.replace('/', '_').replace(':', '_')}.py"
         bc.open(uri, case.start, 1)
@@ -257,12 +278,10 @@ async def replay(bc, cases: Sequence[TypingCase], typist: Typist, settings: Dict
         text, version = case.start, 1
         for phase, keys, reference in case.phases:
             pause, text, version = await typist.phase(uri, text, version, phase, keys, reference)
-            if floor:
-                line, character = cursor_after(keys[-1])
-                pause.floor_ms = await typist.floor(uri, line, character, toggles[len(pauses) % 2])
             pauses.append(pause)
         if accept and pauses[-1].shown:        # Tab: the suggestion inserted as one edit, and the next asked
             shown = pauses[-1]
+            await asyncio.sleep(typist.read)  # the time a person takes to read it before pressing Tab
             line, character = cursor_after(case.phases[-1][1][-1])
             pause, text, version = await typist.phase(uri, text, version, "accept",
                                                       [Key(shown.answer, line, character)], "")
@@ -370,6 +389,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gap", type=float, default=100.0, help="ms between keys (default 100)")
     p.add_argument("--client-debounce", type=float, default=0.0,
                    help="ms the client waits after a key before asking (0: every key asks)")
+    p.add_argument("--read", type=float, default=400.0,
+                   help="ms between a suggestion and its acceptance (a person reads it first)")
     p.add_argument("--sync", choices=("incremental", "full"), default="incremental",
                    help="didChange with ranges or with the whole document")
     p.add_argument("--settings", default="{}", help="server settings as JSON (camelCase)")
@@ -395,11 +416,13 @@ async def bench_typing(args) -> Tuple[Dict, Dict[str, List[Pause]]]:
     await bc.start(args.model, extra)
     raw: Dict[str, List[Pause]] = {}
     try:
-        typist = Typist(bc, args.gap, args.client_debounce, args.sync == "full")
+        typist = Typist(bc, args.gap, args.client_debounce, args.sync == "full", args.read)
         for name, settings, floor in runs:
             bc.configure({**settings, "model": args.model})
             await typist.idle()
-            raw[name] = await replay(bc, cases, typist, {**settings, "model": args.model}, floor)
+            raw[name] = await replay(bc, cases, typist)
+            if floor:
+                await floors(bc, typist, raw[name], {**settings, "model": args.model})
     finally:
         await bc.stop()
     rows = {name: summarize(ps) for name, ps in raw.items()}

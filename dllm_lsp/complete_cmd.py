@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=d.device, help=f"auto | cpu | cuda | cuda:N (default: {d.device})")
     parser.add_argument("--dtype", default=d.dtype, choices=DTYPES, help=f"weights and activations type (default: {d.dtype})")
     parser.add_argument("--threads", type=int, default=d.threads,
-                        help=f"CPU threads (0: half the cores, at least 1; default: {d.threads})")
+                        help=f"CPU threads (0: all cores up to 2, else all but one; default: {d.threads})")
     parser.add_argument("--policy", default=None, choices=POLICIES,
                         help=f"which masked tokens to commit after each forward pass (default: {d.policy})")
     parser.add_argument("--threshold", type=float, default=None,

@@ -233,7 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--dtype", default="auto", choices=DTYPES,
                        help="weights and activations type, as the server's setting (default: auto)")
         p.add_argument("--threads", type=int, default=d.threads,
-                       help=f"torch CPU threads, as the server's setting (0: half the cores; default: {d.threads})")
+                       help=f"torch CPU threads, as the server's setting (0: all cores up to 2, else all but one; default: {d.threads})")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
         p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
         p.add_argument("--show", type=int, default=0, help="print the first N completions")

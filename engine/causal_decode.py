@@ -135,22 +135,29 @@ class CausalDecoder(Decoder):
         prefix, _ = self._fit(prefix, [], len(head) + req.max_new_tokens)
         return head + prefix, head + prefix
 
-    def prefill(self, ctx: List[int], chunk: int, cancel=None) -> int:
-        """Compute and cache the KV of `ctx` in chunks of `chunk` tokens (warm-up); returns how
-        many tokens were computed. Stops between chunks when `cancel` is set."""
+    def prefill(self, ctx: List[int], chunk: int, cancel=None, settled: Optional[int] = None) -> int:
+        """Compute and cache the KV of `ctx` in chunks of `chunk` tokens; returns how many tokens
+        were computed. `cancel` is read between chunks, and inside a chunk between layers once
+        the chunk lies past the first `settled` tokens (None: all of ctx is settled): typing does
+        not change the settled tokens (the lines above the cursor's), so a chunk of them is
+        finished and kept for the next request, while a chunk of what the next key changes
+        (the cursor's line, the suffix after it) is dropped at once."""
         rows, limit = self._kept_rows(ctx)
         n_cached, past = self.context_cache.take(ctx, len(ctx), self._kv_shape(), limit=limit)
         rows = rows.prefix(n_cached) if rows is not None else None
+        settled = len(ctx) if settled is None else settled
         computed = 0
         with torch.inference_mode():
             while n_cached < len(ctx):
                 if cancel is not None and cancel.is_set():
                     break
-                part = ctx[n_cached:n_cached + chunk]
+                end = min(n_cached + chunk, settled) if n_cached < settled else n_cached + chunk
+                part = ctx[n_cached:end]
                 pos = torch.arange(n_cached, n_cached + len(part), device=self.device)
-                try:                              # a keystroke stops the chunk between two layers
+                try:                              # past the settled tokens a keystroke stops the chunk between layers
                     hidden, _ = self.model.hidden(torch.tensor([part], device=self.device), pos, past,
-                                                  causal_mask(len(part), n_cached, self.device), stop=cancel)
+                                                  causal_mask(len(part), n_cached, self.device),
+                                                  stop=cancel if n_cached >= settled else None)
                 except PassStopped:
                     break
                 past.length = n_cached = n_cached + len(part)
@@ -175,8 +182,19 @@ class CausalDecoder(Decoder):
             n_cached = min(n_cached, limit)
         end = len(ctx) - FIRST_PASS_CONTEXT
         if end > n_cached:
-            self.prefill(ctx[:end], PREFILL_CHUNK, self.cancel)
+            self.prefill(ctx[:end], PREFILL_CHUNK, self.cancel, settled=self.settled_tokens(ctx))
         return self._should_stop()
+
+    def settled_tokens(self, ctx: List[int]) -> int:
+        """How many leading tokens of the prompt `ctx` typing at the cursor leaves alone: up to and
+        including the prefix's last token that holds a newline (the lines above the cursor's; in
+        prefix-suffix-middle order everything after them changes with the next key)."""
+        end = ctx.index(self.cfg.fim_suffix_id) if self.cfg.fim_suffix_id in ctx else len(ctx)
+        newlines = self.tok.newline_ids
+        for i in range(end - 1, -1, -1):
+            if ctx[i] in newlines:
+                return i + 1
+        return 0
 
     def _kept_rows(self, ctx: List[int]):
         """With an attention head: (its rows of the context cache, or fresh empty ones; how many

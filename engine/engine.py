@@ -252,7 +252,8 @@ class Engine:
         with self._lock:
             dec = self.decoder()
             self.tokenizer.newline_ids            # computed once (~0.15 s) before line requests need it
-            return dec.prefill(dec.context_ids(req), chunk, cancel)
+            ctx = dec.context_ids(req)
+            return dec.prefill(ctx, chunk, cancel, settled=dec.settled_tokens(ctx))
 
     def infill(self, req: InfillRequest, cancel: Optional[threading.Event] = None) -> InfillResult:
         last = None

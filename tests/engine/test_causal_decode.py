@@ -221,9 +221,17 @@ def test_warm_prefills_in_chunks_and_the_request_then_computes_only_the_rest(tin
         def is_set(self):
             calls.append(1)
             return len(calls) > 1
-    assert tiny_ar.warm(req, CancelInsideAPass(), chunk=5) == 0              # the chunk is dropped
-    assert tiny_ar.context_cache.ids == ctx[:10] and len(calls) == 2
-    assert tiny_ar.warm(req, cancel, chunk=5) == len(ctx) - 10               # the rest, resumed
+    dec = tiny_ar.decoder()
+    with torch.inference_mode():
+        # a chunk of settled tokens (the lines above the cursor's) is finished and kept ...
+        assert dec.prefill(ctx, 5, CancelInsideAPass(), settled=15) == 5
+        assert tiny_ar.context_cache.ids == ctx[:15]
+        calls.clear()
+        # ... one past them is dropped between two layers
+        assert dec.prefill(ctx, 5, CancelInsideAPass(), settled=15) == 0
+    assert tiny_ar.context_cache.ids == ctx[:15] and len(calls) == 2
+    assert 0 < dec.settled_tokens(ctx) < ctx.index(tiny_ar.cfg.fim_suffix_id)
+    assert tiny_ar.warm(req, cancel, chunk=5) == len(ctx) - 15               # the rest, resumed
     hits = tiny_ar.context_cache.hits
     warm = tiny_ar.infill(req)
     assert warm.token_ids == cold.token_ids
