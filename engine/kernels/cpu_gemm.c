@@ -194,18 +194,25 @@ INLINE void long_block(const struct weights *w, const enum form f, float *buf, c
         t += r;
     }
 }
-#define DEFINE_LONG(NAME, FORM) \
-static void NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
+// a long product: the rows as BLOCK reads them (ROWS: x itself, or a laid-out copy that is freed
+// after; 0 when it could not be made, and the product is then not computed: returns 0), then each
+// thread makes one block's weights at a time into its buffer and multiplies every row by them
+#define DEFINE_LONG(NAME, FORM, ATTR, BLOCK, ROWS) \
+ATTR static int NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
+    const float *rows = ROWS; \
+    if (!rows) return 0; \
     _Pragma("omp parallel num_threads(threads)") \
     { \
         float *buf = aligned_alloc(64, (size_t)w->K * 16 * sizeof(float)); \
         _Pragma("omp for schedule(static)") \
-        for (int64_t nb = 0; nb < N / 16; nb++) long_block(w, FORM, buf, x, T, y, N, nb, b); \
+        for (int64_t nb = 0; nb < N / 16; nb++) BLOCK(w, FORM, buf, rows, T, y, N, nb, b); \
         free(buf); \
     } \
+    if (rows != x) free((void *)rows); \
+    return 1; \
 }
-DEFINE_LONG(long_q, Q)
-DEFINE_LONG(long_qm, QM)
+DEFINE_LONG(long_q, Q, , long_block, x)
+DEFINE_LONG(long_qm, QM, , long_block, x)
 // the whole product in form FORM: one function each, so that OpenMP's outlined loop bodies see
 // the form as a constant (an inline function holding the pragma is outlined once, form and all)
 #define DEFINE_GEMM(NAME, FORM) \
@@ -287,22 +294,8 @@ static float *chunked_rows(const float *x, int64_t T, int64_t K) {
             }
     return xc;
 }
-#define DEFINE_LONG_WIDE(NAME, FORM) \
-WIDE static int NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
-    float *xc = chunked_rows(x, T, w->K); \
-    if (!xc) return 0; \
-    _Pragma("omp parallel num_threads(threads)") \
-    { \
-        float *buf = aligned_alloc(64, (size_t)w->K * 16 * sizeof(float)); \
-        _Pragma("omp for schedule(static)") \
-        for (int64_t nb = 0; nb < N / 16; nb++) long_block_wide(w, FORM, buf, xc, T, y, N, nb, b); \
-        free(buf); \
-    } \
-    free(xc); \
-    return 1; \
-}
-DEFINE_LONG_WIDE(long_q_wide, Q)
-DEFINE_LONG_WIDE(long_qm_wide, QM)
+DEFINE_LONG(long_q_wide, Q, WIDE, long_block_wide, chunked_rows(x, T, w->K))
+DEFINE_LONG(long_qm_wide, QM, WIDE, long_block_wide, chunked_rows(x, T, w->K))
 static int use_wide = 1;              // set_wide(0): the AVX2 path for long inputs (A/B, tests)
 int wide_available(void) { return __builtin_cpu_supports("avx512f") ? 1 : 0; }
 void set_wide(int on) { use_wide = on; }

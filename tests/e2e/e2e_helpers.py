@@ -81,3 +81,23 @@ async def request_raw(client, method, params, timeout=5.0):
 
 def notify_raw(client, method, params):
     client.protocol._send_data({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+async def start_real_model_client(extra_env=None):
+    """A client of a server on the pulled default model (where `dllm-lsp pull` put it), initialized
+    with default settings and ready; the caller shuts it down (stop_client)."""
+    import tempfile
+    cfg = config(tempfile.mkdtemp(prefix="dllm-state-"))
+    client = make_client()
+    env = {**cfg.server_env, "DLLM_LSP_CACHE": os.environ["DLLM_TEST_USER_CACHE"], **(extra_env or {})}
+    await client.start_io(*cfg.server_command, env=env)
+    await client.initialize_session(types.InitializeParams(
+        capabilities=capabilities(), initialization_options={"dllm": {"model": "default"}}))
+    status = await wait_for_state(client, "ready", "error", timeout=180)
+    assert status.state == "ready", status
+    return client
+
+
+async def stop_client(client) -> None:
+    await client.shutdown_session()
+    await client.stop()

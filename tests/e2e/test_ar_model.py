@@ -6,7 +6,6 @@ is the same with drafting on and off. The real default model (when pulled, as se
 do) must complete the README's demo hole correctly through a real LSP connection.
 """
 import asyncio
-import os
 import tempfile
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 from dllm_lsp.bench_typing import Key, cursor_after
-from e2e_helpers import capabilities, config, inline_params, insert, make_client, open_doc, wait_for_state
+from e2e_helpers import (capabilities, config, inline_params, insert, open_doc, start_real_model_client, stop_client,
+                          wait_for_state)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 STATE_DIR = tempfile.mkdtemp(prefix="dllm-state-")
@@ -96,15 +96,8 @@ async def test_an_accepted_suggestion_is_followed_by_one_prepared_in_the_backgro
 @pytest.mark.slow
 async def test_the_real_default_model_completes_the_readme_demo(real_model_file):
     """The README's main job through a real LSP connection, on the pulled default model."""
-    cfg = config(tempfile.mkdtemp(prefix="dllm-state-"))
-    client = make_client()
-    env = {**cfg.server_env, "DLLM_LSP_CACHE": os.environ["DLLM_TEST_USER_CACHE"]}   # where pull put it
-    await client.start_io(*cfg.server_command, env=env)
+    client = await start_real_model_client()
     try:
-        await client.initialize_session(types.InitializeParams(
-            capabilities=capabilities(), initialization_options={"dllm": {"model": "default"}}))
-        status = await wait_for_state(client, "ready", "error", timeout=180)
-        assert status.state == "ready", status
         demo = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
         open_doc(client, "file:///demo.py", demo.read_text())
         result = await asyncio.wait_for(client.text_document_inline_completion_async(
@@ -112,5 +105,4 @@ async def test_the_real_default_model_completes_the_readme_demo(real_model_file)
         texts = [i.insert_text for i in (result.items if isinstance(result, types.InlineCompletionList) else result)]
         assert texts and "counts.get(word, 0) + 1" in texts[0], texts
     finally:
-        await client.shutdown_session()
-        await client.stop()
+        await stop_client(client)

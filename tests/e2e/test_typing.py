@@ -8,15 +8,13 @@ the real model: it must not cost that request its answer (it used to cancel it, 
 showed nothing). Both ways a client syncs documents: ranges (incremental) and whole documents.
 """
 import asyncio
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 from lsprotocol import types
 
-from e2e_helpers import capabilities, config, inline_params, make_client, open_doc, wait_for_state
+from e2e_helpers import inline_params, open_doc, start_real_model_client, stop_client
 
 # a real module's size around the cursor (the prompt then fills the server's windows, and the
 # answer takes longer than the warm-up's delay): the standard library's textwrap before the
@@ -72,15 +70,8 @@ async def type_then_pause(client, uri: str, whole: bool, gap_s: float = 0.1):
 @pytest.mark.slow
 @pytest.mark.parametrize("whole", [False, True], ids=["incremental", "whole-document"])
 async def test_a_pause_after_typing_shows_a_suggestion_with_default_settings(real_model_file, whole):
-    cfg = config(tempfile.mkdtemp(prefix="dllm-state-"))
-    client = make_client()
-    env = {**cfg.server_env, "DLLM_LSP_CACHE": os.environ["DLLM_TEST_USER_CACHE"], "OMP_NUM_THREADS": "2"}
-    await client.start_io(*cfg.server_command, env=env)
+    client = await start_real_model_client({"OMP_NUM_THREADS": "2"})
     try:
-        await client.initialize_session(types.InitializeParams(
-            capabilities=capabilities(), initialization_options={"dllm": {"model": "default"}}))
-        status = await wait_for_state(client, "ready", "error", timeout=180)
-        assert status.state == "ready", status
         uri = f"file:///typing_{'whole' if whole else 'incremental'}.py"
         open_doc(client, uri, DOC)
         texts = await type_then_pause(client, uri, whole)
@@ -89,5 +80,4 @@ async def test_a_pause_after_typing_shows_a_suggestion_with_default_settings(rea
         m = await client.protocol.send_request_async("dllm/metrics", {})
         assert m.last.reason == "ok", m.last
     finally:
-        await client.shutdown_session()
-        await client.stop()
+        await stop_client(client)
