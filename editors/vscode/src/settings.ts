@@ -34,6 +34,7 @@ const SERVER_KEYS: Record<string, "string" | "number" | "integer" | "boolean" | 
   drafter: "string",
   warmUp: "boolean",
   warmUpDelayMs: "integer",
+  prepareNext: "boolean",
   logLevel: "string",
   backend: "object",
 };
