@@ -291,8 +291,8 @@ class CompletionService:
         """Tab, Tab, Tab (llama.vim's speculative FIM): decode in the background the suggestion at
         the cursor after `text` is accepted, and keep it in the type-along cache, so the request
         that follows an accept answers at once. A background job under its own key: any request
-        goes first and stops it (at most one engine step), and a warm-up neither replaces nor
-        cancels it."""
+        goes first and stops it (at most one engine step), a warm-up neither replaces nor cancels
+        it, and it only waits while nothing else does (EngineWorker.submit's idle_only)."""
         if not self.settings.prepare_next or not self.host.ready:
             return
         at = doc.offset + len(text)
@@ -304,7 +304,7 @@ class CompletionService:
         if plan is None:
             return
         engine, loop = self.host.engine, asyncio.get_running_loop()
-        job = self.worker.submit(doc.uri + NEXT_KEY, lambda cancel: decode_plan(engine, plan, cancel), background=True)
+        job = self.worker.submit(doc.uri + NEXT_KEY, lambda cancel: decode_plan(engine, plan, cancel), idle_only=True)
 
         def keep(decoded: Decoded) -> None:
             self.cache.store(before, after, decoded.text)

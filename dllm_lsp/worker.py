@@ -44,6 +44,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
     background: bool = False          # a warm-up: any request goes first and cancels it
+    idle_only: bool = False           # speculative (a prepared next suggestion): waits only while nothing else does
 
     def supersede(self) -> None:
         self.cancel.set()
@@ -65,7 +66,7 @@ class EngineWorker:
         self._thread.start()
 
     # ---- producer side (any thread) --------------------------------------------------------
-    def submit(self, key: str, work: Work, background: bool = False) -> Job:
+    def submit(self, key: str, work: Work, background: bool = False, idle_only: bool = False) -> Job:
         """Queue `work(cancel_event)` for `key`, superseding older work for the same key.
 
         A request (background=False) replaces the waiting job of its key and cancels the running
@@ -77,11 +78,24 @@ class EngineWorker:
         request: it waits behind every request, it replaces only a waiting warm-up of its key,
         it cancels only a running warm-up of its key (the cursor moved on), and while a request
         of its key waits or runs it is dropped at once (resolved with `Superseded`): the request
-        computes that context itself."""
-        job = Job(key, work, background=background)
+        computes that context itself.
+
+        Speculative work (`idle_only`, a background job) is kept only while the queue is empty:
+        it is dropped at once when any job waits, and any job submitted after it drops it while
+        it waits, so it never adds to the queue (a typing storm keeps one job waiting)."""
+        background = background or idle_only
+        job = Job(key, work, background=background, idle_only=idle_only)
         with self._cond:
             if self._stopped:
                 job.supersede()
+                return job
+            for k in [k for k, j in self._pending.items() if j.idle_only]:
+                self._pending.pop(k).supersede()
+                self.superseded_count += 1
+            if idle_only and self._pending:
+                job.supersede()
+                self.submitted += 1
+                self.superseded_count += 1
                 return job
             old = self._pending.get(key)
             running = self._running

@@ -136,3 +136,20 @@ def test_a_newer_warm_up_replaces_the_older_one_of_its_document(worker):
     newer = worker.submit("doc", lambda cancel: "newer", background=True)
     assert older.future.result(timeout=5) == "older" and older.cancel.is_set()
     assert newer.future.result(timeout=5) == "newer"
+
+
+def test_speculative_work_never_adds_to_the_queue(worker):
+    started, release, log = threading.Event(), threading.Event(), []
+    worker.submit("busy", blocking_job(started, release, log, "busy"))
+    assert started.wait(5)
+    spec = worker.submit("a#next", lambda cancel: "spec", idle_only=True)          # nothing waits: kept
+    assert worker.pending == 1
+    warm = worker.submit("b", lambda cancel: "warm", background=True)              # anything later drops it
+    with pytest.raises(Superseded):
+        spec.future.result(timeout=5)
+    late = worker.submit("c#next", lambda cancel: "late", idle_only=True)          # something waits: dropped
+    with pytest.raises(Superseded):
+        late.future.result(timeout=5)
+    assert worker.pending == 1
+    release.set()
+    assert warm.future.result(timeout=5) == "warm"
