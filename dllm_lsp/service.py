@@ -264,7 +264,6 @@ class CompletionService:
             finally:
                 spent["context_tokens"] = engine.context_cache.computed - before
 
-        self.worker.cancel(doc.uri + NEXT_KEY)        # a suggestion prepared for an older state is moot
         job = self.worker.submit(doc.uri, work)
         try:
             decoded: Decoded = await asyncio.wrap_future(job.future)

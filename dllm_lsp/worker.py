@@ -92,16 +92,12 @@ class EngineWorker:
             for k in [k for k, j in self._pending.items() if j.idle_only]:
                 self._pending.pop(k).supersede()
                 self.superseded_count += 1
-            if idle_only and self._pending:
-                job.supersede()
-                self.submitted += 1
-                self.superseded_count += 1
-                return job
             old = self._pending.get(key)
             running = self._running
-            if background and ((old is not None and not old.background)
-                               or (running is not None and running.key == key and not running.background)):
-                job.supersede()                   # a request for this document is there: it goes first
+            request_there = (old is not None and not old.background) or \
+                (running is not None and running.key == key and not running.background)
+            if (idle_only and self._pending) or (background and request_there):
+                job.supersede()                   # something waits, or a request for this document is there
                 self.submitted += 1
                 self.superseded_count += 1
                 return job

@@ -226,7 +226,7 @@ class CausalDecoder(Decoder):
         room = len(ctx) + m                       # a pass's rows never reach past the token budget
         span = Span.of_masks(m, -1)
         if exact and state is None and self._prefill_ahead(ctx, limit):
-            yield self._finish(span, span.end)    # stopped between two prefill chunks (kept in the cache)
+            yield self._finish(span, span.end)    # stopped in the prefill (its finished chunks are cached)
             return
         if exact:
             n_cached, past = self.context_cache.take(ctx if state is not None else ctx[:-1], room, self._kv_shape(),
