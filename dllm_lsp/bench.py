@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -232,9 +232,10 @@ class BenchClient:
         m = await self.client.protocol.send_request_async("dllm/metrics", {})
         return {"forwards": m.forwards, "cacheHits": m.cacheHits, "warmups": getattr(m, "warmups", 0)}
 
-    async def warm_at(self, uri: str, line: int, character: int, timeout: float = 60.0) -> bool:
+    async def warm_at(self, uri: str, line: int, character: int, timeout: float = 60.0) -> Optional[int]:
         """Send dllm/cursor with a fresh token and wait until the server's background prefill for
-        that token has run (metrics.lastWarm echoes it; earlier warm-ups, e.g. on didOpen, don't count)."""
+        that token has run (metrics.lastWarm echoes it; earlier warm-ups, e.g. on didOpen, don't count).
+        Returns the context tokens that warm-up computed, or None if it did not run in time."""
         token = f"bench-{time.perf_counter_ns()}"
         self.client.protocol.notify("dllm/cursor", {"uri": uri, "position": {"line": line, "character": character},
                                                     "token": token})
@@ -244,8 +245,8 @@ class BenchClient:
             m = await self.client.protocol.send_request_async("dllm/metrics", {})
             last = getattr(m, "lastWarm", None)
             if last is not None and getattr(last, "token", None) == token:
-                return True
-        return False
+                return int(getattr(last, "tokens", 0) or 0)
+        return None
 
     async def complete(self, uri: str, line: int, character: int):
         from lsprotocol import types

@@ -1,7 +1,7 @@
 """`dllm-lsp bench typing [FILE...]`: suggestions while a person types, over a real stdio connection.
 
     dllm-lsp bench typing [FILE...] [--lines 16] [--gap 100] [--client-debounce 0]
-                          [--sync incremental|full] [--settings JSON]
+                          [--sync incremental|full] [--cursor-rest] [--settings JSON]
                           [--backend URL --api llamacpp|openai] [--json] [--plot FILE.png]
 
 What a user lives with is the time from the last keystroke to a suggestion, not a decode with
@@ -18,6 +18,10 @@ removed; then the typist, `--gap` ms between keys:
      it first): one edit inserting it, as Tab does, and the request the editor then sends:
      phase "accept", no reference; "ready" is the share of these answered from suggestions
      prepared in the background (setting prepareNext).
+With `--cursor-rest` the cursor first comes to rest where typing starts, as our VS Code and
+Neovim plugins report it (`dllm/cursor`: a click or the arrow keys, then reading), and the typing
+starts once the server's warm-up there has run; without it (any LSP client) the first key is the
+first the server hears of the place.
 Every key is a didChange (a range, or the whole document with `--sync full`) followed by an
 automatic textDocument/inlineCompletion that cancels the previous one ($/cancelRequest), as VS
 Code sends them; `--client-debounce MS` makes the client wait that long after a key and ask
@@ -25,8 +29,9 @@ only if no newer key came (clients that debounce). At a pause the last request's
 awaited; shown = a non-empty answer, exact = its first line equals the reference (stripped).
 
 Measured per phase: share of pauses with a suggestion, share exact, p50/p90 from the last key
-to the answer and to the first streamed text of that request (dllm/inlineCompletionUpdate of
-its version), and where the last request's time went (dllm/metrics `last`): waiting on the
+to the answer, to the first streamed text of that request (dllm/inlineCompletionUpdate of
+its version) and to its first whole line (a streamed stable text holding a newline, or the
+answer), and where the last request's time went (dllm/metrics `last`): waiting on the
 engine thread for stale work (queue ms), context tokens it computed, its decoding passes; and
 context tokens the engine computed per key over the whole phase (requests and warm-ups). The
 floor, after the replay (`floors`): each pause's document and cursor asked twice, the type-along
@@ -67,6 +72,7 @@ class Pause:
     exact: bool
     ms: Optional[float]              # last key -> answer
     first_text_ms: Optional[float]   # last key -> first streamed text of the last request
+    first_line_ms: Optional[float]   # last key -> its first whole line (streamed, or the answer)
     queue_ms: Optional[float]
     context_tokens: Optional[int]
     forwards: Optional[int]
@@ -80,9 +86,12 @@ class Pause:
 
 
 class Typist:
-    def __init__(self, bench_client, gap_ms: float, client_debounce_ms: float, full_sync: bool, read_ms: float = 400):
+    def __init__(self, bench_client, gap_ms: float, client_debounce_ms: float, full_sync: bool, read_ms: float = 400,
+                 cursor_rest: bool = False):
         self.bc, self.gap, self.debounce, self.full = bench_client, gap_ms / 1000, client_debounce_ms / 1000, full_sync
         self.read = read_ms / 1000
+        self.cursor_rest = cursor_rest
+        self.rested_tokens: List[int] = []   # context tokens each cursor-rest warm-up computed
         self.n = 0
 
     def _request(self, uri: str, line: int, character: int) -> Tuple[str, "asyncio.Future"]:
@@ -160,10 +169,13 @@ class Typist:
         answer = items[0].insert_text if items else ""
         answer = answer if isinstance(answer, str) else answer.value
         firsts = [t for t, p in self.bc.updates if p.version == version and (p.stable or p.draft) and not p.done]
+        lines = [t for t, p in self.bc.updates if p.version == version and "\n" in (p.stable or "").lstrip("\n")]
+        t_line = min(lines + [t_answer])
         m = await self.bc.client.protocol.send_request_async("dllm/metrics", {})
         last = m.last if getattr(m.last, "version", None) == version else None
         pause = Pause(phase=phase, shown=bool(answer.strip()), exact=bool(answer) and first_line(answer) == reference.strip(),
                       ms=(t_answer - t_key) * 1000, first_text_ms=(min(firsts) - t_key) * 1000 if firsts else None,
+                      first_line_ms=(t_line - t_key) * 1000,
                       queue_ms=getattr(last, "queueMs", None), context_tokens=getattr(last, "contextTokens", None),
                       forwards=getattr(last, "forwards", None), keys=len(keys), answer=answer,
                       reason=getattr(last, "reason", None), document=text, cursor=cursor_after(keys[-1]),
@@ -206,6 +218,12 @@ async def replay(bc, cases: Sequence[TypingCase], typist: Typist, accept: bool =
         uri = f"file:///typing/{i}-{case.name.replace('/', '_').replace(':', '_')}.py"
         bc.open(uri, case.start, 1)
         await typist.idle()                 # the file was open before the typing started
+        if typist.cursor_rest:              # ... and the cursor came to rest where typing starts
+            first = case.phases[0][1][0]
+            rested = await bc.warm_at(uri, first.line, first.character)
+            if rested is None:
+                raise SystemExit("--cursor-rest: the server's warm-up at the cursor never ran (warmUp off?)")
+            typist.rested_tokens.append(rested)
         text, version = case.start, 1
         for phase, keys, reference in case.phases:
             pause, text, version = await typist.phase(uri, text, version, phase, keys, reference)
@@ -250,6 +268,7 @@ def summarize(pauses: Sequence[Pause]) -> Dict[str, Dict]:
                       "exact": None if phase == "accept" else round(sum(p.exact for p in ps) / len(ps), 3),
                       "p50_ms": _q([p.ms for p in ps], 50), "p90_ms": _q([p.ms for p in ps], 90),
                       "first_text_p50_ms": _q([p.first_text_ms for p in ps], 50),
+                      "first_line_p50_ms": _q([p.first_line_ms for p in ps], 50),
                       "queue_ms_mean": _mean([p.queue_ms for p in ps]),
                       "context_tokens_mean": _mean([p.context_tokens for p in ps]),
                       "forwards_mean": _mean([p.forwards for p in ps]),
@@ -260,7 +279,8 @@ def summarize(pauses: Sequence[Pause]) -> Dict[str, Dict]:
 
 
 COLUMNS = (("pauses", "pauses"), ("shown", "shown"), ("exact", "exact"), ("p50 ms", "p50_ms"),
-           ("p90 ms", "p90_ms"), ("1st text", "first_text_p50_ms"), ("queue ms", "queue_ms_mean"),
+           ("p90 ms", "p90_ms"), ("1st text", "first_text_p50_ms"), ("1st line", "first_line_p50_ms"),
+           ("queue ms", "queue_ms_mean"),
            ("ctx tok", "context_tokens_mean"), ("passes", "forwards_mean"), ("tok/key", "tokens_per_key"),
            ("floor p50", "floor_p50_ms"), ("ready", "ready"))
 
@@ -324,6 +344,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ms between a suggestion and its acceptance (a person reads it first)")
     p.add_argument("--sync", choices=("incremental", "full"), default="incremental",
                    help="didChange with ranges or with the whole document")
+    p.add_argument("--cursor-rest", action="store_true",
+                   help="the cursor rests where typing starts first (dllm/cursor, as our plugins send it)")
     p.add_argument("--settings", default="{}", help="server settings as JSON (camelCase)")
     p.add_argument("--no-floor", action="store_true", help="skip asking again with everything cached")
     p.add_argument("--backend", default=None, help="also replay through the `backend` setting at this FIM server URL")
@@ -340,15 +362,16 @@ async def bench_typing(args) -> Tuple[Dict, Dict[str, List[Pause]]]:
     if not cases:
         raise SystemExit("no usable target lines in the given files")
     extra = json.loads(args.settings)
-    runs = [("dllm-lsp", extra, not args.no_floor)]
-    if args.backend:
-        runs.append((f"backend {args.api}", {**extra, "backend": {"url": args.backend, "api": args.api}}, False))
+    runs = [("dllm-lsp", extra, not args.no_floor, args.cursor_rest)]
+    if args.backend:                  # a FIM server hears of no cursor: its run never rests one
+        runs.append((f"backend {args.api}", {**extra, "backend": {"url": args.backend, "api": args.api}}, False, False))
     bc = BenchClient()
     await bc.start(args.model, extra)
     raw: Dict[str, List[Pause]] = {}
     try:
         typist = Typist(bc, args.gap, args.client_debounce, args.sync == "full", args.read)
-        for name, settings, floor in runs:
+        for name, settings, floor, cursor_rest in runs:
+            typist.cursor_rest = cursor_rest
             bc.configure({**settings, "model": args.model})
             await typist.idle()
             raw[name] = await replay(bc, cases, typist)
@@ -359,6 +382,7 @@ async def bench_typing(args) -> Tuple[Dict, Dict[str, List[Pause]]]:
     rows = {name: summarize(ps) for name, ps in raw.items()}
     result = {"model": args.model, "files": [str(f) for f in files], "cases": [c.name for c in cases],
               "gap_ms": args.gap, "client_debounce_ms": args.client_debounce, "sync": args.sync,
+              "cursor_rest": args.cursor_rest, "rested_tokens": typist.rested_tokens,
               "settings": extra, "rows": rows,
               **headline(rows, "dllm-lsp", f"backend {args.api}" if args.backend else None)}
     return result, raw
@@ -367,7 +391,8 @@ async def bench_typing(args) -> Tuple[Dict, Dict[str, List[Pause]]]:
 def run(args) -> int:
     result, raw = asyncio.run(bench_typing(args))
     print(f"model {result['model']}: {len(result['cases'])} target lines from {len(result['files'])} files, "
-          f"keys {result['gap_ms']:.0f} ms apart, {result['sync']} sync, over stdio")
+          f"keys {result['gap_ms']:.0f} ms apart, {result['sync']} sync"
+          f"{', the cursor rested first' if result['cursor_rest'] else ''}, over stdio")
     print(table(result["rows"]))
     ratios = {k: v for k, v in result.items() if k.endswith("_ratio")}
     if ratios:

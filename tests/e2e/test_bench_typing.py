@@ -32,3 +32,20 @@ def test_bench_typing_types_pauses_and_reports_each_phase(tmp_path, tiny_gguf_qw
     # an accept phase follows every mid pause that showed something
     assert sum(p.phase == "accept" for p in pauses) == sum(p.shown for p in pauses if p.phase == "mid")
     assert "enter_floor_ratio" in result and "mid_floor_ratio" in result
+
+
+def test_bench_typing_cursor_rest_computes_the_context_before_the_first_key(tmp_path, tiny_gguf_qwen2):
+    """--cursor-rest: dllm/cursor where typing starts, and the warm-up there awaited before the first key."""
+    src = tmp_path / "handlers.py"
+    src.write_text(SOURCE)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    common = ["typing", str(src), "--model", str(tiny_gguf_qwen2), "--lines", "2", "--gap", "20", "--no-floor",
+              "--settings", json.dumps({"maxNewTokensLine": 6, "maxNewTokensBlock": 8})]
+    from dllm_lsp import bench_typing
+    cold, _ = asyncio.run(bench_typing.bench_typing(parser.parse_args(common)))
+    rest, raw = asyncio.run(bench_typing.bench_typing(parser.parse_args(common + ["--cursor-rest"])))
+    assert rest["cursor_rest"] is True and cold["cursor_rest"] is False and cold["rested_tokens"] == []
+    # each case's warm-up at the cursor ran before its first key and computed that place's context
+    assert len(rest["rested_tokens"]) == 2 and all(n > 0 for n in rest["rested_tokens"]), rest["rested_tokens"]
+    assert all(p.first_line_ms is not None and p.first_line_ms <= p.ms for p in raw["dllm-lsp"])

@@ -204,6 +204,17 @@ function scenarios.typing()
   feed("<Esc>")
 end
 
+-- a person moving the cursor before typing: in normal mode, then into insert mode
+function scenarios.cursor()
+  local row, col = os.getenv("DLLM_CURSOR"):match("(%d+),(%d+)")
+  feed("gg")
+  api.nvim_win_set_cursor(0, { tonumber(row), tonumber(col) })
+  feed("l")
+  feed("i")
+  sleep(200)
+  feed("<Esc>")
+end
+
 function scenarios.snippet()
   local client = attached_client()
   local cmd = client.config.cmd

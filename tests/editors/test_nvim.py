@@ -131,6 +131,16 @@ def test_typing_asks_by_itself_after_the_debounce(tmp_path):
     assert requests[-1]["position"] == {"line": 1, "character": 5}               # after the typed "x"
 
 
+def test_a_cursor_moved_before_typing_is_reported_with_dllm_cursor(tmp_path):
+    result = run_driver(tmp_path, "cursor", cursor=(4, 2))
+    hints = logged(result, "dllm/cursor")
+    uri = (tmp_path / "sample.py").as_uri()
+    assert all(h["uri"] == uri for h in hints)
+    positions = [(h["position"]["line"], h["position"]["character"]) for h in hints]
+    # "l" in normal mode, insert mode entered there, <Esc> steps back one
+    assert positions[-3:] == [(3, 3), (3, 3), (3, 2)], positions
+
+
 def test_positions_are_utf16_and_accepted_length_counts_code_points(tmp_path):
     line = 's = "é🎉" + '
     suggestion = '"ü✓"'

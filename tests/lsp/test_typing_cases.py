@@ -45,11 +45,12 @@ def test_cases_are_a_seeded_sample(tmp_path):
 
 def test_summaries_and_ratios():
     def pause(phase, ms, shown=True, exact=False, floor=None, reason="ok"):
-        return Pause(phase, shown, exact, ms, ms / 2, 10.0, 40, 3, 5, 12.0, floor, "x", reason)
+        return Pause(phase, shown, exact, ms, ms / 2, ms * 0.75, 10.0, 40, 3, 5, 12.0, floor, "x", reason)
     ours = summarize([pause("enter", 100, exact=True, floor=50), pause("enter", 300, floor=50),
                       pause("mid", 200, shown=False), pause("accept", 5, reason="cached")])
     assert ours["enter"]["pauses"] == 2 and ours["enter"]["shown"] == 1.0 and ours["enter"]["exact"] == 0.5
     assert ours["enter"]["p50_ms"] == 200.0 and ours["enter"]["floor_p50_ms"] == 50.0
+    assert ours["enter"]["first_text_p50_ms"] == 100.0 and ours["enter"]["first_line_p50_ms"] == 150.0
     assert ours["mid"]["shown"] == 0.0
     assert ours["accept"]["exact"] is None and ours["accept"]["ready"] == 1.0
     anchor = summarize([pause("enter", 800), pause("mid", 400)])

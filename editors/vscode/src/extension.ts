@@ -13,6 +13,9 @@
  *    stderr's last line (launch.ts), and an error message says it once;
  *  - shown/accepted suggestions are reported with `dllm/didShowCompletion` and
  *    `dllm/didAcceptCompletion` (the server only keeps local counts);
+ *  - a cursor that moves (a click, the arrow keys) is reported with `dllm/cursor`, so the server
+ *    computes the context there while the user reads, before the first key (it waits for the
+ *    cursor to rest; each move restarts its timer);
  *  - commands: toggle, trigger now, restart.
  */
 import * as vscode from "vscode";
@@ -73,6 +76,16 @@ function isCurrent(key: RequestKey): boolean {
   const cursor = editor.selection.active;
   return editor.document.uri.toString() === key.uri && editor.document.version === key.version &&
     cursor.line === key.position.line && cursor.character === key.position.character;
+}
+
+/** `dllm/cursor` for a selection change: one empty selection in an enabled document, else nothing. */
+function sendCursorHint(event: vscode.TextEditorSelectionChangeEvent): void {
+  const { textEditor, selections } = event;
+  if (!client || !enabled() || selections.length !== 1 || !selections[0].isEmpty) return;
+  const document = textEditor.document;
+  if (!isLanguageEnabled(readSection().enabledLanguages, document.languageId)) return;
+  const active = selections[0].active;
+  void client.sendNotification("dllm/cursor", { uri: document.uri.toString(), position: { line: active.line, character: active.character } });
 }
 
 async function sendInlineRequest(key: RequestKey, signal: CancelSignal, explicit: boolean): Promise<unknown> {
@@ -187,6 +200,7 @@ export function activate(context: vscode.ExtensionContext): void {
   client = startClient(context);
   context.subscriptions.push(
     vscode.languages.registerInlineCompletionItemProvider({ pattern: "**" }, makeProvider()),
+    vscode.window.onDidChangeTextEditorSelection(sendCursorHint),
     vscode.commands.registerCommand("dllm.toggle", async () => {
       await vscode.workspace.getConfiguration("dllm").update("enable", !enabled(), vscode.ConfigurationTarget.Global);
     }),

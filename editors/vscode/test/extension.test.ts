@@ -96,3 +96,21 @@ test("a server that cannot start turns the status bar to error with the reason, 
     state.config["server.command"] = saved;
   }
 });
+
+test("a cursor that moves is reported with dllm/cursor; selections and disabled languages are not", async () => {
+  state.config.enable = true;
+  state.selectionListeners.length = 0;
+  activate({ subscriptions: [] } as any);
+  const client = FakeLanguageClient.last;
+  const listener = state.selectionListeners[state.selectionListeners.length - 1];
+  const moved = (languageId: string, line: number, character: number, isEmpty = true, count = 1) => listener({
+    textEditor: { document: { uri: { toString: () => "file:///c.py" }, version: 1, languageId } },
+    selections: Array.from({ length: count }, () => ({ isEmpty, active: { line, character } })),
+  });
+  moved("python", 7, 3);
+  moved("python", 8, 0, false);            // a selection: the user is not about to type there
+  moved("python", 9, 0, true, 2);          // several cursors
+  moved("markdown", 2, 0);                 // disabled in the settings
+  const hints = client.notifications.filter((n) => n.method === "dllm/cursor");
+  assert.deepEqual(hints.map((n) => n.params), [{ uri: "file:///c.py", position: { line: 7, character: 3 } }]);
+});

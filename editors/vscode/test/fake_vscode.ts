@@ -33,6 +33,7 @@ export const state = {
   statusItem: undefined as any,
   activeTextEditor: undefined as any,
   configListeners: [] as Array<(event: any) => void>,
+  selectionListeners: [] as Array<(event: any) => void>,
   errors: [] as string[],
 };
 
@@ -57,6 +58,7 @@ export const vscode = {
     createStatusBarItem: () => (state.statusItem = { text: "", tooltip: "", show() {}, dispose() {} }),
     get activeTextEditor() { return state.activeTextEditor; },
     showErrorMessage: async (message: string) => { state.errors.push(message); },
+    onDidChangeTextEditorSelection: (listener: (event: any) => void) => { state.selectionListeners.push(listener); return { dispose() {} }; },
   },
   workspace: {
     getConfiguration: () => ({

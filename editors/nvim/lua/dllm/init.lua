@@ -7,7 +7,9 @@
 --- leaving insert mode dismisses it (and typing asks again, debounced). Accept all / next word /
 --- next line insert text with nvim_buf_set_text, so auto-indent never touches it; after a partial
 --- accept the rest stays shown. When a suggestion ends, `dllm/didShowCompletion` and
---- `dllm/didAcceptCompletion` tell the server (which only keeps local counts).
+--- `dllm/didAcceptCompletion` tell the server (which only keeps local counts). A cursor moved in
+--- normal mode, or insert mode entered, sends `dllm/cursor`, so the server computes the context
+--- there while the user reads (it waits for the cursor to rest), before the first key.
 ---
 --- When the server cannot start (the command is not on PATH, it exits with code N), the status
 --- turns "error" with the reason and the last line of the server's stderr, `:DllmStatus` prints
@@ -226,6 +228,15 @@ local function on_response(s, err, result)
   render(s)
 end
 
+-- the cursor as (0-based row, byte col, LSP position in UTF-16 code units)
+local function cursor_position(bufnr)
+  local cursor = api.nvim_win_get_cursor(0)
+  local row, col = cursor[1] - 1, cursor[2]
+  local line = api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ""
+  local _, character = vim.str_utfindex(line, math.min(col, #line))
+  return row, col, { line = row, character = character }
+end
+
 --- Ask for a suggestion at the cursor now (manual = true: outside insert mode too).
 function M.trigger(manual)
   M.dismiss()
@@ -240,13 +251,10 @@ function M.trigger(manual)
   if not language_enabled(vim.bo[bufnr].filetype) or not vim.lsp.buf_is_attached(bufnr, state.client_id) then
     return false
   end
-  local cursor = api.nvim_win_get_cursor(0)
-  local row, col = cursor[1] - 1, cursor[2]
-  local line = api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ""
-  local _, character = vim.str_utfindex(line, math.min(col, #line))
+  local row, col, position = cursor_position(bufnr)
   local s = {
     bufnr = bufnr, row = row, col = col,
-    key = { uri = vim.uri_from_bufnr(bufnr), version = buf_version(bufnr), position = { line = row, character = character } },
+    key = { uri = vim.uri_from_bufnr(bufnr), version = buf_version(bufnr), position = position },
     stable = "", final = nil, shown = "", accepted = 0, frozen = false, reported = false,
   }
   state.suggestion = s
@@ -348,6 +356,18 @@ local function on_cursor_moved()
   if s and not cursor_at(s) then
     M.dismiss()
   end
+end
+
+-- the cursor moved in normal mode or insert mode began: tell the server where typing may start
+local function on_cursor_rest()
+  local bufnr = api.nvim_get_current_buf()
+  local client = get_client()
+  if not client or not client.initialized or M.enabled == false or not vim.lsp.buf_is_attached(bufnr, state.client_id)
+      or not language_enabled(vim.bo[bufnr].filetype) then
+    return
+  end
+  local _, _, position = cursor_position(bufnr)
+  client_call(client, "notify", "dllm/cursor", { uri = vim.uri_from_bufnr(bufnr), position = position })
 end
 
 local function on_status(_, params)
@@ -554,6 +574,7 @@ function M.setup(opts)
     api.nvim_create_autocmd("TextChangedI", { group = group, callback = function(args) on_text_changed(args.buf) end })
     api.nvim_create_autocmd("CursorMovedI", { group = group, callback = on_cursor_moved })
   end
+  api.nvim_create_autocmd({ "CursorMoved", "InsertEnter" }, { group = group, callback = on_cursor_rest })
   map_keys(M.config.keys)
   api.nvim_create_user_command("DllmTrigger", function() M.trigger(true) end, { desc = "dllm: suggest at the cursor" })
   api.nvim_create_user_command("DllmToggle", M.toggle, { desc = "dllm: turn suggestions on/off" })
