@@ -70,6 +70,7 @@ from .model import PassStopped, causal_mask
 MIN_FLOAT = float("-inf")
 PREFILL_CHUNK = 64       # context tokens a prefill pass computes between two reads of the cancel flag (measured: 358 tok/s at 64, 309 at 32, 330 in one pass of 512 on a 2-core AVX-512 EPYC)
 FIRST_PASS_CONTEXT = 16  # at most this many uncached context tokens go with the first decoding pass (it cannot stop midway)
+TYPING_MARGIN = 2        # tokens at the end of the prefix a key may retokenize (settled_tokens)
 GUESS_MIN_PROB = 0.3     # mask guesses are drafted while their probability stays above this
 
 
@@ -186,15 +187,20 @@ class CausalDecoder(Decoder):
         return self._should_stop()
 
     def settled_tokens(self, ctx: List[int]) -> int:
-        """How many leading tokens of the prompt `ctx` typing at the cursor leaves alone: up to and
-        including the prefix's last token that holds a newline (the lines above the cursor's; in
-        prefix-suffix-middle order everything after them changes with the next key)."""
+        """How many leading tokens of the prompt `ctx` typing at the cursor leaves alone: the
+        prefix up to its last newline token (the lines above the cursor's), and on the cursor's
+        line all but its last TYPING_MARGIN tokens (a key at the cursor retokenizes only the word
+        it extends; the tokens before it stay, which a wrong guess costs only a recomputation,
+        the cache being keyed by the exact ids). In prefix-suffix-middle order everything after
+        the prefix changes with the next key."""
         end = ctx.index(self.cfg.fim_suffix_id) if self.cfg.fim_suffix_id in ctx else len(ctx)
         newlines = self.tok.newline_ids
+        line_start = 0
         for i in range(end - 1, -1, -1):
             if ctx[i] in newlines:
-                return i + 1
-        return 0
+                line_start = i + 1
+                break
+        return max(line_start, end - TYPING_MARGIN)
 
     def _kept_rows(self, ctx: List[int]):
         """With an attention head: (its rows of the context cache, or fresh empty ones; how many

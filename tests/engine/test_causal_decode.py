@@ -416,3 +416,26 @@ def test_a_line_request_drafts_no_row_past_the_first_newline_and_keeps_the_text(
                 else:
                     cut_somewhere |= any(past)
     assert cut_somewhere, "the cases should hold drafts running past a newline"
+
+
+def test_typing_at_the_cursor_leaves_the_settled_tokens_alone(real_engine):
+    """settled_tokens on the real tokenizer: after each key typed through real lines, the tokens
+    the prompt before it called settled are still the prompt's first tokens (else the cached work
+    on them is lost; the text would still be exact, the cache being keyed by the ids)."""
+    import textwrap as module
+    text = open(module.__file__, encoding="utf-8").read()
+    dec = real_engine.decoder()
+    kept = total = 0
+    for start in (text.index("    def _split(self, text):"), text.index("def dedent(text):")):
+        line_end = text.index("\n", start + 10)
+        prev = None
+        for cursor in range(start, line_end + 1):
+            ctx = dec.context_ids(InfillRequest(text[start - 600:cursor], text[cursor:cursor + 120],
+                                                max_new_tokens=4))
+            if prev is not None:
+                settled = dec.settled_tokens(prev)
+                total += 1
+                kept += ctx[:settled] == prev[:settled]
+                assert settled > prev.index(real_engine.cfg.fim_suffix_id) - 8    # past the line's start
+            prev = ctx
+    assert total > 40 and kept / total >= 0.9, (kept, total)
