@@ -26,17 +26,17 @@ from typing import List, Optional
 
 # subcommand -> (module, help)
 SUBCOMMANDS = {
-    "complete": ("dllm_lsp.complete_cmd", "complete at FILE:LINE:COL (1-based) without an editor"),
-    "bench": ("dllm_lsp.bench", "benchmarks: `bench lsp`, `bench decode`, `bench context`, `bench http`, `bench fuzz`, "
+    "complete": ("dllm_lsp.commands.complete", "complete at FILE:LINE:COL (1-based) without an editor"),
+    "bench": ("dllm_lsp.bench.cli", "benchmarks: `bench lsp`, `bench decode`, `bench context`, `bench http`, `bench fuzz`, "
                                 "`bench storm`, `bench engine`"),
-    "eval": ("dllm_lsp.evaluate", "evaluation: `eval humaneval-infill`, `eval heldout`"),
-    "train": ("engine.train.cli", "train or fine-tune the small model on your code; "
+    "eval": ("dllm_lsp.commands.eval", "evaluation: `eval humaneval-infill`, `eval heldout`"),
+    "train": ("engine.train.embedded.cli", "train or fine-tune the small model on your code; "
                                   "`train --drafter` = `train-drafter`"),
-    "train-drafter": ("dllm_lsp.train_drafter_cmd", "train a drafter of the default model on your code (draft head or mask slots)"),
-    "stats": ("dllm_lsp.stats", "print local acceptance and latency counts"),
-    "serve": ("dllm_lsp.serve_cmd", "run the language server (the default)"),
-    "http": ("dllm_lsp.http_cmd", "serve the engine over HTTP: OpenAI /v1/completions and /v1/chat/completions, /v1/fim/completions, llama.cpp /infill"),
-    "pull": ("dllm_lsp.pull_cmd", "download a model (default: qwen2.5-coder-0.5b) into the user cache"),
+    "train-drafter": ("dllm_lsp.commands.train_drafter", "train a drafter of the default model on your code (draft head or mask slots)"),
+    "stats": ("dllm_lsp.lsp.usage", "print local acceptance and latency counts"),
+    "serve": ("dllm_lsp.commands.serve", "run the language server (the default)"),
+    "http": ("dllm_lsp.commands.http", "serve the engine over HTTP: OpenAI /v1/completions and /v1/chat/completions, /v1/fim/completions, llama.cpp /infill"),
+    "pull": ("dllm_lsp.commands.pull", "download a model (default: qwen2.5-coder-0.5b) into the user cache"),
 }
 
 

@@ -63,7 +63,7 @@ class Settings:
     log_level: str = "warning"
     backend: Optional[Dict[str, Any]] = None   # None: the in-process engine; else a FIM server that decodes instead:
                                          # {"url", "api": openai | inception | llamacpp, "model", "apiKeyEnv",
-                                         # "timeoutMs"} (remote_backend.py)
+                                         # "timeoutMs"} (http/client.py)
 
     def engine_threads(self) -> int:
         """CPU threads for torch: `threads`, or auto: every core on a machine of 1-2 cores, one

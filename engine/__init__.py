@@ -8,16 +8,16 @@
 
 No LSP types or file URIs here; torch is imported lazily by Engine's modules.
 """
-from .api import InfillRequest, InfillResult, InfillUpdate
-from .errors import CheckpointError, ConfigError, EngineError, ModelNotFoundError
+from engine.api import InfillRequest, InfillResult, InfillUpdate
+from engine.errors import CheckpointError, ConfigError, EngineError, ModelNotFoundError
 
 
 def __getattr__(name):
     if name in ("Engine", "resolve_model_path"):
-        from . import engine as _engine
+        import engine.engine as _engine
         return getattr(_engine, name)
     if name == "ModelConfig":
-        from .config import ModelConfig
+        from engine.loading.config import ModelConfig
         return ModelConfig
     raise AttributeError(name)
 

@@ -30,7 +30,7 @@ class InfillRequest:
     deadline_ms stop after this long and return the current best guess
     min_new_tokens the first this many span tokens may not be eos/pad (an editor asking on a
                blank line wants a line, not nothing); 0 = the model may answer with nothing
-    drafting   AR models (causal_decode.py): fill the block after the last committed token with
+    drafting   AR models (decoding/verify.py): fill the block after the last committed token with
                draft tokens that the same pass verifies, so one pass commits several tokens;
                the text is identical either way (False: one token per forward pass)
     max_draft_tokens at most this many drafts per pass (the block is 1 + this many slots)
@@ -41,7 +41,7 @@ class InfillRequest:
                carries no rows past the line's end (the text is the same; passes get cheaper)
     draft_with "auto": lookup and, where the engine has a trained drafter (head or mask slots), its guesses;
                "lookup" or "mask": that source alone (for measuring each)
-    draft_tree verify several chains of drafts in one pass as a tree (draft_tree.py) instead of the
+    draft_tree verify several chains of drafts in one pass as a tree (decoding/tree.py) instead of the
                one chosen beforehand: lookup's and the draft head's, the head proposing a tree of
                its likeliest guesses (DraftHead.propose_tree) rather than one chain (greedy only;
                sampling drafts one chain). Off by default: more tokens per pass, but a pass

@@ -1,9 +1,9 @@
 """Engine: load a checkpoint once, then stream infills from it.
 
-Engine.load resolves "default" (the pulled Qwen2.5-Coder-0.5B GGUF, see catalog.py), another
-pulled catalog name, "embedded" (the self-trained model shipped in engine/default_model), a
+Engine.load resolves "default" (the pulled Qwen2.5-Coder-0.5B GGUF, see loading/catalog.py), another
+pulled catalog name, "embedded" (the self-trained model shipped in engine/assets/embedded_model), a
 model folder, a .gguf file (or a folder holding one: converted once into a cached folder,
-gguf_import.py), or a Hugging Face repo id found offline in the local HF cache; it reads
+loading/gguf_import.py), or a Hugging Face repo id found offline in the local HF cache; it reads
 config.json, the tokenizer and the safetensors weights (nothing else, no checkpoint code),
 picks the device, dtype and kernel backend once, and keeps the block-causal context cache
 between requests so that keystrokes reuse the keys/values of the unchanged context.
@@ -18,21 +18,22 @@ from typing import Iterator, Optional, Union
 
 import torch
 
-from .api import InfillRequest, InfillResult, InfillUpdate
-from .config import ModelConfig
-from .cuda_graph import attach_cuda_graphs
-from .causal_decode import PREFILL_CHUNK, CausalDecoder
-from .decode import Decoder
-from .catalog import EMBEDDED_MODEL_DIR, catalog_entry, pulled_file
-from .errors import CheckpointError, ModelNotFoundError
-from . import cpu_gemm, gguf_codes
-from .gguf_import import EXACT_FILE, cached_folder, find_gguf, read_exact
-from .kernels import select_backend
-from .half_linear import CodesEmbedding, HalfLinear, fp16_gemm_available, pack_fp16
-from .kvcache import ContextCache
-from .model import DecoderModel
-from .tokenizer import TextTokenizer
-from .weights import expected_shapes, load_state
+from engine.api import InfillRequest, InfillResult, InfillUpdate
+from engine.loading.config import ModelConfig
+from engine.kernels.cuda.graph import attach_cuda_graphs
+from engine.decoding.verify import PREFILL_CHUNK, CausalDecoder
+from engine.decoding.diffusion import Decoder
+from engine.loading.catalog import EMBEDDED_MODEL_DIR, catalog_entry, pulled_file
+from engine.errors import CheckpointError, ModelNotFoundError
+import engine.kernels.cpu.gemm as cpu_gemm
+import engine.loading.gguf_codes as gguf_codes
+from engine.loading.gguf_import import EXACT_FILE, cached_folder, find_gguf, read_exact
+from engine.kernels import select_backend
+from engine.model.packed import CodesEmbedding, HalfLinear, fp16_gemm_available, pack_fp16
+from engine.model.kvcache import ContextCache
+from engine.model.transformer import DecoderModel
+from engine.loading.tokenizer import TextTokenizer
+from engine.loading.weights import expected_shapes, load_state
 
 DEFAULT_MODEL_DIR = EMBEDDED_MODEL_DIR      # the embedded model's folder (name kept for callers)
 
@@ -102,9 +103,9 @@ def pick_dtype(dtype: str, device: str, cfg: Optional[ModelConfig] = None) -> to
 def pick_weights(dtype: str, device: str, torch_dtype: torch.dtype, cfg: ModelConfig,
                  has_exact: bool = False) -> str:
     """"gguf": the GGUF file's own weights (its quantized matrices' int8 codes, multiplied by our
-    CPU kernel; gguf_codes.py), what "auto" picks for a causal (AR) model converted from a GGUF
+    CPU kernel; loading/gguf_codes.py), what "auto" picks for a causal (AR) model converted from a GGUF
     (`has_exact`: its folder holds them) on a CPU computing in fp32 where our kernel runs;
-    "fp16": the linear layers' weights (the converted bf16 copy) packed as fp16 (half_linear.py),
+    "fp16": the linear layers' weights (the converted bf16 copy) packed as fp16 (model/packed.py),
     "auto"'s choice for other causal models on a CPU with fbgemm; "dense": the weights as loaded."""
     cpu_ar = device.startswith("cpu") and torch_dtype == torch.float32 and cfg.attention == "causal"
     if dtype == "gguf":
@@ -173,7 +174,7 @@ class Engine:
         says (None: detach; "auto": the shipped one for this model, if any). CheckpointError when
         the file is unreadable or was trained for another model (no drafter is left attached);
         the verifier never changes."""
-        from .drafter_files import load_named
+        from engine.drafting.files import load_named
         self.use_drafter(None)
         self.use_drafter(load_named(path, self.cfg))
 
@@ -189,8 +190,8 @@ class Engine:
                 self.drafter_path = str(getattr(drafter, "path", "")) or None
 
     def _attach(self, drafter) -> None:
-        from .attention_head import AttentionHead
-        from .draft_head import DraftHead
+        from engine.drafting.attention_head import AttentionHead
+        from engine.drafting.head import DraftHead
         if isinstance(drafter, (DraftHead, AttentionHead)):
             self.head = drafter.bind(self.model).eval()
         else:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine import cpu_gemm  # noqa: E402
+import engine.kernels.cpu.gemm as cpu_gemm  # noqa: E402
 
 
 def main(rows_list):

@@ -1,6 +1,6 @@
-"""Run engine/kernels/fused.cu on the CPU: g++ + cuda_emu.h, behind a fake `cupy` module.
+"""Run engine/kernels/cuda/fused.cu on the CPU: g++ + cuda_emu.h, behind a fake `cupy` module.
 
-    ops = emulated_cupy_ops()      # engine.kernels.cupy_ops, its launches executed by the emulator
+    ops = emulated_cupy_ops()      # engine.kernels.cuda.ops, its launches executed by the emulator
 
 The .cu source is compiled as C++ together with generated `emu_<kernel>(gx, gy, bx, args...)`
 wrappers; the fake cupy's RawModule hands out kernels that call them through ctypes with
@@ -22,7 +22,7 @@ import types
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CU = HERE.parent / "engine" / "kernels" / "fused.cu"
+CU = HERE.parent / "engine" / "kernels" / "cuda" / "fused.cu"
 C_TYPES = {"int": ctypes.c_int, "long long": ctypes.c_longlong, "float": ctypes.c_float}
 
 
@@ -107,7 +107,7 @@ class _NoContext:
 
 
 def cupy_module(raw_module, from_dlpack) -> types.ModuleType:
-    """A stand-in `cupy` module with what engine/kernels/cupy_ops.py uses: RawModule, from_dlpack
+    """A stand-in `cupy` module with what engine/kernels/cuda/ops.py uses: RawModule, from_dlpack
     and no-op device/stream contexts (shared with tests/engine/test_cupy_host.py)."""
     mod = types.ModuleType("cupy")
     mod.RawModule = raw_module
@@ -117,10 +117,10 @@ def cupy_module(raw_module, from_dlpack) -> types.ModuleType:
 
 
 def emulated_cupy_ops():
-    """engine.kernels.cupy_ops imported against the emulator (sys.modules['cupy'] is replaced)."""
+    """engine.kernels.cuda.ops imported against the emulator (sys.modules['cupy'] is replaced)."""
     sys.modules["cupy"] = fake_cupy(build())
-    sys.modules.pop("engine.kernels.cupy_ops", None)
-    ops = importlib.import_module("engine.kernels.cupy_ops")
+    sys.modules.pop("engine.kernels.cuda.ops", None)
+    ops = importlib.import_module("engine.kernels.cuda.ops")
     ops._is_device_tensor = lambda t: t.device.type == "cpu"
     ops._torch_stream_ptr = lambda device: 0
     return ops

@@ -10,7 +10,7 @@ import statistics, sys, torch
 from dataclasses import replace
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from engine import Engine
-from dllm_lsp import bench_decode as bd
+import dllm_lsp.bench.decode as bd
 from dllm_lsp.settings import Settings
 torch.set_num_threads(2)
 e = Engine.load("default", device="cpu", dtype="auto")

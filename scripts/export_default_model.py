@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Export the latest checkpoint of a training run into engine/default_model/ and regenerate its model card.
+"""Export the latest checkpoint of a training run into engine/assets/embedded_model/ and regenerate its model card.
 
-    python scripts/export_default_model.py --run runs/main [--out engine/default_model] [--evals runs/eval]
+    python scripts/export_default_model.py --run runs/main [--out engine/assets/embedded_model] [--evals runs/eval]
 
 Reads <run>/ckpt.pt (model weights, config, train state), <run>/tokenizer.json, <run>/log.jsonl
 and <run>/manifest.json; writes config.json (with train_* facts), tokenizer.json, safetensors
@@ -37,7 +37,7 @@ def read_log(path: Path) -> list:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", default="runs/main")
-    p.add_argument("--out", default=str(ROOT / "engine" / "default_model"))
+    p.add_argument("--out", default=str(ROOT / "engine" / "assets" / "embedded_model"))
     p.add_argument("--evals", default="runs/eval", help="folder of evaluation JSON files for the card")
     p.add_argument("--hardware", default=None, help="override the hardware line")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -46,10 +46,10 @@ def main(argv=None) -> int:
 
     import torch  # noqa: PLC0415
     from engine import Engine  # noqa: PLC0415
-    from engine.config import ModelConfig  # noqa: PLC0415
-    from engine.model import DecoderModel  # noqa: PLC0415
-    from engine.train import model_card  # noqa: PLC0415
-    from engine.train.trainer import export_model  # noqa: PLC0415
+    from engine.loading.config import ModelConfig  # noqa: PLC0415
+    from engine.model.transformer import DecoderModel  # noqa: PLC0415
+    import engine.train.embedded.model_card as model_card  # noqa: PLC0415
+    from engine.train.embedded.trainer import export_model  # noqa: PLC0415
 
     run, out = Path(args.run), Path(args.out)
     blob = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)

@@ -67,7 +67,7 @@ bench() {  # name, timeout, args...
   local name=$1 limit=$2
   shift 2
   log "bench $name: $*"
-  timeout "$limit" "$PY" -m engine.bench "$@" --out "$OUT/bench_$name.json" > "$OUT/bench_$name.txt" 2>&1
+  timeout "$limit" "$PY" -m engine.bench.steps "$@" --out "$OUT/bench_$name.json" > "$OUT/bench_$name.txt" 2>&1
   log "bench $name exit code $?"
 }
 if [ "$DRY" = 1 ]; then

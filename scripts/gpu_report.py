@@ -3,7 +3,7 @@
     python scripts/gpu_report.py OUT_DIR > OUT_DIR/gpu_report.md
 
 Reads env.txt, gpu_tests.xml (pytest junit) or gpu_tests.json (the plain runner) and
-bench_*.json (engine.bench --out). Missing pieces are reported as missing, never invented.
+bench_*.json (engine.bench.steps --out). Missing pieces are reported as missing, never invented.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.bench import TARGETS, format_table  # noqa: E402
+from engine.bench.steps import TARGETS, format_table  # noqa: E402
 
 
 def test_summary(out: Path) -> list:

@@ -1,4 +1,4 @@
-"""Pass cost of the default model: our fp16 CPU kernel (engine/cpu_gemm.py) against fbgemm.
+"""Pass cost of the default model: our fp16 CPU kernel (engine/kernels/cpu/gemm.py) against fbgemm.
 
     python scripts/kernel_ab.py
 
@@ -8,8 +8,9 @@ the README's table of the kernel came from this loop. Needs the pulled default a
 """
 import sys, time, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from engine import Engine, cpu_gemm
-from engine.model import causal_mask
+from engine import Engine
+import engine.kernels.cpu.gemm as cpu_gemm
+from engine.model.transformer import causal_mask
 torch.set_num_threads(2)
 ours = Engine.load("default", device="cpu", dtype="auto").model
 lib = cpu_gemm.library

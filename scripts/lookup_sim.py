@@ -5,7 +5,7 @@
 
 `record` decodes bench decode's cases once with the default model, one token per pass, and
 keeps each case's prompt ids, its lead (the prefix tokens) and its greedy tokens (line cases:
-to the first newline). `replay` runs engine.drafts.LookupDrafter through the decoder's loop on
+to the first newline). `replay` runs engine.drafting.lookup.LookupDrafter through the decoder's loop on
 them: a pass commits the drafts that equal the greedy tokens, then one more. Its counts are the
 decoder's own (the verifier accepts exactly the drafts that equal its argmax), so a drafting
 rule is measured in seconds: this is how DRAFTS_FOR_MATCH and the FIM lead were chosen. Pass
@@ -16,7 +16,7 @@ import argparse, json, sys
 from dataclasses import replace
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.drafts import LookupDrafter
+from engine.drafting.lookup import LookupDrafter
 
 
 def replay_case(case: dict, max_draft: int = 8, budget: int = 24, lead: bool = True, cost=None):
@@ -71,7 +71,7 @@ def replay(cases, cost=None) -> None:
 def record(out: Path, kind: str, limit: int, seed: int) -> None:
     import torch
     from engine import Engine
-    from dllm_lsp.bench_decode import decode, humaneval_cases, request_for, stdlib_cases
+    from dllm_lsp.bench.decode import decode, humaneval_cases, request_for, stdlib_cases
     from dllm_lsp.settings import Settings
     torch.set_num_threads(2)
     eng = Engine.load("default")

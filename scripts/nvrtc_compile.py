@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-KERNEL_DIR = Path(__file__).resolve().parent.parent / "engine" / "kernels"
+KERNEL_DIR = Path(__file__).resolve().parent.parent / "engine" / "kernels" / "cuda"
 
 
 def find_nvrtc() -> Optional[str]:

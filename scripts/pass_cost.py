@@ -8,7 +8,7 @@ pass with k drafts costs against a plain decoding step (README, "A pass over a f
 import sys, time, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from engine import Engine
-from engine.model import causal_mask
+from engine.model.transformer import causal_mask
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
 e = Engine.load("default", device="cpu", dtype="auto")
 m = e.model

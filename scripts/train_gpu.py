@@ -4,9 +4,9 @@
     python scripts/train_gpu.py --init runs/main/ckpt.pt --minutes 9 --out runs/gpu/model
     python scripts/train_gpu.py --drafter MODEL [--kind head|attn|mask] --minutes 9 --run runs/drafter-main
 
---drafter trains a drafter of MODEL (--kind head: the draft head, engine/train/draft_head_train.py;
-attn: the attention draft head, engine/train/attention_head_train.py; mask: the mask slots,
-engine/train/drafter.py; a resumed run keeps its kind) (a .gguf file or a
+--drafter trains a drafter of MODEL (--kind head: the draft head, engine/train/drafters/draft_head_train.py;
+attn: the attention draft head, engine/train/drafters/attention_head_train.py; mask: the mask slots,
+engine/train/drafters/drafter.py; a resumed run keeps its kind) (a .gguf file or a
 converted model folder: the box has no network, so the model travels with the job) with the
 same trainer as `dllm-lsp train-drafter`, continuing the run folder's state (weights, features and
 optimizer), so CPU and GPU sessions accumulate into one drafter.
@@ -35,7 +35,7 @@ MAX_MINUTES = 10.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from engine.train.cli import add_shape_arguments  # noqa: PLC0415
+    from engine.train.embedded.cli import add_shape_arguments  # noqa: PLC0415
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--init", default=None, help="ckpt.pt of a CPU run, a model folder, or 'embedded'")
     p.add_argument("--drafter", default=None, metavar="MODEL",
@@ -67,8 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def checkpoint_to_folder(ckpt: Path, folder: Path) -> Path:
     """A CPU checkpoint (model weights + config) -> a model folder usable as --init."""
     import torch  # noqa: PLC0415
-    from engine.config import ModelConfig  # noqa: PLC0415
-    from engine.weights import save_state  # noqa: PLC0415
+    from engine.loading.config import ModelConfig  # noqa: PLC0415
+    from engine.loading.weights import save_state  # noqa: PLC0415
     blob = torch.load(ckpt, map_location="cpu", weights_only=True)
     folder.mkdir(parents=True, exist_ok=True)
     st = blob.get("train_state", {})
@@ -85,10 +85,10 @@ def checkpoint_to_folder(ckpt: Path, folder: Path) -> Path:
 
 
 def session_config(args, init_folder):
-    from engine.train.data import DataConfig  # noqa: PLC0415
-    from engine.train.session import SessionConfig  # noqa: PLC0415
-    from engine.train.cli import shape_from_args  # noqa: PLC0415
-    from engine.train.trainer import TrainConfig  # noqa: PLC0415
+    from engine.train.embedded.data import DataConfig  # noqa: PLC0415
+    from engine.train.embedded.session import SessionConfig  # noqa: PLC0415
+    from engine.train.embedded.cli import shape_from_args  # noqa: PLC0415
+    from engine.train.embedded.trainer import TrainConfig  # noqa: PLC0415
     fine_tune = init_folder is not None
     bf16 = not args.no_bf16 and args.device.startswith("cuda")
     train = TrainConfig(rows=args.rows, capacity=args.capacity, examples_per_fill=args.rows * 3,
@@ -106,8 +106,8 @@ def train_drafter(args) -> int:
     """The drafter mode: the run folder's trainer on args.device for args.minutes, in args.run."""
     import torch  # noqa: PLC0415
     from engine.engine import Engine  # noqa: PLC0415
-    from engine.train.drafter import drafter_corpus  # noqa: PLC0415
-    from engine.train.drafter_runs import describe_step, open_run  # noqa: PLC0415
+    from engine.train.drafters.drafter import drafter_corpus  # noqa: PLC0415
+    from engine.train.drafters.runs import describe_step, open_run  # noqa: PLC0415
     t0 = time.perf_counter()
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -129,8 +129,8 @@ def main(argv=None) -> int:
     if args.drafter:
         return train_drafter(args)
     import torch  # noqa: PLC0415
-    from engine.train import session  # noqa: PLC0415
-    from engine.train.trainer import export_model  # noqa: PLC0415
+    import engine.train.embedded.session as session  # noqa: PLC0415
+    from engine.train.embedded.trainer import export_model  # noqa: PLC0415
     t_start = time.perf_counter()
     tmp = tempfile.TemporaryDirectory()
     init_folder = None

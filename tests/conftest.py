@@ -11,7 +11,7 @@ import tempfile
 import pytest
 import torch
 
-from engine.gguf_import import cache_root
+from engine.loading.gguf_import import cache_root
 
 torch.set_num_threads(1)
 USER_CACHE = cache_root()                       # where `dllm-lsp pull` stores models
@@ -37,19 +37,19 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_block_model(tmp_path_factory):
-    from engine.testing import write_block_model
+    from engine.testing.checkpoints import write_block_model
     return write_block_model(tmp_path_factory.mktemp("block") / "model")
 
 
 @pytest.fixture(scope="session")
 def tiny_llada_model(tmp_path_factory):
-    from engine.testing import write_llada_model
+    from engine.testing.checkpoints import write_llada_model
     return write_llada_model(tmp_path_factory.mktemp("llada") / "model")
 
 
 @pytest.fixture(scope="session")
 def tiny_dream_model(tmp_path_factory):
-    from engine.testing import write_dream_model
+    from engine.testing.checkpoints import write_dream_model
     return write_dream_model(tmp_path_factory.mktemp("dream") / "model")
 
 
@@ -61,14 +61,14 @@ GGUF_TYPES = {"blk.0.ffn_down": "Q4_K", "blk.1.ffn_down": "Q6_K", "blk.2.ffn_dow
 @pytest.fixture(scope="session")
 def tiny_gguf_qwen2(tmp_path_factory):
     """A 3-layer qwen2 GGUF file with every quantized type the real files use."""
-    from engine.testing_gguf import write_gguf_model
+    from engine.testing.gguf_files import write_gguf_model
     return write_gguf_model(tmp_path_factory.mktemp("gguf") / "tiny-qwen2.gguf", arch="qwen2", layers=3,
                             intermediate=256, types=GGUF_TYPES)
 
 
 @pytest.fixture(scope="session")
 def tiny_gguf_llama(tmp_path_factory):
-    from engine.testing_gguf import write_gguf_model
+    from engine.testing.gguf_files import write_gguf_model
     return write_gguf_model(tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf", arch="llama", layers=3,
                             intermediate=256, types=GGUF_TYPES, seed=1)
 
@@ -76,7 +76,7 @@ def tiny_gguf_llama(tmp_path_factory):
 @pytest.fixture(scope="session")
 def real_model_file():
     """The pulled default model (Qwen2.5-Coder-0.5B GGUF); skipped only where it is absent."""
-    from engine.catalog import pulled_file
+    from engine.loading.catalog import pulled_file
     from engine.errors import ModelNotFoundError
     try:
         return pulled_file("default", USER_CACHE)
@@ -87,5 +87,5 @@ def real_model_file():
 @pytest.fixture(scope="session")
 def real_engine(real_model_file):
     from engine import Engine
-    from engine.gguf_import import cached_folder
+    from engine.loading.gguf_import import cached_folder
     return Engine.load(cached_folder(real_model_file, USER_CACHE), device="cpu")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import reference
+import engine.kernels.reference as reference
 
 
 def select_backend(name: str = "auto", device: str = "cpu") -> ModuleType:
@@ -19,7 +19,7 @@ def select_backend(name: str = "auto", device: str = "cpu") -> ModuleType:
             raise ValueError("kernels='cupy' needs a CUDA device")
         return reference
     try:
-        from . import cupy_ops  # noqa: PLC0415 (imported only on CUDA machines)
+        import engine.kernels.cuda.ops as cupy_ops  # noqa: PLC0415 (imported only on CUDA machines)
     except ImportError as exc:
         if name == "cupy":
             raise ValueError(f"kernels='cupy' but CuPy is unavailable: {exc}") from exc

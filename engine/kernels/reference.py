@@ -1,6 +1,6 @@
 """Torch reference kernels: the truth that every fused kernel is compared with.
 
-Signatures are shared with cupy_ops.py. Shapes: x [..., H] hidden states; q [B, Hq, T, D],
+Signatures are shared with kernels/cuda/ops.py. Shapes: x [..., H] hidden states; q [B, Hq, T, D],
 k [B, Hk, T, D]; cos/sin [T, D]; logits [N, V].
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from dllm_lsp.typing_cases import Key, cursor_after
+from dllm_lsp.bench.typing_cases import Key, cursor_after
 from e2e_helpers import (capabilities, config, inline_params, insert, open_doc, start_real_model_client, stop_client,
                           wait_for_state)
 

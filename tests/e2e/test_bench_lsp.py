@@ -4,7 +4,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from dllm_lsp import bench
+import dllm_lsp.bench.cli as bench_cli
+import dllm_lsp.bench.lsp as bench
 
 SOURCE = '''import os
 
@@ -32,7 +33,7 @@ def test_bench_lsp_reports_cold_warm_and_baseline_rows(tmp_path, tiny_gguf_qwen2
     src = tmp_path / "box.py"
     src.write_text(SOURCE)
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    bench_cli.add_arguments(parser)
     args = parser.parse_args(["lsp", str(src), "--model", str(tiny_gguf_qwen2), "--per-file", "3",
                               "--blocks-per-file", "1", "--warm", "--settings",
                               json.dumps({"maxNewTokensLine": 6, "maxNewTokensBlock": 8, "warmUpDelayMs": 0})])

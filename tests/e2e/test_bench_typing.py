@@ -3,7 +3,7 @@ import argparse
 import asyncio
 import json
 
-from dllm_lsp import bench
+import dllm_lsp.bench.cli as bench
 
 SOURCE = "\n".join(f"def handler_{i}(request, response):\n    value_{i} = request.get('field_{i}')\n"
                    f"    response.write(value_{i} * {i})\n" for i in range(12))
@@ -16,7 +16,7 @@ def test_bench_typing_types_pauses_and_reports_each_phase(tmp_path, tiny_gguf_qw
     bench.add_arguments(parser)
     args = parser.parse_args(["typing", str(src), "--model", str(tiny_gguf_qwen2), "--lines", "2", "--gap", "20",
                               "--settings", json.dumps({"maxNewTokensLine": 6, "maxNewTokensBlock": 8})])
-    from dllm_lsp import bench_typing
+    import dllm_lsp.bench.typing_replay as bench_typing
     result, raw = asyncio.run(bench_typing.bench_typing(args))
     rows = result["rows"]["dllm-lsp"]
     assert len(result["cases"]) == 2
@@ -42,7 +42,7 @@ def test_bench_typing_cursor_rest_computes_the_context_before_the_first_key(tmp_
     bench.add_arguments(parser)
     common = ["typing", str(src), "--model", str(tiny_gguf_qwen2), "--lines", "2", "--gap", "20", "--no-floor",
               "--settings", json.dumps({"maxNewTokensLine": 6, "maxNewTokensBlock": 8})]
-    from dllm_lsp import bench_typing
+    import dllm_lsp.bench.typing_replay as bench_typing
     cold, _ = asyncio.run(bench_typing.bench_typing(parser.parse_args(common)))
     rest, raw = asyncio.run(bench_typing.bench_typing(parser.parse_args(common + ["--cursor-rest"])))
     assert rest["cursor_rest"] is True and cold["cursor_rest"] is False and cold["rested_tokens"] == []

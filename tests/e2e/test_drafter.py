@@ -33,8 +33,8 @@ async def infill(client, drafting):
 async def test_a_trained_drafter_changes_no_text(tiny_gguf_qwen2, tmp_path, kind):
     import torch
     from engine import Engine
-    from engine.draft_head import DraftHead
-    from engine.mask_adapter import MaskAdapter
+    from engine.drafting.head import DraftHead
+    from engine.drafting.mask_slots import MaskAdapter
     cfg = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32").cfg
     drafter = MaskAdapter(cfg, rank=2, mask_slots=3) if kind == "mask" else DraftHead(cfg, list(range(60)), inner=16)
     with torch.no_grad():

@@ -13,7 +13,7 @@ import pytest
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
-from dllm_lsp.server import language_from_uri
+from dllm_lsp.lsp.server import language_from_uri
 from dllm_lsp.settings import Settings, parse_settings, to_camel_dict
 
 EDITORS = Path(__file__).parent.parent.parent / "editors"

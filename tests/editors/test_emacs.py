@@ -1,7 +1,7 @@
 """editors/README.md's Emacs snippets (eglot, lsp-mode), run in `emacs --batch` against the real server.
 
 Each README ```elisp block becomes init.el as written, except that its `:model "default"` points
-at a tiny random model from engine.testing (a completion comes back in seconds); `dllm-lsp` is
+at a tiny random model from engine.testing.checkpoints (a completion comes back in seconds); `dllm-lsp` is
 found on PATH (this checkout's venv, as scripts/setup.sh prints). Emacs starts as it does for a
 user (packages activated, then init.el), and emacs_driver.el does what the README says: opens a
 Python file, M-x eglot (or M-x lsp, answering its project-root question with the file's folder),

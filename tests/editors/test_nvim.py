@@ -4,7 +4,7 @@ nvim_driver.lua runs one scenario (open a file, enter insert mode, trigger, wait
 text, accept / partially accept / dismiss) and writes what it saw to a JSON file; the assertions
 are here. Most tests run against fake_server.py (deterministic streamed text, logs what the plugin
 sends); `test_real_server_*` runs the real `python -m dllm_lsp.cli --stdio` with a tiny random
-model from engine.testing, and checks the local stats that `dllm-lsp stats` prints.
+model from engine.testing.checkpoints, and checks the local stats that `dllm-lsp stats` prints.
 """
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_text_helpers(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from engine.testing import write_block_model
+    from engine.testing.checkpoints import write_block_model
     return write_block_model(tmp_path_factory.mktemp("tiny") / "model")
 
 

@@ -1,4 +1,4 @@
-"""The attention draft head (attention_head.py): it drafts, it never changes the text.
+"""The attention draft head (drafting/attention_head.py): it drafts, it never changes the text.
 
 Oracles: its training view (chain_levels, all rows at once under chain_attention_mask) against
 its drafting view (a chain over a cache of true rows, one step at a time); the rows the decoder
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from engine import Engine, InfillRequest
-from engine.attention_head import AttentionHead, HeadCache, HeadRows, chain_attention_mask, chain_levels
+from engine.drafting.attention_head import AttentionHead, HeadCache, HeadRows, chain_attention_mask, chain_levels
 from engine.errors import CheckpointError
-from engine.model import causal_mask
+from engine.model.transformer import causal_mask
 
 from test_mask_adapter import drafted_text_is_the_one_per_pass_text, typing_cases  # tests/engine on sys.path
 
@@ -148,8 +148,8 @@ def test_files_round_trip_and_refuse_other_models(tiny_ar, tmp_path):
 
 
 def test_training_lowers_the_loss_resumes_and_leaves_the_verifier_alone(tiny_ar, tmp_path):
-    from engine.train import draft_head_train as H
-    from engine.train.attention_head_train import AttentionHeadTrainer
+    import engine.train.drafters.draft_head_train as H
+    from engine.train.drafters.attention_head_train import AttentionHeadTrainer
     from test_draft_head import source
 
     frozen = {n: p.detach().clone() for n, p in tiny_ar.model.named_parameters()}
@@ -182,7 +182,7 @@ def test_training_lowers_the_loss_resumes_and_leaves_the_verifier_alone(tiny_ar,
 
 
 def test_a_head_started_from_a_draft_head_drafts_as_it_does(tiny_ar):
-    from engine.draft_head import DraftHead
+    from engine.drafting.head import DraftHead
     cfg = tiny_ar.cfg
     ff = DraftHead(cfg, list(range(cfg.vocab_size)), inner=24, slots=3, seed=2)
     gen = torch.Generator().manual_seed(7)

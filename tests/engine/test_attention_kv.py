@@ -1,13 +1,13 @@
-"""attention.py's batched products against torch's SDPA (the oracle), and kvcache.KVBuffer:
+"""model/attention.py's batched products against torch's SDPA (the oracle), and kvcache.KVBuffer:
 written in place, grown without losing a position, shared with the context cache safely."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from engine.attention import MAX_PRODUCT_ROWS, additive_mask, attend, mask_for_pass, uses_products
-from engine.kvcache import ContextCache, KVBuffer, kv_len
-from engine.model import causal_mask
+from engine.model.attention import MAX_PRODUCT_ROWS, additive_mask, attend, mask_for_pass, uses_products
+from engine.model.kvcache import ContextCache, KVBuffer, kv_len
+from engine.model.transformer import causal_mask
 
 
 def _qkv(t, s, gen):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import bench, random_weights
+import engine.bench.steps as bench
+import engine.testing.random_weights as random_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "tests" / "fixtures" / "model_configs"
@@ -109,7 +110,7 @@ def test_id_text_round_trips_ids():
 
 def test_table_output_and_json_file(dream_config, tmp_path):
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "engine.bench", "--random-weights", str(dream_config)] + TINY
+    proc = subprocess.run([sys.executable, "-m", "engine.bench.steps", "--random-weights", str(dream_config)] + TINY
                           + ["--sections", "step,kernels", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

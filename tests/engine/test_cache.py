@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from engine import Engine, InfillRequest
-from engine.kvcache import ContextCache, common_prefix, kv_cat, kv_slice
+from engine.model.kvcache import ContextCache, common_prefix, kv_cat, kv_slice
 
 PREFIX = "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        "
 SUFFIX = "\n\n    def norm(self):\n        return 0\n"

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from engine import Engine, InfillRequest
-from engine.causal_decode import CausalDecoder
-from engine.drafts import LookupDrafter
+from engine.decoding.verify import CausalDecoder
+from engine.drafting.lookup import LookupDrafter
 
 WORDS = ["def", "return", "self", "x", "(", ")", ":", "\n", "    ", "print", "for", "i", "in", "range",
          "10", "+", "=", "a", "b", "class", "Point", ",", "if", "else", "#", "norm"]
@@ -177,7 +177,7 @@ def test_sampling_keeps_the_model_distribution():
 
 @pytest.mark.slow
 def test_real_model_lookup_drafts_identical(real_engine):
-    from dllm_lsp.evaluate import humaneval_tasks
+    from dllm_lsp.commands.eval import humaneval_tasks
     from engine.train.corpus import load_humaneval_problems
     problems = load_humaneval_problems()
     if not problems:
@@ -296,7 +296,7 @@ def test_raw_prompt_is_the_prefix_token_for_token_with_specials_parsed(tiny_ar):
 
 def no_cache_greedy(engine, ctx, n, stops=frozenset()):
     """The oracle: the whole sequence through the model each step, argmax of the last row."""
-    from engine.model import causal_mask
+    from engine.model.transformer import causal_mask
     out = []
     with torch.inference_mode():
         for _ in range(n):
@@ -331,14 +331,14 @@ def test_raw_prompt_decodes_greedily_with_drafting_on_or_off(tiny_ar, prompt, st
 
 def test_raw_prompt_is_refused_by_the_block_diffusion_decoder(tmp_path):
     from engine import Engine
-    from engine.testing import write_block_model
+    from engine.testing.checkpoints import write_block_model
     eng = Engine.load(write_block_model(tmp_path / "blk"), device="cpu")
     with pytest.raises(ValueError, match="causal"):
         eng.infill(InfillRequest(CHAT_PROMPT, max_new_tokens=4, raw_prompt=True))
 
 
 def test_context_cache_keeps_the_last_state_only_for_exactly_its_ids():
-    from engine.kvcache import ContextCache
+    from engine.model.kvcache import ContextCache
     kv = [(torch.zeros(1, 1, 3, 2), torch.zeros(1, 1, 3, 2))]
     cache, h = ContextCache(), torch.arange(4.0)
     cache.store([1, 2, 3], kv, last_hidden=h)
@@ -374,7 +374,7 @@ def test_a_warm_request_reads_its_first_token_from_the_cached_state(tiny_ar, dra
 
 
 def test_through_first_newline_keeps_the_newline_token_and_drops_the_rest():
-    from engine.causal_decode import through_first_newline
+    from engine.decoding.verify import through_first_newline
     newline = frozenset({7, 9})
     assert through_first_newline([1, 2, 7, 3, 9], newline) == [1, 2, 7]
     assert through_first_newline([9, 1], newline) == [9]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ModelConfig
+from engine.loading.config import ModelConfig
 from engine.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "model_configs"   # released checkpoints' configs
@@ -71,7 +71,7 @@ def test_qwen2_without_a_mask_token_is_an_ar_fim_model(tmp_path):
 
 
 def test_block_causal_roundtrip(tmp_path):
-    from engine.testing import block_config
+    from engine.testing.checkpoints import block_config
     cfg = block_config()
     (tmp_path / "config.json").write_text(json.dumps(cfg.to_json()))
     again = ModelConfig.from_folder(tmp_path)

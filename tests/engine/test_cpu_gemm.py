@@ -1,4 +1,4 @@
-"""Our fp16-weight CPU kernel (engine/cpu_gemm.py) against its oracles: the torch reference
+"""Our fp16-weight CPU kernel (engine/kernels/cpu/gemm.py) against its oracles: the torch reference
 (x @ W^T + b in fp32 from the same fp16 values), fbgemm's products (bit for bit where fbgemm
 sums in order),
 and itself (a row's outputs do not depend on the rows beside it); and the fallback to fbgemm."""
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine import cpu_gemm
-from engine.half_linear import HalfLinear, KernelPack, dense_weight, fp16_gemm_available, pack_block, pack_fp16
+import engine.kernels.cpu.gemm as cpu_gemm
+from engine.model.packed import HalfLinear, KernelPack, dense_weight, fp16_gemm_available, pack_block, pack_fp16
 
 needs_kernel = pytest.mark.skipif(cpu_gemm.unavailable_reason() is not None,
                                   reason=f"the fp16 CPU kernel cannot run here: {cpu_gemm.unavailable_reason()}")
@@ -109,7 +109,7 @@ def test_the_switch_and_a_broken_compiler_leave_the_kernel_off(monkeypatch, tmp_
         monkeypatch.setenv("DLLM_LSP_CACHE", str(tmp_path))          # nothing built there yet
         monkeypatch.setenv("CC", "false")                            # a compiler that fails
         cpu_gemm.library.cache_clear()
-        with caplog.at_level(logging.WARNING, logger="engine.cpu_gemm"):
+        with caplog.at_level(logging.WARNING, logger="engine.kernels.cpu.gemm"):
             assert cpu_gemm.library() is None
         assert "not built" in caplog.text and not list(tmp_path.rglob("*.so"))
     finally:
@@ -121,8 +121,8 @@ def test_real_model_runs_on_the_kernel_and_a_pass_over_drafts_reads_as_one_row_p
     """The default model with our kernel: a pass over 6 new tokens gives every row the hidden
     state of 6 one-token passes (to the last bits: attention's softmax groups its sums by the key
     count) and the same next token at every row."""
-    from engine.kvcache import kv_cat
-    from engine.model import causal_mask
+    from engine.model.kvcache import kv_cat
+    from engine.model.transformer import causal_mask
     model = real_engine.model
     assert real_engine.describe()["weights"] == "gguf (our AVX2 kernel)"       # the file's own codes (test_gguf_codes.py)
     gen = torch.Generator().manual_seed(3)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine import Engine, InfillRequest
-from engine.cuda_graph import (LOGITS_QUANTUM, GraphedStep, attach_cuda_graphs, graphs_wanted, step_function,
+from engine.kernels.cuda.graph import (LOGITS_QUANTUM, GraphedStep, attach_cuda_graphs, graphs_wanted, step_function,
                                step_key)
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-CU = Path(__file__).resolve().parents[2] / "engine" / "kernels" / "fused.cu"
-_spec = importlib.util.spec_from_file_location("cuda_emu", CU.parents[2] / "scripts" / "cuda_emu.py")
+CU = Path(__file__).resolve().parents[2] / "engine" / "kernels" / "cuda" / "fused.cu"
+_spec = importlib.util.spec_from_file_location("cuda_emu", CU.parents[3] / "scripts" / "cuda_emu.py")
 cuda_emu = importlib.util.module_from_spec(_spec)      # the CUDA emulator's stand-in cupy module
 _spec.loader.exec_module(cuda_emu)
 POINTER_DTYPES = {"float": torch.float32, "bf16_t": torch.int16, "int": torch.int32, "long long": torch.int64}
@@ -72,12 +72,12 @@ def fake_ops(monkeypatch):
             return FakeKernel(name, calls)
 
     monkeypatch.setitem(sys.modules, "cupy", cuda_emu.cupy_module(RawModule, FakeArray))
-    monkeypatch.delitem(sys.modules, "engine.kernels.cupy_ops", raising=False)
-    ops = importlib.import_module("engine.kernels.cupy_ops")
+    monkeypatch.delitem(sys.modules, "engine.kernels.cuda.ops", raising=False)
+    ops = importlib.import_module("engine.kernels.cuda.ops")
     monkeypatch.setattr(ops, "_is_device_tensor", lambda t: True)
     monkeypatch.setattr(ops, "_torch_stream_ptr", lambda device: 0)
     yield ops, calls, sigs, modules
-    sys.modules.pop("engine.kernels.cupy_ops", None)
+    sys.modules.pop("engine.kernels.cuda.ops", None)
     if hasattr(sys.modules["engine.kernels"], "cupy_ops"):
         delattr(sys.modules["engine.kernels"], "cupy_ops")      # the fake-backed module must not linger
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from engine.api import InfillRequest
-from engine.config import ModelConfig
-from engine.decode import Decoder
-from engine.kernels import reference
-from engine.testing import block_config
-from engine.tokenizer import TextTokenizer
-from engine.testing import tiny_tokenizer
+from engine.loading.config import ModelConfig
+from engine.decoding.diffusion import Decoder
+import engine.kernels.reference as reference
+from engine.testing.checkpoints import block_config
+from engine.loading.tokenizer import TextTokenizer
+from engine.testing.checkpoints import tiny_tokenizer
 
 V = 320
 MASK, EOS, PAD = 2, 0, 1

@@ -1,4 +1,4 @@
-"""The draft head (draft_head.py, train/draft_head_train.py) drafts; it never changes the text.
+"""The draft head (drafting/head.py, train/draft_head_train.py) drafts; it never changes the text.
 
 Oracles: the frozen model (its logits with a head bound are the same tensors as without) and
 one-token-per-pass decoding (the text with head drafts, on every prompt). Training is checked
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from engine import Engine
-from engine.draft_head import DraftHead
+from engine.drafting.head import DraftHead
 from engine.errors import CheckpointError
-from engine.model import causal_mask
-from engine.train import draft_head_train as H
+from engine.model.transformer import causal_mask
+import engine.train.drafters.draft_head_train as H
 from engine.train.corpus import SourceFile
 
 from test_mask_adapter import REPEATED, drafted_text_is_the_one_per_pass_text, typing_cases  # tests/engine on sys.path
@@ -144,9 +144,9 @@ def test_training_lowers_the_loss_accumulates_and_resumes(tiny_ar, tmp_path):
 def test_the_shipped_head_on_the_real_model(real_engine):
     """The draft head shipped for the default model is what "auto" picks, leaves the model's
     logits alone, and gives the one-per-pass text on HumanEval single-line prompts, drafting."""
-    from dllm_lsp.evaluate import humaneval_tasks
-    from engine.draft_head import FORMAT
-    from engine.drafter_files import resolve_drafter, shipped_drafters
+    from dllm_lsp.commands.eval import humaneval_tasks
+    from engine.drafting.head import FORMAT
+    from engine.drafting.files import resolve_drafter, shipped_drafters
     from engine.train.corpus import load_humaneval_problems
     path = shipped_drafters(real_engine.cfg).get(FORMAT)
     assert path is not None and path.stat().st_size <= 16 * 2 ** 20, "no draft head shipped for the default model"
@@ -173,7 +173,7 @@ def test_the_shipped_head_on_the_real_model(real_engine):
 
 
 def test_propose_steps_through_fp16_packs_that_follow_the_weights(tiny_ar, tmp_path):
-    from engine.half_linear import fp16_gemm_available
+    from engine.model.packed import fp16_gemm_available
     if not fp16_gemm_available():
         pytest.skip("this torch build has no fbgemm fp16 linear")
     head = DraftHead(tiny_ar.cfg, list(range(60)), inner=32, slots=3).bind(tiny_ar.model)

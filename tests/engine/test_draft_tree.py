@@ -1,4 +1,4 @@
-"""Draft trees (draft_tree.py): several sources' drafts verified in one pass keep the text.
+"""Draft trees (decoding/tree.py): several sources' drafts verified in one pass keep the text.
 
 Pure units: the trie, its attention mask and positions, the greedy walk, KVBuffer.keep.
 Against an oracle: a node's output row in one tree pass equals the row plain causal decoding
@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from engine import InfillRequest
-from engine.causal_decode import CausalDecoder
-from engine.draft_tree import DraftTree, accepted_per_chain, tree_mask, tree_positions, walk
-from engine.kvcache import KVBuffer
-from engine.model import causal_mask
+from engine.decoding.verify import CausalDecoder
+from engine.decoding.tree import DraftTree, accepted_per_chain, tree_mask, tree_positions, walk
+from engine.model.kvcache import KVBuffer
+from engine.model.transformer import causal_mask
 
 from test_causal_decode import ScriptedDrafter, fim_cases           # tests/engine on sys.path
 from test_draft_head import tiny_ar, trained_head                   # noqa: F401  (fixtures)
@@ -205,7 +205,7 @@ def test_the_heads_own_tree_keeps_the_one_per_pass_text(tiny_ar, trained_head, c
 def test_the_shipped_heads_tree_on_the_real_model(real_engine):
     """The default model with its shipped draft head drafting trees (draftTree): the text of
     HumanEval single-line tasks, cached and uncached, is the one-token-per-pass text."""
-    from dllm_lsp.evaluate import humaneval_tasks
+    from dllm_lsp.commands.eval import humaneval_tasks
     from engine.train.corpus import load_humaneval_problems
     problems = load_humaneval_problems()
     if not problems:

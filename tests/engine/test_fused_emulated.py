@@ -23,14 +23,14 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not ins
 @pytest.fixture(scope="module")
 def emulated():
     sys.path.insert(0, str(ROOT / "scripts"))
-    saved = sys.modules.get("cupy"), sys.modules.get("engine.kernels.cupy_ops")
+    saved = sys.modules.get("cupy"), sys.modules.get("engine.kernels.cuda.ops")
     try:
         import cuda_emu
         ops = cuda_emu.emulated_cupy_ops()
         yield ops
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-        for name, mod in zip(("cupy", "engine.kernels.cupy_ops"), saved):
+        for name, mod in zip(("cupy", "engine.kernels.cuda.ops"), saved):
             if mod is None:
                 sys.modules.pop(name, None)
             else:
@@ -86,8 +86,8 @@ def test_decision_of_a_row_without_finite_logits_is_nan(on_emulator):
 
 def test_model_layer_with_emulated_kernels(on_emulator):
     """A whole (tiny) model's logits with the emulated kernels equal the torch reference's."""
-    from engine.random_weights import random_model
-    from engine.kernels import reference
+    from engine.testing.random_weights import random_model
+    import engine.kernels.reference as reference
     cfg = checks._small_config(300).with_(hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16,
                                           intermediate_size=96, num_layers=2)
     model = random_model(cfg, "cpu", torch.float32, kernels="torch", std=0.1)

@@ -18,8 +18,8 @@ pytest.importorskip("gguf")
 
 from engine import Engine  # noqa: E402
 from engine.errors import CheckpointError  # noqa: E402
-from engine.gguf_import import cached_folder, convert_gguf, unpermute_rows  # noqa: E402
-from engine.testing_gguf import permute_rows, write_gguf_model  # noqa: E402
+from engine.loading.gguf_import import cached_folder, convert_gguf, unpermute_rows  # noqa: E402
+from engine.testing.gguf_files import permute_rows, write_gguf_model  # noqa: E402
 
 TEXTS = ["def add(a, b):\n    return a + b\n", "  naïve café ünïcode ✓ 🎉\r\n\tx=1", "",
          "<|fim_prefix|>x = 1<|fim_suffix|>\n<|fim_middle|>", "class Point:\n    def norm(self):  # 42\n"]

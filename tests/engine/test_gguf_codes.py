@@ -1,4 +1,4 @@
-"""The GGUF's own weights as int8 codes (gguf_codes.py) and our kernel's products from them
+"""The GGUF's own weights as int8 codes (loading/gguf_codes.py) and our kernel's products from them
 (cpu_gemm.codes_gemm): codes that dequantize to gguf's own values bit for bit, products against
 the torch reference and row-independent, an engine whose packed matrices hold exactly the
 file's weights, and drafted text equal to one token per pass on that weight format."""
@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine import Engine, cpu_gemm, gguf_codes
-from engine.gguf_import import EXACT_FILE, cached_folder, hf_tensor_name, read_exact
-from engine.half_linear import HalfLinear, SliceOf, dense_weight
-from engine.testing_gguf import _random_kquant
+from engine import Engine
+import engine.kernels.cpu.gemm as cpu_gemm
+import engine.loading.gguf_codes as gguf_codes
+from engine.loading.gguf_import import EXACT_FILE, cached_folder, hf_tensor_name, read_exact
+from engine.model.packed import HalfLinear, SliceOf, dense_weight
+from engine.testing.gguf_files import _random_kquant
 
 from test_causal_decode import check_drafts_give_the_one_per_pass_text  # tests/engine is on sys.path
 
@@ -123,7 +125,7 @@ def test_the_avx512_long_path_gives_the_avx2_paths_bits(group, offsets):
 
 
 def test_an_embedding_held_as_codes_makes_the_files_rows():
-    from engine.half_linear import CodesEmbedding
+    from engine.model.packed import CodesEmbedding
     codes, scale, offset = _pack(50, 64, 32, True, seed=4)
     table = CodesEmbedding(codes, scale, offset)
     want = cpu_gemm.unpack_codes(cpu_gemm.pack_codes(torch.cat([codes, codes[:14]]), torch.cat([scale, scale[:14]]),
@@ -166,7 +168,7 @@ def test_the_engine_multiplies_exactly_the_files_weights(tiny_gguf_qwen2):
     assert forms["layers.0.mlp.up_proj"] == "gguf"                                                       # Q5_0|Q8_0
     assert forms["lm_head"] == ("gguf" if cpu_gemm.supports(engine.cfg.vocab_size) else "fp16")          # Q8_0
     assert forms["layers.0.self_attn.q_proj"] == "fp16"                      # fused with an F16 and a BF16 matrix
-    from engine.half_linear import CodesEmbedding
+    from engine.model.packed import CodesEmbedding
     assert isinstance(engine.model.embed_tokens, CodesEmbedding)                        # an untied table: codes
     assert torch.equal(engine.model.embed_tokens.weight, torch.from_numpy(values["embed_tokens.weight"][1]))
     assert torch.equal(engine.model.layers[1].input_layernorm.weight,
@@ -182,7 +184,7 @@ def test_the_engine_multiplies_exactly_the_files_weights(tiny_gguf_qwen2):
 
 @needs_kernel
 def test_a_tied_table_stays_dense_with_the_files_values(tmp_path):
-    from engine.testing_gguf import write_gguf_model
+    from engine.testing.gguf_files import write_gguf_model
     path = write_gguf_model(tmp_path / "tied.gguf", tie=True, types={"token_embd": "Q8_0", "ffn_up": "Q8_0", "ffn_gate": "Q5_0"})
     engine = Engine.load(path, device="cpu")
     assert engine.model.lm_head is None and isinstance(engine.model.embed_tokens, torch.nn.Embedding)

@@ -1,12 +1,12 @@
-"""fp16 weights through fbgemm (half_linear.py): the product it computes, where Engine.load uses
+"""fp16 weights through fbgemm (model/packed.py): the product it computes, where Engine.load uses
 it, and drafted text equal to one token per pass on that weight format (its own oracle)."""
 import pytest
 import torch
 from torch import nn
 
 from engine import Engine
-from engine import cpu_gemm
-from engine.half_linear import HalfLinear, SliceOf, dense_weight, fp16_gemm_available, is_linear, pack_fp16
+import engine.kernels.cpu.gemm as cpu_gemm
+from engine.model.packed import HalfLinear, SliceOf, dense_weight, fp16_gemm_available, is_linear, pack_fp16
 
 from test_causal_decode import check_drafts_give_the_one_per_pass_text  # tests/engine is on sys.path
 
@@ -31,7 +31,7 @@ def test_the_product_is_x_times_the_fp16_rounded_weight(rows, bias):
 
 
 def test_row_blocks_give_the_numbers_of_one_packed_matrix(monkeypatch):
-    import engine.half_linear as H
+    import engine.model.packed as H
     torch.manual_seed(0)
     lin = nn.Linear(64, 250, bias=True)
     whole = HalfLinear(lin)
@@ -113,7 +113,7 @@ def _packed_copy(path, fuse):
 
 
 def test_fused_projections_give_the_separate_products_bit_for_bit(tiny_gguf_qwen2):
-    from engine.model import causal_mask
+    from engine.model.transformer import causal_mask
     dense = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
     fused, separate = _packed_copy(tiny_gguf_qwen2, True), _packed_copy(tiny_gguf_qwen2, False)
     assert fused.layers[0].self_attn.qkv is not None and separate.layers[0].self_attn.qkv is None
@@ -130,8 +130,8 @@ def test_fused_projections_give_the_separate_products_bit_for_bit(tiny_gguf_qwen
 
 
 def test_the_mask_adapter_hooks_act_on_fused_projections_as_on_separate_ones(tiny_gguf_qwen2):
-    from engine.mask_adapter import MaskAdapter
-    from engine.model import causal_mask
+    from engine.drafting.mask_slots import MaskAdapter
+    from engine.model.transformer import causal_mask
     dense = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
     adapter = MaskAdapter(dense.cfg, rank=2, mask_slots=2)
     with torch.no_grad():

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.kernels import reference, select_backend
+from engine.kernels import select_backend
+import engine.kernels.reference as reference
 
 ROOT = Path(__file__).resolve().parents[2]
 NEG_INF = float("-inf")
@@ -146,7 +147,7 @@ def test_select_backend_on_cpu_is_the_reference():
 
 def test_select_backend_on_cuda_without_cupy_falls_back(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)               # `import cupy` raises ImportError
-    monkeypatch.delitem(sys.modules, "engine.kernels.cupy_ops", raising=False)
+    monkeypatch.delitem(sys.modules, "engine.kernels.cuda.ops", raising=False)
     monkeypatch.delattr(sys.modules["engine.kernels"], "cupy_ops", raising=False)
     assert select_backend("auto", "cuda") is reference
     with pytest.raises(ValueError, match="CuPy is unavailable"):
@@ -158,7 +159,7 @@ def test_cpu_engine_never_imports_cupy(tiny_block_model):
             "from engine import Engine, InfillRequest\n"
             f"eng = Engine.load({str(tiny_block_model)!r}, device='cpu')\n"
             "eng.infill(InfillRequest(prefix='def f(x):\\n    return ', max_new_tokens=4))\n"
-            "import engine.bench, engine.cuda_graph\n"
+            "import engine.bench.steps, engine.kernels.cuda.graph\n"
             "assert eng.describe()['kernels'] == 'torch'\n"
             "assert eng.model.graphed_step is None\n"
             "print(sorted(m for m in sys.modules if m == 'cupy' or m.startswith('cupy.')))\n")
@@ -177,7 +178,7 @@ def test_fused_cu_compiles_with_nvrtc():
     lib = nvrtc_compile.find_nvrtc()
     if lib is None:
         pytest.skip("libnvrtc not installed (pip install nvidia-cuda-nvrtc-cu12)")
-    source = (ROOT / "engine" / "kernels" / "fused.cu").read_text()
+    source = (ROOT / "engine" / "kernels" / "cuda" / "fused.cu").read_text()
     names = nvrtc_compile.extern_kernels(source)
     assert {"rms_norm_f32", "rms_norm_bf16", "rope_f32", "rope_bf16", "swiglu_f32", "swiglu_bf16",
             "decision_partial_f32", "decision_partial_bf16", "decision_finish"} <= set(names)

@@ -1,4 +1,4 @@
-"""The trained mask slots (mask_adapter.py, train/drafter.py) cannot touch the verifier.
+"""The trained mask slots (drafting/mask_slots.py, train/drafter.py) cannot touch the verifier.
 
 Oracles: the frozen model itself (real-token rows bit for bit in fp32 with an adapter whose
 weights are far from zero) and one-token-per-pass decoding (the text with mask drafts on every
@@ -11,9 +11,9 @@ import torch
 
 from engine import Engine, InfillRequest
 from engine.errors import CheckpointError
-from engine.mask_adapter import MaskAdapter
-from engine.model import causal_mask
-from engine.train import drafter as D
+from engine.drafting.mask_slots import MaskAdapter
+from engine.model.transformer import causal_mask
+import engine.train.drafters.drafter as D
 
 from test_causal_decode import fim_cases  # rootdir-relative: tests/engine is on sys.path
 
@@ -196,7 +196,7 @@ def test_training_lowers_the_loss_and_resumes(tiny_ar, tmp_path):
 def test_the_drafter_corpus_never_holds_the_bench_files(tmp_path):
     import argparse
     import hashlib
-    from engine.train import corpus
+    import engine.train.corpus as corpus
     mine = tmp_path / "mine.py"
     mine.write_text("x = 1\n")
     recs = [corpus.SourceFile(argparse.__file__, "0", 1, "train"),
@@ -210,9 +210,9 @@ def test_the_drafter_corpus_never_holds_the_bench_files(tmp_path):
 def test_the_shipped_drafter_on_the_real_model(real_engine):
     """The mask drafter shipped for the default model loads, leaves real rows bit for bit,
     and gives the one-per-pass text on HumanEval single-line prompts."""
-    from dllm_lsp.evaluate import humaneval_tasks
-    from engine.drafter_files import shipped_drafters
-    from engine.mask_adapter import FORMAT
+    from dllm_lsp.commands.eval import humaneval_tasks
+    from engine.drafting.files import shipped_drafters
+    from engine.drafting.mask_slots import FORMAT
     from engine.train.corpus import load_humaneval_problems
     path = shipped_drafters(real_engine.cfg).get(FORMAT)
     assert path is not None and path.stat().st_size <= 16 * 2 ** 20, "no mask drafter shipped for the default model"
@@ -239,7 +239,7 @@ def test_the_shipped_drafter_on_the_real_model(real_engine):
 
 
 def test_confident_guesses_stop_at_the_first_doubtful_one():
-    from engine.causal_decode import confident_guesses
+    from engine.decoding.verify import confident_guesses
     rows = torch.full((4, 6), -10.0)
     rows[0, 2] = 0.0                          # weak but always kept (the first guess)
     rows[1, 3] = 10.0                         # sure

@@ -10,7 +10,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from engine import Engine  # noqa: E402
-from engine.testing import write_dream_model, write_llada_model  # noqa: E402
+from engine.testing.checkpoints import write_dream_model, write_llada_model  # noqa: E402
 
 
 def _hf_state(engine):

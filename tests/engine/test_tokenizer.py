@@ -1,6 +1,6 @@
 """Incremental detokenization never shows half a UTF-8 character; `stable` never shrinks."""
-from engine.testing import tiny_tokenizer
-from engine.tokenizer import REPLACEMENT, StableText, TextTokenizer
+from engine.testing.checkpoints import tiny_tokenizer
+from engine.loading.tokenizer import REPLACEMENT, StableText, TextTokenizer
 
 
 def test_prefixes_never_end_in_half_a_character():

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
-from engine.kernels import reference
+import engine.kernels.reference as reference
 
 # |fused - reference| <= atol + rtol * |reference|: fp32 differs by summation order only;
 # bf16 results are rounded at the same places as torch, so at most about one bf16 ulp apart.
@@ -58,7 +58,7 @@ class DryCapture:
     """The dry run's stand-in for a CUDA graph: static buffers, replay = the model on them."""
 
     def __init__(self, model, ids, positions, past, mask, logits_from=0):
-        from engine.cuda_graph import graph_logits_from
+        from engine.kernels.cuda.graph import graph_logits_from
         self.model, self.logits_from = model, graph_logits_from(logits_from)
         self.ids, self.positions = ids.clone(), positions.clone()
         self.past = [(k.clone(), v.clone()) for k, v in past] if past else None
@@ -77,7 +77,7 @@ class DryCapture:
 
 
 def graphed(model, **kw):
-    from engine.cuda_graph import GraphedStep
+    from engine.kernels.cuda.graph import GraphedStep
     return GraphedStep(model, capture=DryCapture, **kw) if DRY else GraphedStep(model, **kw)
 
 
@@ -91,7 +91,7 @@ def fused():
         return REFERENCE_WITH_OUT
     _need_cuda()
     try:
-        from engine.kernels import cupy_ops
+        import engine.kernels.cuda.ops as cupy_ops
     except ImportError as exc:
         raise Skip(f"CuPy not importable: {exc}") from exc
     return cupy_ops
@@ -201,7 +201,7 @@ def check_decision(dtype, rows: int, vocab: int, scale: float = 3.0, mask_id: in
 
 # ---- whole model and graphs --------------------------------------------------------------------
 def _small_config(vocab: int = 1000, attention: str = "bidirectional"):
-    from engine.testing import block_config
+    from engine.testing.checkpoints import block_config
     cfg = block_config(vocab_size=vocab, hidden=256, layers=3, heads=4, kv_heads=2, intermediate=704)
     if attention == "bidirectional":
         cfg = cfg.with_(family="dream", attention="bidirectional", block_size=None, logit_shift=True,
@@ -212,7 +212,7 @@ def _small_config(vocab: int = 1000, attention: str = "bidirectional"):
 def check_model_logits(dtype, vocab: int) -> str:
     """model.logits with the fused kernels equals model.logits with the torch reference."""
     ops = fused()
-    from engine.random_weights import random_model
+    from engine.testing.random_weights import random_model
     cfg = _small_config(vocab)
     model = random_model(cfg, DEVICE, dtype, kernels="torch", std=0.05)
     ids = torch.randint(0, vocab, (1, 200), device=DEVICE, generator=_gen(5))
@@ -235,7 +235,7 @@ def check_graphed_step(dtype, kernels: str) -> str:
     """A dual-cache step replayed from a CUDA graph equals the eager step, also when past changes."""
     fused() if kernels == "cupy" else _need_cuda()
     kernels = "torch" if DRY else kernels
-    from engine.random_weights import random_model
+    from engine.testing.random_weights import random_model
     cfg = _small_config(4096)
     model = random_model(cfg, DEVICE, dtype, kernels=kernels, std=0.05)
     g = _gen(9)
@@ -267,7 +267,7 @@ def check_engine_decode(kernels: str, graphs: bool) -> str:
     if DRY:
         kernels = "torch"
     from engine import Engine, InfillRequest
-    from engine.testing import write_block_model, write_dream_model
+    from engine.testing.checkpoints import write_block_model, write_dream_model
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for writer, cache in ((write_dream_model, "dual"), (write_dream_model, "none"), (write_block_model, "auto")):

@@ -17,7 +17,7 @@ from http_helpers import HttpServer  # noqa: E402
 
 @pytest.fixture(scope="session")
 def http_model(tmp_path_factory):
-    from engine.testing import write_block_model
+    from engine.testing.checkpoints import write_block_model
     return str(write_block_model(tmp_path_factory.mktemp("http-model") / "tiny"))
 
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dllm_lsp import bench_http
+import dllm_lsp.bench.http_api as bench_http
 
 
 def test_client_counts_double_up_to_the_most():

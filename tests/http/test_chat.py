@@ -7,8 +7,8 @@ import openai
 import pytest
 
 from http_helpers import TOKEN, HttpServer
-from dllm_lsp import fim_api
-from dllm_lsp.fim_api import BadRequest, parse_chat_request, parse_messages, render_chatml
+import dllm_lsp.http.wire as fim_api
+from dllm_lsp.http.wire import BadRequest, parse_chat_request, parse_messages, render_chatml
 from engine import InfillRequest
 
 MESSAGES = [{"role": "system", "content": "You write Python."},

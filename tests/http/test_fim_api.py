@@ -1,12 +1,12 @@
-"""The pure wire mapping (dllm_lsp/fim_api.py) and the remote backend's query (remote_backend.query_for_plan)."""
+"""The pure wire mapping (dllm_lsp/http/wire.py) and the remote backend's query (remote_backend.query_for_plan)."""
 import json
 
 import pytest
 
-from dllm_lsp import fim_api
-from dllm_lsp.completion import plan_completion
-from dllm_lsp.fim_api import BadRequest, FimAnswer, FimQuery, StopScanner
-from dllm_lsp.remote_backend import error_kind, error_message, query_for_plan
+import dllm_lsp.http.wire as fim_api
+from dllm_lsp.core.plan import plan_completion
+from dllm_lsp.http.wire import BadRequest, FimAnswer, FimQuery, StopScanner
+from dllm_lsp.http.client import error_kind, error_message, query_for_plan
 from dllm_lsp.settings import Settings
 
 from fim_api_bodies import LLAMA_VSCODE_BODY
@@ -140,7 +140,7 @@ class FakeEngine:
     """Engine.stream's contract, scripted: one update per 'pass', each `delay` seconds apart."""
 
     def __init__(self, texts, delay=0.0):
-        from engine.testing import tiny_tokenizer
+        from engine.testing.checkpoints import tiny_tokenizer
         self.texts, self.delay, self.tokenizer, self.requests = texts, delay, tiny_tokenizer(), []
 
     def stream(self, req, stop):
@@ -159,7 +159,7 @@ class FakeEngine:
 
 
 def test_t_max_predict_ms_stops_only_once_a_line_is_complete():
-    from dllm_lsp.http_server import decode_query
+    from dllm_lsp.http.server import decode_query
     texts = ["a", "ab", "abc", "abcd", "abcd\n", "abcd\ne", "abcd\nef", "abcd\nefg"]
     slow = FakeEngine(texts, delay=0.02)
     ans = decode_query(slow, Settings(), FimQuery(prefix="x = ", max_tokens=8, deadline_ms=1.0))
@@ -172,7 +172,7 @@ def test_t_max_predict_ms_stops_only_once_a_line_is_complete():
 
 
 def test_a_newline_stop_string_ends_the_drafts_at_the_line():
-    from dllm_lsp.http_server import decode_query
+    from dllm_lsp.http.server import decode_query
     line = FakeEngine(["a", "ab\n"])
     decode_query(line, Settings(), FimQuery(prefix="x = ", max_tokens=8, stop=("\n",)))
     block = FakeEngine(["a", "ab\n"])

@@ -8,10 +8,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from dllm_lsp.completion import plan_completion
-from dllm_lsp.remote_backend import BackendError, RemoteBackend
+from dllm_lsp.core.plan import plan_completion
+from dllm_lsp.http.client import BackendError, RemoteBackend
 from dllm_lsp.settings import Settings
-from dllm_lsp.worker import Superseded
+from dllm_lsp.runtime.worker import Superseded
 
 TEXT = "def add(a, b):\n    return \n"
 PLAN = plan_completion(TEXT, TEXT.index("return ") + 7, "python", Settings(), None)

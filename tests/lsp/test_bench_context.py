@@ -2,7 +2,8 @@
 import argparse
 import json
 
-from dllm_lsp import bench, bench_context
+import dllm_lsp.bench.cli as bench
+import dllm_lsp.bench.context as bench_context
 
 SOURCE = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(30))
 

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from dllm_lsp import bench_decode as bd
-from dllm_lsp import cli
+import dllm_lsp.bench.decode as bd
+import dllm_lsp.cli as cli
 
 
 class WordTokenizer:
@@ -194,9 +194,9 @@ def test_a_missing_python_is_reported(tiny_gguf_qwen2, tmp_path):
 def test_bench_with_drafters_reports_rows_per_draft_source(tiny_gguf_qwen2, tmp_path, capsys):
     """Every kind of drafter in one run: two rows each, named by kind, every text identical."""
     from engine import Engine
-    from engine.attention_head import AttentionHead
-    from engine.draft_head import DraftHead
-    from engine.mask_adapter import MaskAdapter
+    from engine.drafting.attention_head import AttentionHead
+    from engine.drafting.head import DraftHead
+    from engine.drafting.mask_slots import MaskAdapter
     cfg = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32").cfg
     mask, head = tmp_path / "mask.safetensors", tmp_path / "head.safetensors"
     MaskAdapter(cfg, rank=2, mask_slots=3).save(mask)
@@ -234,7 +234,7 @@ def test_a_bad_drafter_is_one_line(tiny_gguf_qwen2, tmp_path, capsys):
 
 
 def test_plot_draws_the_latencies_side_by_side_or_says_why_not(tmp_path):
-    from dllm_lsp.bench_decode import plot
+    from dllm_lsp.bench.decode import plot
     raw = {"stdlib-line|lookup": {"cold": [3500.0, 3600.0, 3700.0], "warm": [100.0, 120.0, 500.0]},
            "stdlib-line|llama.cpp": {"cold": [5400.0, 5300.0], "warm": [128.0, 140.0]}}
     png = tmp_path / "lat.png"

@@ -1,6 +1,6 @@
 """`dllm-lsp --help` and every subcommand's options: listed, described, defaults as in Settings.
 
-The parser tree is walked as argparse built it (cli.build_parser, plus engine.bench's own parser,
+The parser tree is walked as argparse built it (cli.build_parser, plus engine.bench.steps's own parser,
 which `bench engine` hands its arguments to). `complete`'s output contract is checked on the
 pure pieces: the --json summary and the stderr stats line.
 """
@@ -13,8 +13,9 @@ from dataclasses import fields
 
 import pytest
 
-from dllm_lsp import cli, complete_cmd
-from dllm_lsp.engine_host import Decoded
+import dllm_lsp.cli as cli
+import dllm_lsp.commands.complete as complete_cmd
+from dllm_lsp.runtime.host import Decoded
 from dllm_lsp.settings import Settings
 
 
@@ -29,9 +30,9 @@ def walk(parser: argparse.ArgumentParser, path=("dllm-lsp",)):
 
 
 def all_arguments():
-    import engine.bench
+    import engine.bench.steps
     engine_parser = argparse.ArgumentParser(prog="dllm-lsp bench engine")
-    engine.bench.add_arguments(engine_parser)
+    engine.bench.steps.add_arguments(engine_parser)
     return list(walk(cli.build_parser())) + list(walk(engine_parser, ("dllm-lsp", "bench", "engine")))
 
 
@@ -42,7 +43,7 @@ def test_top_level_help_lists_every_subcommand_and_the_server_flags():
         assert re.search(rf"^\s+{name}\s+\S", proc.stdout, flags=re.M), name
     for flag in ("--stdio", "--tcp HOST:PORT", "--log-file"):
         assert flag in proc.stdout, flag
-    assert "pull" in cli.SUBCOMMANDS and cli.SUBCOMMANDS["pull"][0] == "dllm_lsp.pull_cmd"
+    assert "pull" in cli.SUBCOMMANDS and cli.SUBCOMMANDS["pull"][0] == "dllm_lsp.commands.pull"
 
 
 def test_every_option_of_every_subcommand_has_a_description():
@@ -87,7 +88,7 @@ def test_stats_line_gives_forwards_and_latency_or_says_nothing_was_suggested():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from engine.testing import write_block_model
+    from engine.testing.checkpoints import write_block_model
     return str(write_block_model(tmp_path_factory.mktemp("m") / "tiny"))
 
 

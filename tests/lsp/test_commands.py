@@ -7,7 +7,10 @@ import types as pytypes
 
 import pytest
 
-from dllm_lsp import bench, cli, complete_cmd
+import dllm_lsp.bench.cli as bench_cli
+import dllm_lsp.bench.lsp as bench
+import dllm_lsp.cli as cli
+import dllm_lsp.commands.complete as complete_cmd
 
 
 def test_location_parsing_is_one_based():
@@ -24,7 +27,7 @@ def test_location_parsing_is_one_based():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from engine.testing import write_block_model
+    from engine.testing.checkpoints import write_block_model
     return str(write_block_model(tmp_path_factory.mktemp("m") / "tiny"))
 
 
@@ -55,27 +58,27 @@ def test_bench_samples_real_positions_between_words():
 
 def test_bench_engine_delegates_to_engine_bench(monkeypatch, capsys):
     calls = {}
-    fake = pytypes.ModuleType("engine.bench")
+    fake = pytypes.ModuleType("engine.bench.steps")
     fake.add_arguments = lambda p: p.add_argument("--steps", type=int, default=1)
     fake.run = lambda args: calls.setdefault("steps", args.steps) and 0
-    monkeypatch.setitem(sys.modules, "engine.bench", fake)
-    import engine
-    monkeypatch.setattr(engine, "bench", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "engine.bench.steps", fake)
+    import engine.bench
+    monkeypatch.setattr(engine.bench, "steps", fake, raising=False)
     assert cli.main(["bench", "engine", "--steps", "7"]) == 0 and calls == {"steps": 7}
 
 
 def test_bench_engine_without_engine_bench_says_so(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "engine.bench", None)                   # import fails
-    assert bench.run_engine([]) == 2
-    assert "engine.bench" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "engine.bench.steps", None)                   # import fails
+    assert bench_cli.run_engine([]) == 2
+    assert "engine.bench.steps" in capsys.readouterr().err
 
 
 def test_bare_and_stdio_invocations_route_to_serve():
     parser = cli.build_parser()
     args = parser.parse_args(["serve", "--stdio", "--log-file", "x.log", "-vv"])
-    assert args._module == "dllm_lsp.serve_cmd" and args.stdio and args.verbose == 2 and args.log_file == "x.log"
+    assert args._module == "dllm_lsp.commands.serve" and args.stdio and args.verbose == 2 and args.log_file == "x.log"
     args = parser.parse_args(["serve", "--tcp", "127.0.0.1:9000"])
-    from dllm_lsp.serve_cmd import parse_tcp
+    from dllm_lsp.commands.serve import parse_tcp
     assert parse_tcp(args.tcp) == ("127.0.0.1", 9000)
     with pytest.raises(SystemExit):
         parse_tcp("nope")
@@ -88,6 +91,6 @@ def test_bench_block_positions_are_empty_first_body_lines():
     s = samples[0]
     assert (s.line, s.character, s.reference) == (1, 4, "return width * height")
     assert s.text.split("\n")[1] == "    "
-    from dllm_lsp.syntax import decide_mode
+    from dllm_lsp.core.syntax import decide_mode
     offset = s.text.index("\n") + 1 + 4
     assert decide_mode(s.text, offset, "python") == "block"

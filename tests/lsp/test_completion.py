@@ -1,6 +1,6 @@
 """The pure completion core: plans (mode, span length, windows, snippets) and finishing."""
 
-from dllm_lsp.completion import finish_completion, plan_completion, stream_completion
+from dllm_lsp.core.plan import finish_completion, plan_completion, stream_completion
 from dllm_lsp.settings import Settings
 
 SRC = "import os\n\n\ndef area(w, h):\n    \n\n\nprint(area(2, 3))\n"
@@ -38,8 +38,8 @@ def test_no_plan_inside_a_word_or_for_a_disabled_language():
 
 
 def test_token_budgets_are_respected_with_a_real_tokenizer():
-    from engine.testing import tiny_tokenizer
-    from engine.tokenizer import TextTokenizer
+    from engine.testing.checkpoints import tiny_tokenizer
+    from engine.loading.tokenizer import TextTokenizer
     tok = TextTokenizer(tiny_tokenizer())
     body = "".join(f"value_{i} = compute({i}, {i + 1})\n" for i in range(200))
     text = body + "result = \n" + body
@@ -72,7 +72,7 @@ def test_streamed_text_is_a_prefix_of_the_final_text():
 
 
 def test_drafting_sources_are_the_previous_suggestion_then_other_documents():
-    from dllm_lsp.completion import plan_completion
+    from dllm_lsp.core.plan import plan_completion
     from dllm_lsp.settings import Settings
     text = "def f(x):\n    return "
     plan = plan_completion(text, len(text), "python", Settings(), snippets=[("b.py", "x = 1\n")],

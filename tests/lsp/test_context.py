@@ -1,6 +1,6 @@
 """Context windows within token budgets, cut at line boundaries, prefix favoured; snippets."""
-from dllm_lsp import context
-from dllm_lsp.context import STICKY_LINES, pick_snippets, token_counter, windows
+import dllm_lsp.core.context as context
+from dllm_lsp.core.context import STICKY_LINES, pick_snippets, token_counter, windows
 
 chars = lambda s: len(s)          # 1 "token" per character makes the budgets easy to read
 

@@ -3,9 +3,9 @@ import threading
 
 from engine.api import InfillResult, InfillUpdate
 
-from dllm_lsp.completion import plan_completion
-from dllm_lsp.engine_host import decode_plan
-from dllm_lsp.postprocess import Shape, is_settled
+from dllm_lsp.core.plan import plan_completion
+from dllm_lsp.runtime.host import decode_plan
+from dllm_lsp.core.postprocess import Shape, is_settled
 from dllm_lsp.settings import Settings
 
 

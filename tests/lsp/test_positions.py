@@ -1,7 +1,7 @@
 """LSP positions in utf-16 / utf-8 / utf-32 units, with emoji and surrogate pairs."""
 import pytest
 
-from dllm_lsp.positions import edit_end, length_in_units, normalize_encoding, offset_at, position_at
+from dllm_lsp.lsp.positions import edit_end, length_in_units, normalize_encoding, offset_at, position_at
 
 TEXT = 'a = "🎉x"\nb = "é"\r\nlast'
 

@@ -1,5 +1,5 @@
 """Post-processing rules on handwritten engine outputs."""
-from dllm_lsp.postprocess import Shape, balance, clean, drop_repeats, finish, keep_scope, stream_view, strip_trailing
+from dllm_lsp.core.postprocess import Shape, balance, clean, drop_repeats, finish, keep_scope, stream_view, strip_trailing
 
 LINE = Shape(mode="line", line_prefix="x = ")
 

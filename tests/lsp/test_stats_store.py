@@ -2,8 +2,8 @@
 import argparse
 import json
 
-from dllm_lsp import stats
-from dllm_lsp.stats import StatsStore, percentile
+import dllm_lsp.lsp.usage as stats
+from dllm_lsp.lsp.usage import StatsStore, percentile
 
 
 def test_percentile_nearest_rank():

@@ -1,7 +1,7 @@
 """Single-line vs block vs nothing, decided with tree-sitter (Python) and the lexical fallback."""
 import pytest
 
-from dllm_lsp.syntax import decide_mode, has_grammar, in_comment_or_string
+from dllm_lsp.core.syntax import decide_mode, has_grammar, in_comment_or_string
 
 
 def at_cursor(src):
@@ -63,7 +63,7 @@ def test_grammar_wheels_are_used_when_installed():
 def test_a_local_parse_decides_like_a_whole_document_parse(monkeypatch):
     import random
     import textwrap
-    from dllm_lsp import syntax
+    import dllm_lsp.core.syntax as syntax
     text = open(textwrap.__file__, encoding="utf-8").read() * 3          # ~60 kB of real Python
     rng = random.Random(0)
     offsets = rng.sample(range(len(text)), 150)

@@ -1,5 +1,5 @@
 """The type-along cache answers the rest of a suggestion the user is typing."""
-from dllm_lsp.cache import TypeAlongCache
+from dllm_lsp.core.typealong import TypeAlongCache
 
 
 def test_typing_the_start_of_a_suggestion_returns_the_rest():

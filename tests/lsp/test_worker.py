@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from dllm_lsp.worker import EngineWorker, Superseded
+from dllm_lsp.runtime.worker import EngineWorker, Superseded
 
 
 def blocking_job(started: threading.Event, release: threading.Event, log: list, name: str):

@@ -6,7 +6,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    from engine.testing import write_block_model
+    from engine.testing.checkpoints import write_block_model
     return str(write_block_model(tmp_path_factory.mktemp("models") / "tiny"))
 
 

@@ -3,11 +3,11 @@
 The bars of the issue at CI size: no crash (the server answers `shutdown` and exits 0), every
 probe answered with a result, every request with a usable id answered, no traceback at the
 default log level, exactly one log line for each message that must be rejected and none for a
-valid one (lines are matched to messages by the `[msg N]` tag, logs.py).
+valid one (lines are matched to messages by the `[msg N]` tag, lsp/logs.py).
 """
 import asyncio
 
-from dllm_lsp.bench_fuzz import Fuzzer, count_lines, fuzz
+from dllm_lsp.bench.fuzz import Fuzzer, count_lines, fuzz
 
 
 def test_fuzzed_traffic_crashes_nothing_and_costs_one_line_per_bad_message(tiny_model, server_env, tmp_path):

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from engine.errors import CheckpointError
-from engine.gguf_import import convert_gguf
-from engine.testing_gguf import write_gguf_model
+from engine.loading.gguf_import import convert_gguf
+from engine.testing.gguf_files import write_gguf_model
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ import logging
 import subprocess
 import sys
 
-from dllm_lsp.logs import MESSAGE_NO, OneLineFormatter, VerboseFormatter, configure_handler
+from dllm_lsp.lsp.logs import MESSAGE_NO, OneLineFormatter, VerboseFormatter, configure_handler
 
 
 def record(msg, *args, exc=None):
     exc_info = (type(exc), exc, exc.__traceback__) if exc else None
-    return logging.LogRecord("dllm_lsp.server", logging.WARNING, __file__, 1, msg, args, exc_info)
+    return logging.LogRecord("dllm_lsp.lsp.server", logging.WARNING, __file__, 1, msg, args, exc_info)
 
 
 def test_the_default_formatter_writes_one_line_whatever_the_record_holds():

@@ -2,7 +2,7 @@
 (and each step of its built-in generator handlers) and never removes it; DllmProtocol does."""
 import json
 
-from dllm_lsp.server import build_server
+from dllm_lsp.lsp.server import build_server
 
 
 class Writer:

@@ -2,7 +2,7 @@
 import threading
 import time
 
-from dllm_lsp.worker import EngineWorker
+from dllm_lsp.runtime.worker import EngineWorker
 
 
 def test_depth_and_peak_count_waiting_jobs():

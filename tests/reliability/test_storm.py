@@ -7,7 +7,7 @@ documents and settings and holds the same bars.
 """
 import asyncio
 
-from dllm_lsp.bench_storm import storm_run
+from dllm_lsp.bench.storm import storm_run
 
 
 def check(s):

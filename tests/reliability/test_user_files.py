@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from dllm_lsp.complete_cmd import offset_of, read_source
+from dllm_lsp.commands.complete import offset_of, read_source
 
 SOURCE = "def greet(name):\n    return 'café ' + \n"
 

@@ -18,5 +18,5 @@ def code_dir(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_tok():
-    from engine.train.tokenizer_train import train_tokenizer
+    from engine.train.embedded.tokenizer_train import train_tokenizer
     return train_tokenizer([t * 4 for t in SAMPLE_FILES.values()], vocab_size=400, min_frequency=1)

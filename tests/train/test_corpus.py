@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from engine.train import corpus
+import engine.train.corpus as corpus
 
 
 def _write(root: Path, name: str, data) -> Path:

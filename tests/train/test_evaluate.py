@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from dllm_lsp import evaluate
+import dllm_lsp.commands.eval as evaluate
 from engine.train.corpus import load_humaneval_problems
 
 
@@ -82,7 +82,7 @@ def test_eval_command_end_to_end(tiny_block_model, tmp_path, capsys):
 
 
 def test_eval_heldout_end_to_end(tiny_block_model, code_dir, tmp_path, capsys):
-    from engine.train import corpus
+    import engine.train.corpus as corpus
     files = corpus.scan([str(code_dir)], heldout_percent=100.0, exclude_markers=[])
     corpus.write_manifest(files, tmp_path / "manifest.json", [str(code_dir)])
     parser = argparse.ArgumentParser()

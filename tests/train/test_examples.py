@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from engine import Engine, InfillRequest
-from engine.train.examples import (Example, attention_mask, copies_for, fit_middle_lines, make_batch,
+from engine.train.embedded.examples import (Example, attention_mask, copies_for, fit_middle_lines, make_batch,
                                    make_example, pack_rows, row_layout)
-from engine.train.tokenizer_train import SPECIAL_IDS
+from engine.train.embedded.tokenizer_train import SPECIAL_IDS
 
 EOS, PAD, MASK = SPECIAL_IDS["eos"], SPECIAL_IDS["pad"], SPECIAL_IDS["mask"]
 
@@ -96,7 +96,7 @@ def test_fit_middle_lines_keeps_whole_lines():
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from engine.testing import block_config, write_block_model
+    from engine.testing.checkpoints import block_config, write_block_model
     folder = tmp_path_factory.mktemp("m") / "model"
     write_block_model(folder, cfg=block_config(vocab_size=320, hidden=64, layers=2, block_size=4), seed=3)
     return Engine.load(folder)

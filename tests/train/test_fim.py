@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from engine.train import fim
+import engine.train.fim as fim
 from train_samples import SAMPLE_FILES
 
 TEXT = SAMPLE_FILES["a.py"]

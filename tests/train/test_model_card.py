@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from engine import Engine
-from engine.train import model_card
+import engine.train.embedded.model_card as model_card
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--hidden", "32", "--layers", "2", "--heads", "2", "--kv-heads", "1", "--intermediate", "64",
@@ -26,7 +26,7 @@ def test_curve_points_spread_and_keep_ends():
 
 
 def test_export_writes_folder_and_card_with_real_numbers(code_dir, tmp_path):
-    from engine.train import cli
+    import engine.train.embedded.cli as cli
     run = tmp_path / "run"
     assert cli.main(["--data", str(code_dir), "--max-steps", "12", "--run", str(run), "--out", str(tmp_path / "m0"),
                      "--no-progress", "--ar-fraction", "0.5", *TINY]) == 0

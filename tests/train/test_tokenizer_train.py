@@ -1,4 +1,4 @@
-from engine.train.tokenizer_train import SPECIAL_IDS, SPECIAL_TOKENS
+from engine.train.embedded.tokenizer_train import SPECIAL_IDS, SPECIAL_TOKENS
 
 
 def test_special_tokens_have_fixed_ids(tiny_tok):

@@ -22,7 +22,7 @@ def _gpu_script():
 
 
 def test_train_cli_writes_a_model_the_engine_loads(code_dir, tmp_path, capsys):
-    from engine.train import cli
+    import engine.train.embedded.cli as cli
     out = tmp_path / "my-model"
     rc = cli.main(["--data", str(code_dir), "--max-steps", "3", "--out", str(out), "--vocab-size", "320",
                    "--rows", "2", "--capacity", "512", "--threads", "1", "--no-progress", *TINY])
@@ -45,7 +45,7 @@ def test_train_cli_writes_a_model_the_engine_loads(code_dir, tmp_path, capsys):
 
 
 def test_train_cli_needs_a_budget(capsys):
-    from engine.train import cli
+    import engine.train.embedded.cli as cli
     assert cli.main(["--out", "/nonexistent/x"]) == 2
     assert "--minutes" in capsys.readouterr().err
 
@@ -65,7 +65,7 @@ def test_gpu_script_arguments():
 
 
 def test_gpu_script_runs_on_cpu_from_a_checkpoint(code_dir, tmp_path):
-    from engine.train import cli
+    import engine.train.embedded.cli as cli
     assert cli.main(["--data", str(code_dir), "--max-steps", "2", "--out", str(tmp_path / "cpu"), "--vocab-size",
                      "320", "--rows", "2", "--capacity", "512", "--threads", "1", "--no-progress", *TINY]) == 0
     ckpt = tmp_path / "cpu.run" / "ckpt.pt"
@@ -82,7 +82,8 @@ def test_gpu_script_runs_on_cpu_from_a_checkpoint(code_dir, tmp_path):
 
 
 def test_progress_bar_path(code_dir, tmp_path, capsys):
-    from engine.train import cli, session
+    import engine.train.embedded.cli as cli
+    import engine.train.embedded.session as session
     parser = __import__("argparse").ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args(["--data", str(code_dir), "--max-steps", "2", "--out", str(tmp_path / "m"), *TINY,

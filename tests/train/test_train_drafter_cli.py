@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from engine import Engine
-from engine.mask_adapter import MaskAdapter
+from engine.drafting.mask_slots import MaskAdapter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,5 +79,5 @@ def test_gpu_script_trains_the_draft_head_on_cpu(tiny_gguf_qwen2, code_dir, tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "drafter (head) step 2" in proc.stdout
     cfg = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32").cfg
-    from engine.draft_head import DraftHead
+    from engine.drafting.head import DraftHead
     assert DraftHead.load(run / "head.safetensors", cfg).extra["step"] == 2

@@ -3,9 +3,9 @@ import json
 import torch
 
 from engine import Engine, InfillRequest
-from engine.train import session
-from engine.train.data import DataConfig
-from engine.train.trainer import ModelShape, TrainConfig, export_model, lr_at
+import engine.train.embedded.session as session
+from engine.train.embedded.data import DataConfig
+from engine.train.embedded.trainer import ModelShape, TrainConfig, export_model, lr_at
 
 
 def _cfg(code_dir, run_dir, **train):
@@ -56,9 +56,9 @@ def test_loss_falls_and_the_export_loads_in_the_engine(code_dir, tmp_path):
 
 
 def test_export_shards_large_models(tmp_path, monkeypatch):
-    from engine.testing import block_config, random_state, tiny_tokenizer
-    from engine.model import DecoderModel
-    from engine.train import trainer as trainer_mod
+    from engine.testing.checkpoints import block_config, random_state, tiny_tokenizer
+    from engine.model.transformer import DecoderModel
+    import engine.train.embedded.trainer as trainer_mod
     cfg = block_config(vocab_size=320, hidden=64, layers=2)
     model = DecoderModel(cfg)
     model.load_state_dict(random_state(cfg))
@@ -95,7 +95,7 @@ def test_a_resumed_timed_session_warms_up_and_decays_within_its_own_budget(code_
 
 
 def test_next_token_targets_are_context_slots_predicting_the_following_token():
-    from engine.train.examples import Example, make_batch, row_layout
+    from engine.train.embedded.examples import Example, make_batch, row_layout
     ex = Example(context=(10, 11, 12, 13), middle=(20, 21, 0, 1), copies=2)
     batch = make_batch([[ex, ex]], 4, 40, 2, torch.Generator().manual_seed(0), ar_fraction=1.0)
     ids, _, doc, _, _, _ = row_layout([ex, ex], 4, 40)

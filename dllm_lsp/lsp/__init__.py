@@ -1,0 +1,1 @@
+"""The language server: pygls handlers over a protocol-free service, stdio framing, positions, logs, local usage counts."""

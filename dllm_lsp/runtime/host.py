@@ -1,0 +1,144 @@
+"""The loaded model and how one plan is decoded with it; shared by the server and `dllm-lsp complete`.
+
+EngineHost keeps the Engine and its state ("idle" -> "loading" -> "ready" | "error"); `load`
+runs on the engine thread (see runtime/worker.py) and never raises: a failure becomes state "error"
+with its cause. `decode_plan` streams one Plan through the engine, calling `on_update` with
+display-ready text after every forward pass, and returns a Decoded with the post-processed
+final text. torch and the engine are imported only when a model is loaded.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from dllm_lsp.core.plan import Plan, finish_completion, stream_completion
+from dllm_lsp.core.postprocess import is_settled
+from dllm_lsp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    text: str                 # post-processed, ready to insert ("" = no item)
+    raw: str                  # what the engine produced
+    forwards: int
+    new_tokens: int
+    ms: float                 # engine time
+    first_text_ms: Optional[float]   # time to the first update with visible text
+    finish_reason: str
+
+
+Update = Callable[[str, str, int], None]      # (stable, draft, forwards)
+
+
+class _StopFlag:
+    """What the engine checks before each forward pass: the caller's cancel flag, or our own stop."""
+
+    def __init__(self, cancel: Optional[threading.Event]):
+        self.cancel, self.stopped = cancel, False
+
+    def set(self) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped or (self.cancel is not None and self.cancel.is_set())
+
+
+def decode_plan(engine, plan: Plan, cancel: Optional[threading.Event] = None,
+                on_update: Optional[Update] = None) -> Decoded:
+    """Stream `plan` through `engine`; stop early once the committed text settles the answer.
+
+    The engine checks `stop` before every forward pass; it is set when the caller's `cancel`
+    is, or when postprocess.is_settled says more tokens cannot change the final text (e.g. a
+    line completion whose line has ended), which is then finish_reason "settled".
+    """
+    t0 = time.perf_counter()
+    stop = _StopFlag(cancel)
+    settled = False
+    first_text_ms = None
+    shown = ""
+    last = None
+    for last in engine.stream(plan.request, stop):
+        if last.result is not None:
+            break
+        if not stop.is_set() and is_settled(last.stable, plan.shape):
+            settled = True
+            stop.set()
+        stable = stream_completion(plan, last.stable)
+        if stable.startswith(shown):          # never retract what was shown
+            shown = stable
+        draft = finish_completion(plan, last.draft)
+        if first_text_ms is None and (shown or draft):
+            first_text_ms = (time.perf_counter() - t0) * 1000
+        if on_update is not None:
+            on_update(shown, draft, last.forwards)
+    res = last.result
+    external = cancel is not None and cancel.is_set()
+    reason = "settled" if settled and not external and res.finish_reason == "cancelled" else res.finish_reason
+    text = "" if reason == "cancelled" else finish_completion(plan, res.text)
+    if first_text_ms is None and text:
+        first_text_ms = (time.perf_counter() - t0) * 1000
+    return Decoded(text=text, raw=res.text, forwards=res.forwards, new_tokens=res.new_tokens, ms=res.ms,
+                   first_text_ms=first_text_ms, finish_reason=reason)
+
+
+def model_key(settings: Settings) -> tuple:
+    """The settings that need a reload when they change."""
+    return settings.model, settings.device, settings.dtype, settings.threads, settings.drafter
+
+
+def set_engine_threads(settings: Settings) -> int:
+    """Set torch's CPU threads from the calling thread (the engine thread: OpenMP counts per thread)."""
+    import torch
+    n = settings.engine_threads()
+    torch.set_num_threads(n)
+    return n
+
+
+class EngineHost:
+    def __init__(self):
+        self.engine = None
+        self.state = "idle"                # idle | loading | ready | error
+        self.error: Optional[str] = None
+        self.key: Optional[tuple] = None
+        self.model_name = ""
+        self.drafter_error: Optional[str] = None   # the drafter setting failed; the model serves without it
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready" and self.engine is not None
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer if self.engine is not None else None
+
+    def load(self, settings: Settings, cancel: Optional[threading.Event] = None) -> bool:
+        """Load the model named in `settings` (on the engine thread). False with .error on failure."""
+        self.state, self.error, self.key = "loading", None, model_key(settings)
+        self.model_name = settings.model
+        self.engine = None
+        try:
+            from engine import Engine
+            set_engine_threads(settings)
+            engine = Engine.load(settings.model, device=settings.device, dtype=settings.dtype)
+        except Exception as exc:   # any failure is reported to the user, the server keeps serving
+            # the user gets one line (service.load's message); the traceback only with -v
+            log.info("cannot load model %r", settings.model, exc_info=True)
+            self.state, self.error = "error", f"{type(exc).__name__}: {exc}"
+            return False
+        if cancel is not None and cancel.is_set():
+            self.state = "idle"
+            return False
+        self.drafter_error = None
+        try:                       # a bad drafter costs speed, never the model: serve without it
+            engine.load_drafter(settings.drafter)
+        except Exception as exc:
+            log.warning("drafter %r not used: %s", settings.drafter, exc)
+            self.drafter_error = f"{type(exc).__name__}: {exc}"
+        self.engine, self.state = engine, "ready"
+        log.info("model %s loaded in %.0f ms: %s", settings.model, engine.load_ms, engine.describe())
+        return True

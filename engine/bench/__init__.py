@@ -1,0 +1,1 @@
+"""`dllm-lsp bench engine` (also `python -m engine.bench.steps`): decoding steps and kernels."""

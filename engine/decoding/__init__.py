@@ -1,0 +1,1 @@
+"""Decoders: parallel unmasking (diffusion), verified drafts (verify), draft trees, unmasking policies."""

@@ -1,0 +1,1 @@
+"""Our C matrix kernel for x86 CPUs and its Python glue."""

@@ -1,0 +1,1 @@
+"""Checkpoints in: model folders, GGUF files, configs, tokenizers, the catalog of pullable models."""

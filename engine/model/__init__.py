@@ -1,0 +1,1 @@
+"""The network: one decoder stack for every family, its attention, linear layers and KV cache."""
