@@ -43,7 +43,7 @@ class Settings:
     prefix_tokens: int = 384             # context budget before the cursor (the embedded model trained on <= 384)
     suffix_tokens: int = 32              # context budget after the cursor: every key changes what follows the
                                          # prefix, so a pause recomputes it (128 -> 32: p50 at a pause -20 to -50%,
-                                         # the same exact share and HumanEval pass@1; README, "Typing")
+                                         # the same exact share and HumanEval pass@1; docs/benchmarks.md, "Typing")
     snippet_tokens: int = 128            # budget for snippets from other open documents (0 = none)
     debounce_ms: int = 0                 # wait this long before decoding; a newer request in between wins
     enabled_languages: Dict[str, bool] = field(default_factory=lambda: {"*": True})

@@ -4,7 +4,7 @@
 
 Both weight forms are loaded in one process and their passes alternated (600 cached tokens, the
 output projection of the last row, 2 threads, median of 11), then the 24 layers' products alone;
-the README's table of the kernel came from this loop. Needs the pulled default and the kernel.
+the table of the kernel in docs/benchmarks.md came from this loop. Needs the pulled default and the kernel.
 """
 import sys, time, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))

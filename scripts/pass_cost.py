@@ -3,7 +3,7 @@
     python scripts/pass_cost.py [THREADS] [ROWS,ROWS,...]
 
 Prints the median of 9 passes per row count and its ratio to a one-row pass: what a verify
-pass with k drafts costs against a plain decoding step (README, "A pass over a few rows").
+pass with k drafts costs against a plain decoding step (docs/benchmarks.md, "Decode").
 """
 import sys, time, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))

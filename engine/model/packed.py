@@ -11,7 +11,7 @@ down to its normal range, 6e-5; only smaller weights are rounded.
 
 That rounding makes it another model than the fp32 one, so it is a weight format of its own:
 its drafted output is tested against its own one-token-per-pass output (the decoders' lossless
-tests run on it), and its quality is measured beside fp32's (HumanEval single-line, README).
+tests run on it), and its quality is measured beside fp32's (HumanEval single-line, docs/benchmarks.md).
 Engine.load packs only where it was measured: the CPU, a causal (AR) model, dtype "auto" (or
 "fp16-weights" asked for by name); dtype "float32" keeps the exact fp32 weights.
 

@@ -47,7 +47,7 @@ block at a time: it streams from memory at half k3x2's speed). Measured on a 2-c
 AVX-512 (24 codes matrices of 9728 x 896, 2 threads, old / new split, alternated in one process,
 bit for bit the same outputs): 4 rows 39.2 / 25.5 ms, 5 40.2 / 26.5, 7 40.0 / 29.3, 9 41.0 /
 33.3, 13 49.6 / 45.7 (1-3 rows unchanged); a whole pass over 600 cached tokens
-(`scripts/pass_cost.py`): 4 rows 97.8 / 77.7 ms, 9 rows 123.4 / 99.2 (1 row 38.6). What codes buy is the file's exact weights in 40% less memory (engine.py, README).
+(`scripts/pass_cost.py`): 4 rows 97.8 / 77.7 ms, 9 rows 123.4 / 99.2 (1 row 38.6). What codes buy is the file's exact weights in 40% less memory (engine.py, docs/benchmarks.md).
 """
 from __future__ import annotations
 
