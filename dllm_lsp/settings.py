@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from engine.api import InfillRequest
+
 SECTION = "dllm"
 POLICIES = ("threshold", "quota", "entropy")
 DTYPES = ("auto", "float32", "gguf", "fp16-weights", "bfloat16", "float16")
@@ -74,6 +76,17 @@ class Settings:
         wants fewer (set `threads`)."""
         cores = os.cpu_count() or 2
         return self.threads or (cores if cores <= 2 else cores - 1)
+
+    def infill_request(self, prefix: str, suffix: str = "", **fields: Any) -> InfillRequest:
+        """The one mapping from settings to the engine's request: the decoding settings (policy,
+        threshold, entropy bound, tokens per step, block size, drafting, drafts per pass, draft
+        tree) from here, everything else, and any override, from `fields` (InfillRequest's own
+        names; `max_new_tokens` is required). A new decoding setting is added here only."""
+        from_settings = dict(policy=self.policy, threshold=self.threshold, entropy_bound=self.entropy_bound,
+                             tokens_per_step=self.tokens_per_step, block_size=self.block_size,
+                             drafting=self.drafting, max_draft_tokens=self.max_draft_tokens,
+                             draft_tree=self.draft_tree)
+        return InfillRequest(prefix=prefix, suffix=suffix, **{**from_settings, **fields})
 
     def language_enabled(self, language_id: str) -> bool:
         langs = self.enabled_languages

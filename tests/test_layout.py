@@ -2,7 +2,7 @@
 modules, and every module named in docs/ARCHITECTURE.md's layout.
 
 The layers, low to high (a module may import its own layer and the ones below):
-  engine:   errors, api < loading < kernels < model < drafting < decoding < engine.py, the package
+  engine:   errors, api, eval_data < loading < kernels < model < drafting < decoding < engine.py, the package
             < testing, train < bench
   dllm_lsp: settings < core < runtime < http < lsp < commands, bench < cli
 and all of engine sits below all of dllm_lsp.
@@ -17,7 +17,7 @@ from typing import Dict, List, Set
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("engine", "dllm_lsp")
 LAYERS = [
-    ("engine.errors", 0), ("engine.api", 0), ("engine.loading", 1), ("engine.kernels", 2), ("engine.model", 3),
+    ("engine.errors", 0), ("engine.api", 0), ("engine.eval_data", 0), ("engine.loading", 1), ("engine.kernels", 2), ("engine.model", 3),
     ("engine.drafting", 4), ("engine.decoding", 5), ("engine.engine", 6), ("engine", 6),
     ("engine.testing", 7), ("engine.train", 7), ("engine.bench", 8),
     ("dllm_lsp", 10), ("dllm_lsp.settings", 10), ("dllm_lsp.core", 11), ("dllm_lsp.runtime", 12),

@@ -72,7 +72,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engine.train.corpus import BENCH_MODULES as STDLIB_MODULES, bench_files as stdlib_files  # noqa: F401
+from engine.eval_data import BENCH_MODULES as STDLIB_MODULES, bench_files as stdlib_files  # noqa: F401
 from typing import Dict, List, Optional, Sequence
 
 KINDS = ("stdlib-line", "stdlib-block", "humaneval-line")
@@ -180,7 +180,7 @@ def stdlib_cases(kind: str, limit: int, tokenizer, seed: int = 0, files: Optiona
 
 
 def humaneval_cases(limit: int, seed: int = 0) -> List[Case]:
-    from engine.train.corpus import load_humaneval_problems
+    from engine.eval_data import load_humaneval_problems
     from dllm_lsp.commands.eval import humaneval_tasks
     tasks = humaneval_tasks(load_humaneval_problems(), "single-line")
     picked = random.Random(f"{seed}/humaneval-line").sample(tasks, min(limit, len(tasks)))
@@ -188,12 +188,11 @@ def humaneval_cases(limit: int, seed: int = 0) -> List[Case]:
 
 
 def request_for(case: Case, tokenizer, settings, max_draft: int):
-    from engine.api import InfillRequest
     import dllm_lsp.core.context as context
     prefix, suffix = context.windows(case.document, case.offset, settings.prefix_tokens, settings.suffix_tokens,
                                      context.token_counter(tokenizer))
-    return InfillRequest(prefix=prefix, suffix=suffix, max_new_tokens=settings.max_new_tokens("line" if case.line else "block"),
-                         max_draft_tokens=max_draft, ends_at_newline=case.line)
+    return settings.infill_request(prefix, suffix, max_new_tokens=settings.max_new_tokens("line" if case.line else "block"),
+                                   max_draft_tokens=max_draft, ends_at_newline=case.line)
 
 
 def until_newline(ids: Sequence[int], tokenizer) -> tuple:

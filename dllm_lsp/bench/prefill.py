@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def texts(tokenizer, n: int) -> List[str]:
     """The first `n` tokens of each module in MODULES, as text."""
-    from engine.train.corpus import bench_files
+    from engine.eval_data import bench_files
     out = []
     for path in bench_files(MODULES):
         ids = tokenizer.encode(path.read_text(encoding="utf-8"))[:n]

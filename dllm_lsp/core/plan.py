@@ -42,13 +42,9 @@ MAX_DRAFT_SOURCE_CHARS = 20_000     # per other open document searched for draft
 
 def _request(prefix: str, suffix: str, mode: str, settings: Settings, min_new_tokens: int = 0,
              draft_sources: Sequence[str] = ()) -> InfillRequest:
-    return InfillRequest(prefix=prefix, suffix=suffix, max_new_tokens=settings.max_new_tokens(mode),
-                         policy=settings.policy, threshold=settings.threshold,
-                         entropy_bound=settings.entropy_bound, tokens_per_step=settings.tokens_per_step,
-                         block_size=settings.block_size, min_new_tokens=min_new_tokens,
-                         drafting=settings.drafting, max_draft_tokens=settings.max_draft_tokens,
-                         draft_tree=settings.draft_tree, draft_sources=tuple(draft_sources),
-                         ends_at_newline=mode == "line")
+    return settings.infill_request(prefix, suffix, max_new_tokens=settings.max_new_tokens(mode),
+                                   min_new_tokens=min_new_tokens, draft_sources=tuple(draft_sources),
+                                   ends_at_newline=mode == "line")
 
 
 def shape_at(text: str, offset: int, mode: str, language_id: str, lookahead: int = 3) -> postprocess.Shape:

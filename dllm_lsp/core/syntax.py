@@ -46,6 +46,11 @@ LANGUAGES = {
     "cpp": LanguageSpec("tree_sitter_cpp", "language", "//", False, "{"),
 }
 FALLBACK = LanguageSpec(None, "", None, False, "{")
+# file extension -> LSP language id: the one table (the server for clients that send no
+# languageId, `dllm-lsp complete`, and the HTTP server's snippet headers)
+EXTENSIONS = {"py": "python", "pyi": "python", "js": "javascript", "mjs": "javascript", "cjs": "javascript",
+              "jsx": "javascriptreact", "ts": "typescript", "tsx": "typescriptreact", "go": "go", "rs": "rust",
+              "java": "java", "c": "c", "h": "c", "cc": "cpp", "cpp": "cpp", "hpp": "cpp", "cxx": "cpp"}
 
 COMMENT_TYPES = {"comment", "line_comment", "block_comment"}
 STRING_TYPES = {"string", "string_content", "string_fragment", "template_string", "string_literal",
@@ -57,6 +62,14 @@ NOT_BLOCK_COLON_PARENTS = {"dictionary", "pair", "lambda", "slice", "subscript",
 
 def spec_for(language_id: str) -> LanguageSpec:
     return LANGUAGES.get(language_id, FALLBACK)
+
+
+def language_for_path(path: str) -> str:
+    """The language id of a file name, path or URI by its extension; an unknown extension is
+    its own id, no extension "plaintext"."""
+    name = path.rsplit("/", 1)[-1]
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return EXTENSIONS.get(ext, ext or "plaintext")
 
 
 _parser_lock = threading.Lock()

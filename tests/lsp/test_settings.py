@@ -76,3 +76,19 @@ def test_draft_tree_reaches_the_engine_requests():
         assert "draftTree" in str(exc) or "bool" in str(exc).lower()
     else:
         raise AssertionError("a non-boolean draftTree was accepted")
+
+
+def test_one_mapping_from_settings_to_the_engine_request():
+    """Every setting that has a twin of the same name in InfillRequest reaches it through
+    Settings.infill_request (a new decoding setting cannot be forgotten at a call site)."""
+    from dataclasses import fields as dc_fields
+    from engine.api import InfillRequest
+    s = Settings(policy="quota", threshold=0.5, entropy_bound=0.25, tokens_per_step=3, block_size=16,
+                 drafting=False, max_draft_tokens=3, draft_tree=True)
+    req = s.infill_request("pre", "suf", max_new_tokens=5)
+    twins = {f.name for f in dc_fields(InfillRequest)} & {f.name for f in dc_fields(Settings)}
+    assert twins == {"policy", "threshold", "entropy_bound", "tokens_per_step", "block_size", "drafting",
+                     "max_draft_tokens", "draft_tree"}
+    assert all(getattr(req, name) == getattr(s, name) for name in twins)
+    assert (req.prefix, req.suffix, req.max_new_tokens) == ("pre", "suf", 5)
+    assert s.infill_request("p", max_new_tokens=1, drafting=True).drafting is True      # a call site may override

@@ -73,3 +73,13 @@ def test_a_local_parse_decides_like_a_whole_document_parse(monkeypatch):
     monkeypatch.setattr(syntax, "local_region", lambda t, o: (0, len(t)))
     whole = [syntax.decide_mode(text, off, "python") for off in offsets]
     assert local == whole
+
+
+def test_one_extension_table_for_every_caller():
+    from dllm_lsp.core.syntax import language_for_path
+    from dllm_lsp.http.server import comment_for
+    assert language_for_path("file:///w/App.jsx") == "javascriptreact" == language_for_path("App.JSX")
+    assert language_for_path("stubs/os.pyi") == "python"
+    assert language_for_path("file:///w/v1.2/Makefile") == "plaintext"          # a dot in a folder is no extension
+    assert language_for_path("notes.md") == "md"
+    assert comment_for("App.jsx") == "//" and comment_for("x.pyi") == "#" and comment_for("README") == "#"

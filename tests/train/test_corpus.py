@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import engine.train.corpus as corpus
+from engine.eval_data import load_humaneval_problems
 
 
 def _write(root: Path, name: str, data) -> Path:
@@ -31,7 +32,7 @@ def test_scan_filters_and_dedups(tmp_path):
 
 
 def test_humaneval_markers_exclude_problem_files(tmp_path):
-    problems = corpus.load_humaneval_problems()
+    problems = load_humaneval_problems()
     assert len(problems) == 164
     markers = corpus.humaneval_markers()
     prob = problems[0]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import dllm_lsp.commands.eval as evaluate
-from engine.train.corpus import load_humaneval_problems
+from engine.eval_data import load_humaneval_problems
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from engine.drafting.mask_slots import MaskAdapter
 from engine.model.transformer import DecoderModel, causal_mask
+import engine.eval_data as eval_data
 import engine.train.corpus as corpus
 import engine.train.fim as fim
 from engine.train.adam_files import load_adam, save_adam
@@ -267,7 +268,7 @@ def drafter_corpus(run_dir: Path, roots: Sequence[str], say: Callable[[str], Non
         say(f"scanning {', '.join(roots)}")
         files = corpus.scan(roots)
         corpus.write_manifest(files, manifest, roots)
-    skip = {str(p.resolve()) for p in corpus.bench_files()}
+    skip = {str(p.resolve()) for p in eval_data.bench_files()}
     files = [f for f in files if str(Path(f.path).resolve()) not in skip]
     train = [f for f in files if f.split == "train"]
     heldout = [f for f in files if f.split == "heldout"]
