@@ -11,7 +11,7 @@ client happens on the loop thread.
                   ─ plan_completion() is None? ──────────▶ ""
                   ─ debounce; a newer request came? ─────▶ ""
                   ─ worker.submit(uri) … updates ─▶ dllm/inlineCompletionUpdate
-                    (setting `backend`: remote_backend.RemoteBackend.decode instead, same updates)
+                    (runtime/host.LocalBackend; setting `backend`: http/client.RemoteBackend, the same decode)
                   ─ finish_completion() ─▶ cache.store ─▶ final text (+ done notification)
                   ─ prepare_next: the suggestion after accepting it, decoded in the background ─▶ cache.store
 """
@@ -29,7 +29,8 @@ from urllib.parse import unquote, urlparse
 
 from dllm_lsp.core.typealong import TypeAlongCache
 from dllm_lsp.core.plan import plan_completion
-from dllm_lsp.runtime.host import Decoded, EngineHost, decode_plan, model_key
+from dllm_lsp.http.client import BackendError
+from dllm_lsp.runtime.host import Decoded, EngineHost, LocalBackend, decode_plan, model_key
 from dllm_lsp.settings import Settings, parse_settings, section_of
 from dllm_lsp.lsp.usage import StatsStore
 from dllm_lsp.runtime.worker import EngineWorker, Superseded
@@ -118,6 +119,7 @@ class CompletionService:
         self.init_settings: Dict[str, Any] = {}
         self.host = EngineHost()
         self.worker = EngineWorker()
+        self.local = LocalBackend(self.host, self.worker)
         self.cache = TypeAlongCache()
         self.stats = stats if stats is not None else StatsStore()
         self.metrics = Metrics()
@@ -244,47 +246,38 @@ class CompletionService:
             await asyncio.sleep(settings.debounce_ms / 1000)
             if self.generation[doc.uri] != gen:
                 return Answer("", "superseded")
-        if self.remote is not None:
-            return await self._complete_remote(doc, plan, stream, t0)
-        loop = asyncio.get_running_loop()
-        engine = self.host.engine
+        backend = self.remote if self.remote is not None else self.local
 
         def on_update(stable: str, draft: str, forwards: int) -> None:
             if stream:
-                loop.call_soon_threadsafe(self._update, doc, stable, draft, False)
+                self._update(doc, stable, draft, False)
 
-        submitted = time.perf_counter()
-        spent: Dict[str, float] = {}
-
-        def work(cancel):
-            spent["queue_ms"] = (time.perf_counter() - submitted) * 1000
-            before = engine.context_cache.computed
-            try:
-                return decode_plan(engine, plan, cancel, on_update)
-            finally:
-                spent["context_tokens"] = engine.context_cache.computed - before
-
-        job = self.worker.submit(doc.uri, work)
         try:
-            decoded: Decoded = await asyncio.wrap_future(job.future)
+            decoded: Decoded = await backend.decode(doc.uri, plan, on_update)
         except Superseded:
             return Answer("", "superseded", mode=plan.mode)
         except asyncio.CancelledError:
-            job.cancel.set()
             self.metrics.cancelled += 1
             raise
+        except BackendError as exc:
+            self._backend_failed(exc)
+            return Answer("", "backend-error", mode=plan.mode)
+        if backend is self.remote and self._backend_reported is not None:
+            self._backend_reported = None
+            self._status("ready", f"remote backend {backend.describe()}")
         self.metrics.engine_runs += 1
         self.metrics.forwards += decoded.forwards
         self.metrics.new_tokens += decoded.new_tokens
-        work_spent = {"queue_ms": spent.get("queue_ms"), "context_tokens": int(spent.get("context_tokens", 0))}
-        if job.cancel.is_set() or decoded.finish_reason == "cancelled":
-            return Answer("", "superseded", forwards=decoded.forwards, mode=plan.mode, **work_spent)
+        spent = {"queue_ms": decoded.queue_ms, "context_tokens": decoded.context_tokens}
+        if decoded.finish_reason == "cancelled":
+            return Answer("", "superseded", forwards=decoded.forwards, mode=plan.mode, **spent)
         self.cache.store(before, after, decoded.text)
         if decoded.text:
             self.last_suggestion[doc.uri] = decoded.text
-            self._prepare_next(doc, decoded.text)
+            if backend is self.local:
+                self._prepare_next(doc, decoded.text)
         return Answer(decoded.text, "ok", forwards=decoded.forwards, ms=(time.perf_counter() - t0) * 1000,
-                      first_text_ms=decoded.first_text_ms, mode=plan.mode, **work_spent)
+                      first_text_ms=decoded.first_text_ms, mode=plan.mode, **spent)
 
     def _prepare_next(self, doc: DocumentAt, text: str) -> None:
         """Tab, Tab, Tab (llama.vim's speculative FIM): decode in the background the suggestion at
@@ -332,42 +325,15 @@ class CompletionService:
         except RuntimeError:                      # no loop (tests, shutdown): nothing left to close on it
             pass
 
-    async def _complete_remote(self, doc: DocumentAt, plan, stream: bool, t0: float) -> Answer:
-        """The plan through the remote backend, the rest as in _complete; a failure answers "" and is
-        shown once per kind in dllm/status and a message (typing never waits on a dead server)."""
-        from dllm_lsp.http.client import BackendError
-        remote = self.remote
-
-        def on_update(stable: str, draft: str, forwards: int) -> None:
-            if stream:
-                self._update(doc, stable, draft, False)
-
-        try:
-            decoded = await remote.decode(doc.uri, plan, on_update)
-        except Superseded:
-            return Answer("", "superseded", mode=plan.mode)
-        except asyncio.CancelledError:
-            self.metrics.cancelled += 1
-            raise
-        except BackendError as exc:
-            key = (remote.url, exc.kind)
-            if key != self._backend_reported:
-                self._backend_reported = key
-                message = f"backend {remote.describe()}: {exc}"
-                self._status("error", message)
-                self.client.show_message("error", f"dllm-lsp: {message}. Suggestions are empty until it answers.")
-            return Answer("", "backend-error", mode=plan.mode)
-        if self._backend_reported is not None:
-            self._backend_reported = None
-            self._status("ready", f"remote backend {remote.describe()}")
-        self.metrics.engine_runs += 1
-        self.metrics.forwards += decoded.forwards
-        before, after = doc.text[: doc.offset], doc.text[doc.offset:]
-        self.cache.store(before, after, decoded.text)
-        if decoded.text:
-            self.last_suggestion[doc.uri] = decoded.text
-        return Answer(decoded.text, "ok", forwards=decoded.forwards, ms=(time.perf_counter() - t0) * 1000,
-                      first_text_ms=decoded.first_text_ms, mode=plan.mode)
+    def _backend_failed(self, exc) -> None:
+        """A remote backend's failure: shown once per kind in dllm/status and a message (typing
+        never waits on a dead server; suggestions are empty until it answers)."""
+        key = (self.remote.url, exc.kind)
+        if key != self._backend_reported:
+            self._backend_reported = key
+            message = f"backend {self.remote.describe()}: {exc}"
+            self._status("error", message)
+            self.client.show_message("error", f"dllm-lsp: {message}. Suggestions are empty until it answers.")
 
     def _plan(self, doc: DocumentAt):
         """What the engine is asked at doc's cursor (the same for a request and its warm-up, so

@@ -30,6 +30,8 @@ class Decoded:
     ms: float                 # engine time
     first_text_ms: Optional[float]   # time to the first update with visible text
     finish_reason: str
+    queue_ms: Optional[float] = None      # from submitting to the engine thread starting it (LocalBackend)
+    context_tokens: int = 0               # context tokens whose keys/values this decode computed
 
 
 Update = Callable[[str, str, int], None]      # (stable, draft, forwards)
@@ -142,3 +144,48 @@ class EngineHost:
         self.engine, self.state = engine, "ready"
         log.info("model %s loaded in %.0f ms: %s", settings.model, engine.load_ms, engine.describe())
         return True
+
+
+class LocalBackend:
+    """Plans decoded by the in-process engine on the worker thread: the LSP service's backend
+    unless the `backend` setting names a FIM server (http/client.py's RemoteBackend, the same
+    `decode`). A newer decode under the same key supersedes this one (Superseded); a decode
+    stopped by the cancel flag comes back with finish_reason "cancelled"; `on_update` is called
+    on the caller's event loop."""
+
+    def __init__(self, host: EngineHost, worker):
+        self.host, self.worker = host, worker
+
+    def describe(self) -> str:
+        return "in-process engine"
+
+    async def decode(self, key: str, plan: Plan, on_update: Optional[Update] = None) -> Decoded:
+        import asyncio
+        from dataclasses import replace
+        loop = asyncio.get_running_loop()
+        engine = self.host.engine
+
+        def post(stable: str, draft: str, forwards: int) -> None:
+            if on_update is not None:
+                loop.call_soon_threadsafe(on_update, stable, draft, forwards)
+
+        submitted = time.perf_counter()
+        spent: dict = {}
+
+        def work(cancel):
+            spent["queue_ms"] = (time.perf_counter() - submitted) * 1000
+            before = engine.context_cache.computed
+            try:
+                return decode_plan(engine, plan, cancel, post)
+            finally:
+                spent["context_tokens"] = engine.context_cache.computed - before
+
+        job = self.worker.submit(key, work)
+        try:
+            decoded = await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            job.cancel.set()
+            raise
+        if job.cancel.is_set():
+            decoded = replace(decoded, finish_reason="cancelled")
+        return replace(decoded, queue_ms=spent.get("queue_ms"), context_tokens=int(spent.get("context_tokens", 0)))
