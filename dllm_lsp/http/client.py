@@ -34,18 +34,17 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Dict, Optional, Set
 
-from dllm_lsp.core.plan import Plan, finish_completion, stream_completion
-from dllm_lsp.runtime.host import Decoded
+from dllm_lsp.core.plan import Plan, finish_completion
+from dllm_lsp.runtime.host import Decoded, Update
+from dllm_lsp.runtime.stream import PlanView, Watch
 from dllm_lsp.http.wire import DRAFT_HEADER, FimQuery, parse_answer, parse_chunk, request_body, split_snippets
-from dllm_lsp.core.postprocess import is_settled
 from dllm_lsp.runtime.worker import Superseded
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 16.0
-Update = Callable[[str, str, int], None]
 
 
 class BackendError(Exception):
@@ -146,7 +145,8 @@ class RemoteBackend:
             self._session = aiohttp.ClientSession()
         timeout = aiohttp.ClientTimeout(total=self.timeout_s, connect=min(self.timeout_s, 3.0))
         t0 = time.perf_counter()
-        text, shown, events, first_text_ms, reason = "", "", 0, None, "eos"
+        text, events, reason = "", 0, "eos"
+        watch = Watch(PlanView(plan), on_update, t0)
         resp, finished = None, False
         try:
             resp = await self._session.post(self.url + path, json=body, headers=self.headers(), timeout=timeout)
@@ -167,15 +167,8 @@ class RemoteBackend:
                     text += chunk.text
                     if chunk.finish_reason:
                         reason = "length" if chunk.finish_reason == "length" else "eos"
-                    stable = stream_completion(plan, text)
-                    if stable.startswith(shown):            # never retract what was shown
-                        shown = stable
-                    draft = finish_completion(plan, chunk.draft if chunk.draft is not None else text)
-                    if first_text_ms is None and (shown or draft):
-                        first_text_ms = (time.perf_counter() - t0) * 1000
-                    if on_update is not None:
-                        on_update(shown, draft, events)
-                    if not chunk.done and is_settled(text, plan.shape):   # more cannot change the answer: hang up
+                    draft = chunk.draft if chunk.draft is not None else text
+                    if watch.update(text, draft, events) and not chunk.done:   # more cannot change it: hang up
                         reason = "settled"
                         break
                 else:
@@ -197,9 +190,8 @@ class RemoteBackend:
                 resp.release() if finished else resp.close()
         final = finish_completion(plan, text)
         ms = (time.perf_counter() - t0) * 1000
-        if first_text_ms is None and final:
-            first_text_ms = ms
-        return Decoded(text=final, raw=text, forwards=events, new_tokens=0, ms=ms, first_text_ms=first_text_ms,
+        watch.finished(final)
+        return Decoded(text=final, raw=text, forwards=events, new_tokens=0, ms=ms, first_text_ms=watch.first_text_ms,
                        finish_reason=reason)
 
     async def close(self) -> None:

@@ -50,6 +50,7 @@ from aiohttp import web
 import dllm_lsp.core.context as context
 import dllm_lsp.core.syntax as syntax
 from dllm_lsp.runtime.host import EngineHost, _StopFlag
+from dllm_lsp.runtime.stream import Watch
 from dllm_lsp.http.wire import APIS, DRAFT_HEADER, SSE_DONE, BadRequest, FimAnswer, FimQuery, StopScanner, answer_body, chat_answer_body, chat_chunk_body, chunk_body, error_body, parse_chat_request, parse_request, sse, usage_chunk
 from dllm_lsp.settings import Settings
 from dllm_lsp.runtime.worker import EngineWorker, Superseded
@@ -176,6 +177,29 @@ def fim_request(settings: Settings, q: FimQuery, count):
     return req, count(req.prefix) + count(req.suffix)
 
 
+class StopView:
+    """What a FIM API client may be shown (runtime/stream.py's view): the text cut at the first
+    stop string, a tail that may become one held back; stop on a stop string, or once a line is
+    complete past the request's deadline (llama.cpp's t_max_predict_ms, from the first update)."""
+
+    def __init__(self, stops, deadline_ms: Optional[float] = None):
+        self.scanner, self.deadline_ms = StopScanner(stops), deadline_ms
+        self.first_at: Optional[float] = None
+        self.timed_out = False
+
+    def visible(self, stable: str) -> Tuple[str, bool]:
+        now = time.perf_counter()
+        self.first_at = now if self.first_at is None else self.first_at
+        text, hit = self.scanner.visible(stable)
+        if not hit and self.deadline_ms is not None and "\n" in stable \
+                and (now - self.first_at) * 1000 > self.deadline_ms:
+            self.timed_out = True
+        return text, hit or self.timed_out
+
+    def draft(self, draft: str) -> str:
+        return self.scanner.final(draft)[0]
+
+
 def _decode(engine, req, q: FimQuery, prompt_tokens: int, t0: float, cancel, on_update) -> FimAnswer:
     """Run `req` on the engine with `q`'s stop strings and deadline; the answer."""
     if q.max_tokens == 0:                   # llama.vscode's "prepare" request: prefill the context only
@@ -183,29 +207,22 @@ def _decode(engine, req, q: FimQuery, prompt_tokens: int, t0: float, cancel, on_
         ms = (time.perf_counter() - t0) * 1000
         return FimAnswer("", "length", prompt_tokens=prompt_tokens, prompt_ms=ms, total_ms=ms)
     stop = _StopFlag(cancel)
-    scanner = StopScanner(q.stop)
+    view = StopView(q.stop, q.deadline_ms)
+    watch = Watch(view, on_update, t0)
     prompt_ms = None
     last = None
-    timed_out = False
     for last in engine.stream(req, stop):
         if prompt_ms is None:
             prompt_ms = (time.perf_counter() - t0) * 1000
         if last.result is not None:
             break
-        visible, hit = scanner.visible(last.stable)
-        if hit:
+        if watch.update(last.stable, last.draft, last.forwards):
             stop.set()
-        elif q.deadline_ms is not None and "\n" in last.stable and not stop.is_set() \
-                and (time.perf_counter() - t0) * 1000 - prompt_ms > q.deadline_ms:
-            timed_out = True                 # llama.cpp's t_max_predict_ms: only once a line is complete
-            stop.set()
-        if on_update is not None:
-            on_update(visible, scanner.final(last.draft)[0], last.forwards)
     res = last.result
-    text, word = scanner.final(res.text)
+    text, word = view.scanner.final(res.text)
     if cancel is not None and cancel.is_set():
         reason = "cancelled"
-    elif timed_out:
+    elif view.timed_out:
         reason = "length"
     elif word or res.finish_reason in ("eos", "cancelled"):     # "cancelled" here: our stop after a stop string
         reason = "stop"

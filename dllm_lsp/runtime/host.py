@@ -12,10 +12,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
-from dllm_lsp.core.plan import Plan, finish_completion, stream_completion
-from dllm_lsp.core.postprocess import is_settled
+from dllm_lsp.core.plan import Plan, finish_completion
+from dllm_lsp.runtime.stream import PlanView, Update, Watch
 from dllm_lsp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,6 @@ class Decoded:
     finish_reason: str
     queue_ms: Optional[float] = None      # from submitting to the engine thread starting it (LocalBackend)
     context_tokens: int = 0               # context tokens whose keys/values this decode computed
-
-
-Update = Callable[[str, str, int], None]      # (stable, draft, forwards)
 
 
 class _StopFlag:
@@ -60,32 +57,22 @@ def decode_plan(engine, plan: Plan, cancel: Optional[threading.Event] = None,
     """
     t0 = time.perf_counter()
     stop = _StopFlag(cancel)
+    watch = Watch(PlanView(plan), on_update, t0)
     settled = False
-    first_text_ms = None
-    shown = ""
     last = None
     for last in engine.stream(plan.request, stop):
         if last.result is not None:
             break
-        if not stop.is_set() and is_settled(last.stable, plan.shape):
+        if watch.update(last.stable, last.draft, last.forwards) and not stop.is_set():
             settled = True
             stop.set()
-        stable = stream_completion(plan, last.stable)
-        if stable.startswith(shown):          # never retract what was shown
-            shown = stable
-        draft = finish_completion(plan, last.draft)
-        if first_text_ms is None and (shown or draft):
-            first_text_ms = (time.perf_counter() - t0) * 1000
-        if on_update is not None:
-            on_update(shown, draft, last.forwards)
     res = last.result
     external = cancel is not None and cancel.is_set()
     reason = "settled" if settled and not external and res.finish_reason == "cancelled" else res.finish_reason
     text = "" if reason == "cancelled" else finish_completion(plan, res.text)
-    if first_text_ms is None and text:
-        first_text_ms = (time.perf_counter() - t0) * 1000
+    watch.finished(text)
     return Decoded(text=text, raw=res.text, forwards=res.forwards, new_tokens=res.new_tokens, ms=res.ms,
-                   first_text_ms=first_text_ms, finish_reason=reason)
+                   first_text_ms=watch.first_text_ms, finish_reason=reason)
 
 
 def model_key(settings: Settings) -> tuple:
