@@ -35,7 +35,6 @@ from engine.model.transformer import DecoderModel
 from engine.loading.tokenizer import TextTokenizer
 from engine.loading.weights import expected_shapes, load_state
 
-DEFAULT_MODEL_DIR = EMBEDDED_MODEL_DIR      # the embedded model's folder (name kept for callers)
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -224,7 +223,7 @@ class Engine:
                 use_codes_embedding(model, exact)
             pack_fp16(model, codes=exact.codes if weights == "gguf" else None)
             model.to(torch_dtype)                 # what is left: embedding, norms, biases
-        attach_cuda_graphs(model, cuda_graphs)      # "auto": on for CUDA unless DLLM_CUDA_GRAPHS=0
+        attach_cuda_graphs(model, cuda_graphs)      # "auto": on for CUDA only with DLLM_CUDA_GRAPHS=1
         if tokenizer.vocab_size > cfg.vocab_size:
             raise CheckpointError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model "
                                   f"only {cfg.vocab_size} embedding rows")

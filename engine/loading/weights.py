@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from safetensors import safe_open
@@ -151,13 +151,3 @@ def save_state(cfg: ModelConfig, state: Dict[str, torch.Tensor], folder: Path,
 
 def expected_shapes(model: torch.nn.Module) -> Dict[str, torch.Size]:
     return {name: p.shape for name, p in model.state_dict().items()}
-
-
-def parameter_count(shapes: Iterable[torch.Size]) -> int:
-    total = 0
-    for s in shapes:
-        n = 1
-        for d in s:
-            n *= d
-        total += n
-    return total

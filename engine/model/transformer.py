@@ -9,7 +9,7 @@ forward(ids, positions, past, mask) is the only entry the decoder uses:
   are then written into it after its `length` positions; the caller advances it), mask: bool [T, S + T] (True = may attend) or
   None for "attend to everything". Returns raw logits [1, T, V] (hidden state i -> logits i)
   and the new per-layer (k, v) for the T inputs, which the caller may append to a cache.
-logits(ids) is the convenience API of DESIGN.md: the whole sequence with the family's
+logits(ids) is the engine API's convenience (docs/ARCHITECTURE.md): the whole sequence with the family's
 attention kind and the logit shift applied, so logits[:, i] predicts token i.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The fake "graph" snapshots the model call at capture time and, on replay, runs the model on
 its static inputs after copying the new ones in, like the real thing; so decoding through a
 GraphedStep must give exactly the tokens of the plain model. The real capture is tested on
-the GPU box (tests/gpu/test_graph_gpu.py).
+the GPU box (tests/gpu/checks.py: CUDA-graph replays against eager, through scripts/gpu_check.sh).
 """
 import pytest
 import torch

@@ -17,7 +17,7 @@ launch. `GraphedStep` is a drop-in for that call:
     a capture of the new shape, and memory stays bounded;
   * a failed capture marks its key eager forever and logs why: the step still runs.
 
-Off switch: Engine.load(..., cuda_graphs=False) or DLLM_CUDA_GRAPHS=0; never on CPU.
+Off by default (not yet verified on a GPU): on with Engine.load(..., cuda_graphs=True) or DLLM_CUDA_GRAPHS=1; never on CPU.
 The capture itself is a function argument, so the bookkeeping is tested on CPU with a fake.
 """
 from __future__ import annotations
