@@ -297,7 +297,7 @@ async def bench_lsp(args) -> Dict:
     return results
 
 
-def run_lsp(args) -> int:
+def run(args) -> int:
     results = asyncio.run(bench_lsp(args))
     if args.json:
         print(json.dumps(results, indent=1))

@@ -29,7 +29,8 @@ from typing import Optional
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dllm_lsp.settings import DTYPES, POLICIES, Settings
+    from dllm_lsp.commands.serve import add_device_arguments, add_logging_arguments
+    from dllm_lsp.settings import POLICIES, Settings
     d = Settings()
     parser.add_argument("location", metavar="FILE:LINE:COL", help="where to complete (1-based line and column)")
     parser.add_argument("--model", default=d.model,
@@ -39,10 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"trained drafter (draft head or mask slots): auto (the one shipped for the model), none, or a file "
                              f"(default: {d.drafter}; the text is the same either way)")
     parser.add_argument("--language", default=None, help="language id (default: from the file extension)")
-    parser.add_argument("--device", default=d.device, help=f"auto | cpu | cuda | cuda:N (default: {d.device})")
-    parser.add_argument("--dtype", default=d.dtype, choices=DTYPES, help=f"weights and activations type (default: {d.dtype})")
-    parser.add_argument("--threads", type=int, default=d.threads,
-                        help=f"CPU threads (0: all cores up to 2, else all but one; default: {d.threads})")
+    add_device_arguments(parser)
     parser.add_argument("--policy", default=None, choices=POLICIES,
                         help=f"which masked tokens to commit after each forward pass (default: {d.policy})")
     parser.add_argument("--threshold", type=float, default=None,
@@ -52,8 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print text, forwards and timings as one JSON object (firstTextMs is null when "
                              "nothing is suggested)")
-    parser.add_argument("--log-file", default=None, help="write logs here instead of stderr")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    add_logging_arguments(parser)
 
 
 def parse_location(location: str):

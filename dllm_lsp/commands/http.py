@@ -16,7 +16,8 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dllm_lsp.settings import DTYPES, Settings
+    from dllm_lsp.commands.serve import add_device_arguments, add_logging_arguments
+    from dllm_lsp.settings import Settings
     d = Settings()
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1; another address is reachable from other "
@@ -25,10 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=d.model,
                         help=f"'default' (the pulled Qwen2.5-Coder-0.5B), 'embedded', a .gguf file or a model "
                              f"folder (default: {d.model})")
-    parser.add_argument("--device", default=d.device, help=f"auto | cpu | cuda | cuda:N (default: {d.device})")
-    parser.add_argument("--dtype", default=d.dtype, choices=DTYPES, help=f"weights and activations type (default: {d.dtype})")
-    parser.add_argument("--threads", type=int, default=d.threads,
-                        help=f"CPU threads (0: all cores up to 2, else all but one; default: {d.threads})")
+    add_device_arguments(parser)
     parser.add_argument("--queue", type=int, default=8,
                         help="requests waiting or decoding at once; more are answered 429 (default: 8)")
     parser.add_argument("--max-body-kb", type=int, default=2048,
@@ -36,8 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default="{}",
                         help="server settings as JSON, camelCase as for the LSP server (e.g. "
                              "'{\"prefixTokens\": 1024, \"drafting\": true}')")
-    parser.add_argument("--log-file", default=None, help="write logs here instead of stderr")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    add_logging_arguments(parser)
 
 
 def run(args) -> int:

@@ -18,8 +18,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--tcp", metavar="HOST:PORT", help="listen for one LSP client on a TCP socket")
     parser.add_argument("--model", default=None,
                         help="model to load unless the client's settings name one ('default', a folder, or an HF repo id in the local cache)")
+    add_logging_arguments(parser)
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    """--log-file and -v, the same for every command that logs (setup_logging reads them)."""
     parser.add_argument("--log-file", default=None, help="write logs here instead of stderr")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device, --dtype and --threads with the settings' defaults (commands that load a model)."""
+    from dllm_lsp.settings import DTYPES, Settings
+    d = Settings()
+    parser.add_argument("--device", default=d.device, help=f"auto | cpu | cuda | cuda:N (default: {d.device})")
+    parser.add_argument("--dtype", default=d.dtype, choices=DTYPES, help=f"weights and activations type (default: {d.dtype})")
+    parser.add_argument("--threads", type=int, default=d.threads,
+                        help=f"CPU threads (0: all cores up to 2, else all but one; default: {d.threads})")
 
 
 def setup_logging(log_file, verbose: int) -> None:

@@ -27,6 +27,14 @@ def _oracle_logits(hf_model, ids):
         return hf_model(ids, attention_mask=full).logits
 
 
+def _shapes(cfg) -> dict:
+    """Our config's sizes under transformers' names (the same for Llama and Qwen2 configs)."""
+    return dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+                num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                num_key_value_heads=cfg.num_kv_heads, rope_theta=cfg.rope_theta, rms_norm_eps=cfg.rms_norm_eps,
+                max_position_embeddings=cfg.max_position)
+
+
 def _rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
@@ -36,11 +44,7 @@ def test_llada_sharded_matches_llama(tmp_path):
     assert len(list(folder.glob("model-*.safetensors"))) > 1, "the LLaDA checkpoint should be sharded"
     eng = Engine.load(folder, device="cpu", dtype="float32")
     cfg = eng.cfg
-    hf_cfg = transformers.LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads, rope_theta=cfg.rope_theta, rms_norm_eps=cfg.rms_norm_eps,
-        max_position_embeddings=cfg.max_position, attention_bias=False, tie_word_embeddings=False)
+    hf_cfg = transformers.LlamaConfig(**_shapes(cfg), attention_bias=False, tie_word_embeddings=False)
     hf = transformers.LlamaForCausalLM(hf_cfg).eval()
     hf.load_state_dict(_hf_state(eng), strict=True)
     ids = torch.randint(0, cfg.vocab_size, (1, 23), generator=torch.Generator().manual_seed(1))
@@ -58,11 +62,7 @@ def test_dream_and_qwen2_match_qwen2_with_shift(tmp_path, tie, kv_heads, model_t
     eng = Engine.load(folder, device="cpu", dtype="float32")
     cfg = eng.cfg
     assert cfg.logit_shift and cfg.qkv_bias and cfg.tie_embeddings == tie and cfg.mask_id == 2
-    hf_cfg = transformers.Qwen2Config(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads, rope_theta=cfg.rope_theta, rms_norm_eps=cfg.rms_norm_eps,
-        max_position_embeddings=cfg.max_position, tie_word_embeddings=tie, use_sliding_window=False)
+    hf_cfg = transformers.Qwen2Config(**_shapes(cfg), tie_word_embeddings=tie, use_sliding_window=False)
     hf = transformers.Qwen2ForCausalLM(hf_cfg).eval()
     state = _hf_state(eng)
     if tie:
