@@ -50,8 +50,8 @@ from aiohttp import web
 import dllm_lsp.core.context as context
 import dllm_lsp.core.syntax as syntax
 from dllm_lsp.runtime.host import EngineHost, _StopFlag
-from dllm_lsp.runtime.stream import Watch
-from dllm_lsp.http.wire import APIS, DRAFT_HEADER, SSE_DONE, BadRequest, FimAnswer, FimQuery, StopScanner, answer_body, chat_answer_body, chat_chunk_body, chunk_body, error_body, parse_chat_request, parse_request, sse, usage_chunk
+from dllm_lsp.runtime.stream import StopView, Watch
+from dllm_lsp.http.wire import APIS, DRAFT_HEADER, SSE_DONE, BadRequest, FimAnswer, FimQuery, answer_body, chat_answer_body, chat_chunk_body, chunk_body, error_body, parse_chat_request, parse_request, sse, usage_chunk
 from dllm_lsp.settings import Settings
 from dllm_lsp.runtime.worker import EngineWorker, Superseded
 
@@ -174,29 +174,6 @@ def fim_request(settings: Settings, q: FimQuery, count):
                                   seed=q.seed or 0, stop_at_eos=not q.ignore_eos, ends_at_newline="\n" in q.stop,
                                   draft_sources=tuple(t[-20_000:] for _, t in q.snippets[:2]) if settings.drafting else ())
     return req, count(req.prefix) + count(req.suffix)
-
-
-class StopView:
-    """What a FIM API client may be shown (runtime/stream.py's view): the text cut at the first
-    stop string, a tail that may become one held back; stop on a stop string, or once a line is
-    complete past the request's deadline (llama.cpp's t_max_predict_ms, from the first update)."""
-
-    def __init__(self, stops, deadline_ms: Optional[float] = None):
-        self.scanner, self.deadline_ms = StopScanner(stops), deadline_ms
-        self.first_at: Optional[float] = None
-        self.timed_out = False
-
-    def visible(self, stable: str) -> Tuple[str, bool]:
-        now = time.perf_counter()
-        self.first_at = now if self.first_at is None else self.first_at
-        text, hit = self.scanner.visible(stable)
-        if not hit and self.deadline_ms is not None and "\n" in stable \
-                and (now - self.first_at) * 1000 > self.deadline_ms:
-            self.timed_out = True
-        return text, hit or self.timed_out
-
-    def draft(self, draft: str) -> str:
-        return self.scanner.final(draft)[0]
 
 
 def _decode(engine, req, q: FimQuery, prompt_tokens: int, t0: float, cancel, on_update) -> FimAnswer:

@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 APIS = ("openai", "inception", "llamacpp")
@@ -413,42 +413,6 @@ def error_body(status: int, message: str, param: Optional[str] = None) -> Dict[s
 
 
 # ---- stop strings ------------------------------------------------------------------------------
-
-class StopScanner:
-    """Cut text at the first stop string; while streaming, hold back a tail that may become one.
-
-    `visible(text)` for a growing `text` only grows (a held-back tail is a prefix of a stop
-    string, so a stop that later completes starts at or after what was shown)."""
-
-    def __init__(self, stops: Sequence[str]):
-        self.stops = tuple(s for s in stops if s)
-
-    def find(self, text: str) -> Tuple[int, str]:
-        """(index of the first stop string in text, which one) or (-1, "")."""
-        best, word = -1, ""
-        for s in self.stops:
-            i = text.find(s)
-            if i >= 0 and (best < 0 or i < best):
-                best, word = i, s
-        return best, word
-
-    def final(self, text: str) -> Tuple[str, str]:
-        i, word = self.find(text)
-        return (text, "") if i < 0 else (text[:i], word)
-
-    def visible(self, text: str) -> Tuple[str, bool]:
-        """(the part of a growing text that is safe to show, whether a stop string was hit)."""
-        i, _ = self.find(text)
-        if i >= 0:
-            return text[:i], True
-        hold = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(text)), hold, -1):
-                if text.endswith(s[:k]):
-                    hold = k
-                    break
-        return text[:len(text) - hold], False
-
 
 # ---- client side: FimQuery -> wire, wire -> text ----------------------------------------------
 

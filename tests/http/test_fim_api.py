@@ -5,7 +5,8 @@ import pytest
 
 import dllm_lsp.http.wire as fim_api
 from dllm_lsp.core.plan import plan_completion
-from dllm_lsp.http.wire import BadRequest, FimAnswer, FimQuery, StopScanner
+from dllm_lsp.http.wire import BadRequest, FimAnswer, FimQuery
+from dllm_lsp.runtime.stream import StopScanner
 from dllm_lsp.http.client import error_kind, error_message, query_for_plan
 from dllm_lsp.settings import Settings
 

@@ -1,6 +1,5 @@
 """runtime/stream.py: the bookkeeping every decode loop shares (pure, with stand-in views)."""
-from dllm_lsp.http.server import StopView
-from dllm_lsp.runtime.stream import Watch
+from dllm_lsp.runtime.stream import StopView, Watch
 
 
 class Upper:
