@@ -13,6 +13,7 @@ import torch
 
 from engine.loading.gguf_import import cache_root
 
+pytest_plugins = ["skip_guard"]            # tests/skip_guard.py: CI fails on a skip it does not accept
 torch.set_num_threads(1)
 USER_CACHE = cache_root()                       # where `dllm-lsp pull` stores models
 os.environ["DLLM_TEST_USER_CACHE"] = str(USER_CACHE)   # for servers that must load the pulled model

@@ -89,6 +89,7 @@ class Metrics:
     cancelled: int = 0
     not_ready: int = 0
     warmups: int = 0              # background prefills that ran
+    configurations: int = 0       # settings changes applied (initializationOptions, didChangeConfiguration, pulls)
     warm_tokens: int = 0          # context tokens they computed
     prepared: int = 0             # next suggestions decoded in the background (prepare_next) and kept
     last_warm: Dict[str, Any] = field(default_factory=dict)   # {uri, token, tokens} of the last one done
@@ -99,7 +100,7 @@ class Metrics:
                 "engineRuns": self.engine_runs, "forwards": self.forwards, "newTokens": self.new_tokens,
                 "empty": self.empty, "superseded": self.superseded, "cancelled": self.cancelled,
                 "notReady": self.not_ready, "warmups": self.warmups, "warmTokens": self.warm_tokens,
-                "prepared": self.prepared,
+                "prepared": self.prepared, "configurations": self.configurations,
                 "lastWarm": dict(self.last_warm),
                 "last": dict(self.last)}
 
@@ -142,6 +143,7 @@ class CompletionService:
         initializationOptions (initial=True) are the base; each workspace/didChangeConfiguration
         carries the client's whole current section and replaces the previous change on top of it.
         """
+        self.metrics.configurations += 1
         section = section_of(raw)
         if initial:
             self.init_settings = section

