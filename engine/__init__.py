@@ -13,9 +13,12 @@ from engine.errors import CheckpointError, ConfigError, EngineError, ModelNotFou
 
 
 def __getattr__(name):
-    if name in ("Engine", "resolve_model_path"):
-        import engine.engine as _engine
-        return getattr(_engine, name)
+    if name == "Engine":
+        from engine.engine import Engine
+        return Engine
+    if name == "resolve_model_path":
+        from engine.loading.resolve import resolve_model_path
+        return resolve_model_path
     if name == "ModelConfig":
         from engine.loading.config import ModelConfig
         return ModelConfig

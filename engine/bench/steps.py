@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from engine.engine import pick_device, pick_dtype
+    from engine.model.forms import pick_device, pick_dtype
     from engine.errors import EngineError
 
     if any(v is not None and v < 1 for v in (args.layers, args.hidden, args.intermediate, args.vocab)) or \

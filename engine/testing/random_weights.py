@@ -69,7 +69,7 @@ def random_model(cfg, device: str, dtype, kernels: str = "auto", seed: int = 0, 
     """A DecoderModel with random weights created directly on `device` in `dtype` (no fp32 copy)."""
     import torch
 
-    from engine.engine import build_model
+    from engine.model.forms import build_model
 
     model = build_model(cfg, device, dtype, kernels).to(dtype)       # meta parameters, cast for free
     model = model.to_empty(device=device)
@@ -88,7 +88,7 @@ def random_model(cfg, device: str, dtype, kernels: str = "auto", seed: int = 0, 
 def check_memory(cfg, device: str, dtype) -> None:
     import torch
 
-    from engine.engine import build_model
+    from engine.model.forms import build_model
 
     if not device.startswith("cpu"):
         return

@@ -195,7 +195,7 @@ def test_a_tied_table_stays_dense_with_the_files_values(tmp_path):
 
 
 def test_dtype_gguf_needs_a_converted_gguf_and_the_cpu(tiny_gguf_qwen2, tmp_path):
-    import engine.engine as E
+    import engine.model.forms as E
     from types import SimpleNamespace
     causal = SimpleNamespace(attention="causal")
     assert E.pick_weights("auto", "cpu", torch.float32, causal, has_exact=False) in ("fp16", "dense")

@@ -89,7 +89,7 @@ def test_drafted_text_is_the_one_per_pass_text_on_fp16_weights(tiny_fp16):
 
 
 def test_pick_weights_packs_only_where_measured(monkeypatch):
-    import engine.engine as E
+    import engine.model.forms as E
     from types import SimpleNamespace
     causal, blocks = SimpleNamespace(attention="causal"), SimpleNamespace(attention="block_causal")
     assert E.pick_weights("auto", "cpu", torch.float32, causal) == "fp16"

@@ -88,7 +88,7 @@ def prepare_tokenizer(cfg: SessionConfig, train_files: List[corpus.SourceFile], 
 def resolve_init(init: Optional[str]) -> Optional[Path]:
     if init is None:
         return None
-    from engine.engine import resolve_model_path  # noqa: PLC0415
+    from engine.loading.resolve import resolve_model_path  # noqa: PLC0415
     # the trainer trains the self-trained block-diffusion model: "default" (a name older
     # commands used for it) means the embedded model here, not the pulled Qwen default
     return resolve_model_path("embedded" if init == "default" else init)
