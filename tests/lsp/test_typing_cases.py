@@ -1,5 +1,5 @@
 """bench/typing_cases.py and bench typing's summaries: the cases a typist types, where the cursor goes, the summaries."""
-from dllm_lsp.bench.typing_replay import Pause, headline, summarize
+from dllm_lsp.bench.typing_report import Pause, headline, summarize
 from dllm_lsp.bench.typing_cases import apply_key, cursor_after, typing_case, typing_cases
 
 LINES = ["def total(items):", "    result = 0", "    for item in items:", "        result += item.price",
