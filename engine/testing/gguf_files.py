@@ -26,10 +26,10 @@ N_UNUSED = 5
 def trained_vocab(vocab_size: int = 300):
     """(tokens in id order, merges "a b") of a byte-level BPE trained with the Qwen2 split."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from engine.loading.gguf_import import _PRE_TOKENIZER_REGEX
+    from engine.loading.gguf_metadata import PRE_TOKENIZER_REGEX
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_PRE_TOKENIZER_REGEX["qwen2"]), behavior="isolated"),
+        pre_tokenizers.Split(Regex(PRE_TOKENIZER_REGEX["qwen2"]), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
