@@ -58,7 +58,8 @@ def run(args) -> int:
     import asyncio
     import signal
 
-    from dllm_lsp.http.server import FimEngine, is_loopback, resolve_token, serve
+    from dllm_lsp.http.fim_engine import FimEngine
+    from dllm_lsp.http.server import is_loopback, resolve_token, serve
     token, source, created = resolve_token()
     if created:
         print(f"dllm-lsp http: generated an API token into {source} (shown this once):\n  {token}", file=sys.stderr)

@@ -45,24 +45,15 @@ passes that changed only the draft; other clients never see it.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from dllm_lsp.http.fields import BadRequest, bool_field, draft_flag, get_field, integer_field, number_field, stop_field
+
 APIS = ("openai", "inception", "llamacpp")
 PATHS = {"openai": "/v1/completions", "inception": "/v1/fim/completions", "llamacpp": "/infill"}
-MAX_STOP = 16                 # stop strings per request (OpenAI allows 4; llama.cpp any number)
-MAX_STOP_CHARS = 256
 DRAFT_HEADER = "X-Dllm-Draft"
-
-
-class BadRequest(ValueError):
-    """A request body we refuse; `param` names the offending key (None: the body itself)."""
-
-    def __init__(self, message: str, param: Optional[str] = None):
-        super().__init__(message)
-        self.param = param
 
 
 @dataclass(frozen=True)
@@ -106,64 +97,6 @@ class Chunk:
     finish_reason: Optional[str] = None
 
 
-# ---- checking values ---------------------------------------------------------------------------
-
-def _get(body: Dict[str, Any], key: str, kinds, default=None, *, allow_none: bool = True):
-    if key not in body or (body[key] is None and allow_none):
-        return default
-    value = body[key]
-    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise BadRequest(f"'{key}' must be {_kind_name(kinds)}, not a boolean", key)
-    if not isinstance(value, kinds):
-        raise BadRequest(f"'{key}' must be {_kind_name(kinds)}, not {type(value).__name__}", key)
-    return value
-
-
-def _kind_name(kinds) -> str:
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array",
-             dict: "an object"}
-    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
-
-
-def _number(body, key, lo, hi, default):
-    value = _get(body, key, (int, float), default)
-    if value is default:
-        return default
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise BadRequest(f"'{key}' must be in [{lo:g}, {hi:g}], got {value!r}", key)
-    return float(value)
-
-
-def _integer(body, key, lo, hi, default):
-    value = _get(body, key, (int, float), default)
-    if value is default:
-        return default
-    if not float(value).is_integer() or not lo <= value <= hi:
-        raise BadRequest(f"'{key}' must be an integer in [{lo}, {hi}], got {value!r}", key)
-    return int(value)
-
-
-def _stops(body, key="stop") -> Tuple[str, ...]:
-    value = _get(body, key, (str, list), None)
-    if value is None:
-        return ()
-    items = [value] if isinstance(value, str) else value
-    if len(items) > MAX_STOP or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in items):
-        raise BadRequest(f"'{key}' must be a string or an array of at most {MAX_STOP} non-empty strings "
-                         f"of at most {MAX_STOP_CHARS} characters", key)
-    return tuple(dict.fromkeys(items))
-
-
-def _bool(body, key, default=False) -> bool:
-    return bool(_get(body, key, bool, default))
-
-
-def _draft_flag(body) -> bool:
-    ext = _get(body, "dllm", dict, {})
-    return _bool(ext, "draft") if ext else False
-
-
 # ---- server side: wire -> FimQuery ------------------------------------------------------------
 
 def parse_request(api: str, body: Any, max_tokens_cap: int = 1024) -> FimQuery:
@@ -187,28 +120,28 @@ def _parse_openai(body: Dict[str, Any], cap: int) -> FimQuery:
     if not isinstance(prompt, str):
         raise BadRequest("'prompt' is required and must be a string", "prompt")
     for key, ok in (("n", 1), ("best_of", 1)):
-        if _integer(body, key, 1, 128, 1) != ok:
+        if integer_field(body, key, 1, 128, 1) != ok:
             raise BadRequest(f"'{key}' > 1 is not supported (one completion per request)", key)
-    if _bool(body, "echo"):
+    if bool_field(body, "echo"):
         raise BadRequest("'echo' is not supported", "echo")
-    if _get(body, "logprobs", (int, float), None) not in (None, 0):
+    if get_field(body, "logprobs", (int, float), None) not in (None, 0):
         raise BadRequest("'logprobs' is not supported", "logprobs")
-    options = _get(body, "stream_options", dict, {})
-    seed = _integer(body, "seed", -2**63, 2**63 - 1, None)
-    suffix = _get(body, "suffix", str, "")
+    options = get_field(body, "stream_options", dict, {})
+    seed = integer_field(body, "seed", -2**63, 2**63 - 1, None)
+    suffix = get_field(body, "suffix", str, "")
     if suffix == "<|endoftext|>":       # Continue's inception provider says "no suffix" this way
         suffix = ""
     return FimQuery(prefix=prompt, suffix=suffix,
-                    max_tokens=_integer(body, "max_tokens", 0, cap, None),
-                    temperature=_number(body, "temperature", 0.0, 2.0, 0.0),
-                    top_p=_number(body, "top_p", 0.0, 1.0, 1.0), stop=_stops(body),
-                    stream=_bool(body, "stream"), model=_get(body, "model", str, ""),
-                    ignore_eos=_bool(body, "ignore_eos"), seed=seed, draft=_draft_flag(body),
-                    include_usage=_bool(options, "include_usage") if options else False)
+                    max_tokens=integer_field(body, "max_tokens", 0, cap, None),
+                    temperature=number_field(body, "temperature", 0.0, 2.0, 0.0),
+                    top_p=number_field(body, "top_p", 0.0, 1.0, 1.0), stop=stop_field(body),
+                    stream=bool_field(body, "stream"), model=get_field(body, "model", str, ""),
+                    ignore_eos=bool_field(body, "ignore_eos"), seed=seed, draft=draft_flag(body),
+                    include_usage=bool_field(options, "include_usage") if options else False)
 
 
 def _parse_llamacpp(body: Dict[str, Any], cap: int) -> FimQuery:
-    extra = _get(body, "input_extra", list, [])
+    extra = get_field(body, "input_extra", list, [])
     snippets = []
     for i, item in enumerate(extra):
         if not isinstance(item, dict) or not isinstance(item.get("text", ""), str) \
@@ -217,127 +150,18 @@ def _parse_llamacpp(body: Dict[str, Any], cap: int) -> FimQuery:
                              "input_extra")
         if item.get("text"):
             snippets.append((item.get("filename", "") or "", item["text"]))
-    n_predict = _integer(body, "n_predict", -1, 2**31 - 1, None)
+    n_predict = integer_field(body, "n_predict", -1, 2**31 - 1, None)
     if n_predict is not None and (n_predict < 0 or n_predict > cap):
         n_predict = cap                                # llama.cpp: -1 = as many as the server allows
-    deadline = _number(body, "t_max_predict_ms", 0, 3.6e6, None)
-    seed = _integer(body, "seed", -2**63, 2**63 - 1, None)
-    return FimQuery(prefix=_get(body, "input_prefix", str, "") + _get(body, "prompt", str, ""),
-                    suffix=_get(body, "input_suffix", str, ""), snippets=tuple(snippets),
-                    max_tokens=n_predict, temperature=_number(body, "temperature", 0.0, 2.0, 0.0),
-                    top_p=_number(body, "top_p", 0.0, 1.0, 1.0), stop=_stops(body),
-                    stream=_bool(body, "stream"), deadline_ms=deadline or None,
-                    model=_get(body, "model", str, ""), ignore_eos=_bool(body, "ignore_eos"),
-                    seed=None if seed is None or seed < 0 else seed, draft=_draft_flag(body))
-
-
-# ---- chat: wire -> a rendered prompt ----------------------------------------------------------
-
-CHAT_ROLES = ("system", "developer", "user", "assistant")
-DEFAULT_SYSTEM = "You are a helpful assistant."
-MAX_MESSAGES = 4096
-
-
-def chat_content(value: Any, where: str) -> str:
-    """A message's content (a string, or an array of {type: "text", text} parts) -> text."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        out = []
-        for i, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise BadRequest(f"'{where}.content[{i}]' must be a text part {{type: \"text\", text: string}} "
-                                 f"(got {kind!r}; only text is supported)", "messages")
-            out.append(part["text"])
-        return "".join(out)
-    raise BadRequest(f"'{where}.content' must be a string or an array of text parts", "messages")
-
-
-def parse_messages(value: Any) -> Tuple[Tuple[str, str], ...]:
-    """OpenAI's `messages` -> ((role, text), ...); "developer" is a system message. BadRequest
-    for anything else: no array, an unknown role (tool results: tools are not supported), images."""
-    if not isinstance(value, list) or not value:
-        raise BadRequest("'messages' is required: a non-empty array of {role, content}", "messages")
-    if len(value) > MAX_MESSAGES:
-        raise BadRequest(f"'messages' holds more than {MAX_MESSAGES} messages", "messages")
-    out = []
-    for i, m in enumerate(value):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise BadRequest(f"'{where}' must be an object {{role, content}}", "messages")
-        role = m.get("role")
-        if role not in CHAT_ROLES:
-            raise BadRequest(f"'{where}.role' must be one of {', '.join(CHAT_ROLES)} (got {role!r}; tool "
-                             "messages are not supported)", "messages")
-        if m.get("tool_calls") or m.get("function_call"):
-            raise BadRequest(f"'{where}' has tool calls: tools are not supported", "messages")
-        content = m.get("content")
-        if content is None and role == "assistant":
-            content = ""
-        out.append(("system" if role == "developer" else role, chat_content(content, where)))
-    return tuple(out)
-
-
-def render_chatml(messages: Sequence[Tuple[str, str]], default_system: str = DEFAULT_SYSTEM) -> str:
-    """Qwen's ChatML template: `<|im_start|>{role}\n{content}<|im_end|>\n` per message, a
-    default system message first when the first message is not one, and the assistant's turn
-    left open (`<|im_start|>assistant\n`), which the model ends with <|im_end|>."""
-    turns = list(messages)
-    if default_system and (not turns or turns[0][0] != "system"):
-        turns.insert(0, ("system", default_system))
-    return "".join(f"<|im_start|>{role}\n{text}<|im_end|>\n" for role, text in turns) + "<|im_start|>assistant\n"
-
-
-def parse_chat_request(body: Any, max_tokens_cap: int = 1024) -> FimQuery:
-    """OpenAI's chat completions body -> FimQuery with the rendered prompt (`raw_prompt`).
-    Without max_tokens / max_completion_tokens the answer may take the whole cap (it ends at
-    the model's <|im_end|>). Temperature defaults to 0 (greedy), as for the other shapes."""
-    if not isinstance(body, dict):
-        raise BadRequest(f"the body must be a JSON object, not {type(body).__name__}")
-    messages = parse_messages(body.get("messages"))
-    if _integer(body, "n", 1, 128, 1) != 1:
-        raise BadRequest("'n' > 1 is not supported (one completion per request)", "n")
-    for key in ("tools", "functions"):
-        if _get(body, key, list, []):
-            raise BadRequest(f"'{key}' is not supported: this server decodes text only (no tool calls)", key)
-    choice = body.get("tool_choice", body.get("function_call"))
-    if choice not in (None, "none", "auto"):
-        raise BadRequest("'tool_choice' is not supported: this server decodes text only (no tool calls)",
-                         "tool_choice")
-    if _bool(body, "logprobs") or _get(body, "top_logprobs", (int, float), None) not in (None, 0):
-        raise BadRequest("'logprobs' is not supported", "logprobs")
-    fmt = _get(body, "response_format", dict, {})
-    if fmt and fmt.get("type", "text") != "text":
-        raise BadRequest("'response_format' other than {type: \"text\"} is not supported", "response_format")
-    if _integer(body, "max_tokens", 0, max_tokens_cap, None) == 0 or \
-            _integer(body, "max_completion_tokens", 0, max_tokens_cap, None) == 0:
-        raise BadRequest("'max_tokens' must be at least 1", "max_tokens")
-    n = _integer(body, "max_completion_tokens", 1, max_tokens_cap, None)
-    if n is None:
-        n = _integer(body, "max_tokens", 1, max_tokens_cap, max_tokens_cap)
-    options = _get(body, "stream_options", dict, {})
-    return FimQuery(prefix=render_chatml(messages), max_tokens=n,
-                    temperature=_number(body, "temperature", 0.0, 2.0, 0.0),
-                    top_p=_number(body, "top_p", 0.0, 1.0, 1.0), stop=_stops(body),
-                    stream=_bool(body, "stream"), model=_get(body, "model", str, ""),
-                    ignore_eos=_bool(body, "ignore_eos"), seed=_integer(body, "seed", -2**63, 2**63 - 1, None),
-                    include_usage=_bool(options, "include_usage") if options else False, raw_prompt=True)
-
-
-def chat_answer_body(answer: FimAnswer, *, id: str, created: int, model: str) -> Dict[str, Any]:
-    """The non-streamed chat completion: the text as the assistant's message."""
-    return {"id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "logprobs": None,
-                         "finish_reason": answer.finish_reason}], "usage": usage(answer)}
-
-
-def chat_chunk_body(delta: Dict[str, Any], *, id: str, created: int, model: str,
-                    finish_reason: Optional[str] = None) -> Dict[str, Any]:
-    """One streamed chat event: `delta` is {"role": "assistant"} first, then {"content": text},
-    and {} with the finish_reason last."""
-    return {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+    deadline = number_field(body, "t_max_predict_ms", 0, 3.6e6, None)
+    seed = integer_field(body, "seed", -2**63, 2**63 - 1, None)
+    return FimQuery(prefix=get_field(body, "input_prefix", str, "") + get_field(body, "prompt", str, ""),
+                    suffix=get_field(body, "input_suffix", str, ""), snippets=tuple(snippets),
+                    max_tokens=n_predict, temperature=number_field(body, "temperature", 0.0, 2.0, 0.0),
+                    top_p=number_field(body, "top_p", 0.0, 1.0, 1.0), stop=stop_field(body),
+                    stream=bool_field(body, "stream"), deadline_ms=deadline or None,
+                    model=get_field(body, "model", str, ""), ignore_eos=bool_field(body, "ignore_eos"),
+                    seed=None if seed is None or seed < 0 else seed, draft=draft_flag(body))
 
 
 # ---- server side: FimAnswer -> wire ------------------------------------------------------------
@@ -411,8 +235,6 @@ def error_body(status: int, message: str, param: Optional[str] = None) -> Dict[s
             503: "unavailable_error"}.get(status, "server_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
-
-# ---- stop strings ------------------------------------------------------------------------------
 
 # ---- client side: FimQuery -> wire, wire -> text ----------------------------------------------
 

@@ -8,7 +8,9 @@ import pytest
 
 from http_helpers import TOKEN, HttpServer
 import dllm_lsp.http.wire as fim_api
-from dllm_lsp.http.wire import BadRequest, parse_chat_request, parse_messages, render_chatml
+import dllm_lsp.http.chat as chat
+from dllm_lsp.http.chat import parse_chat_request, parse_messages, render_chatml
+from dllm_lsp.http.fields import BadRequest
 from engine import InfillRequest
 
 MESSAGES = [{"role": "system", "content": "You write Python."},
@@ -60,11 +62,11 @@ def test_chat_body_refuses_what_cannot_be_honoured(body, param):
 
 def test_chat_answer_and_chunk_shapes():
     meta = {"id": "chatcmpl-1", "created": 1, "model": "m"}
-    body = fim_api.chat_answer_body(fim_api.FimAnswer("x = 1", "stop", 5, 3), **meta)
+    body = chat.chat_answer_body(fim_api.FimAnswer("x = 1", "stop", 5, 3), **meta)
     assert body["object"] == "chat.completion" and body["choices"][0]["message"] == {"role": "assistant",
                                                                                     "content": "x = 1"}
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
-    chunk = fim_api.chat_chunk_body({"content": "x"}, **meta)
+    chunk = chat.chat_chunk_body({"content": "x"}, **meta)
     assert chunk["object"] == "chat.completion.chunk" and chunk["choices"][0]["delta"] == {"content": "x"}
 
 

@@ -5,7 +5,8 @@ import pytest
 
 import dllm_lsp.http.wire as fim_api
 from dllm_lsp.core.plan import plan_completion
-from dllm_lsp.http.wire import BadRequest, FimAnswer, FimQuery
+from dllm_lsp.http.fields import BadRequest
+from dllm_lsp.http.wire import FimAnswer, FimQuery
 from dllm_lsp.runtime.stream import StopScanner
 from dllm_lsp.http.client import error_kind, error_message, query_for_plan
 from dllm_lsp.settings import Settings
@@ -160,7 +161,7 @@ class FakeEngine:
 
 
 def test_t_max_predict_ms_stops_only_once_a_line_is_complete():
-    from dllm_lsp.http.server import decode_query
+    from dllm_lsp.http.fim_engine import decode_query
     texts = ["a", "ab", "abc", "abcd", "abcd\n", "abcd\ne", "abcd\nef", "abcd\nefg"]
     slow = FakeEngine(texts, delay=0.02)
     ans = decode_query(slow, Settings(), FimQuery(prefix="x = ", max_tokens=8, deadline_ms=1.0))
@@ -173,7 +174,7 @@ def test_t_max_predict_ms_stops_only_once_a_line_is_complete():
 
 
 def test_a_newline_stop_string_ends_the_drafts_at_the_line():
-    from dllm_lsp.http.server import decode_query
+    from dllm_lsp.http.fim_engine import decode_query
     line = FakeEngine(["a", "ab\n"])
     decode_query(line, Settings(), FimQuery(prefix="x = ", max_tokens=8, stop=("\n",)))
     block = FakeEngine(["a", "ab\n"])

@@ -233,7 +233,8 @@ def test_another_host_warns_and_a_generated_token_is_printed_once(http_model, tm
 async def test_full_queue_is_429_and_loading_is_503(http_model):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from dllm_lsp.http.server import FimEngine, make_app
+    from dllm_lsp.http.fim_engine import FimEngine
+    from dllm_lsp.http.server import make_app
     from dllm_lsp.settings import Settings
     engine = FimEngine(Settings(model=http_model, threads=1), queue_limit=1)
     async with TestClient(TestServer(make_app(engine, "t"))) as c:

@@ -60,7 +60,7 @@ def test_non_dict_settings_are_rejected_with_a_message():
 
 def test_draft_tree_reaches_the_engine_requests():
     from dllm_lsp.core.plan import _request
-    from dllm_lsp.http.server import fim_request
+    from dllm_lsp.http.fim_engine import fim_request
     from dllm_lsp.lsp.server import infill_options
     from dllm_lsp.http.wire import parse_request
     on, problems = parse_settings({"dllm": {"draftTree": True}})

@@ -77,7 +77,7 @@ def test_a_local_parse_decides_like_a_whole_document_parse(monkeypatch):
 
 def test_one_extension_table_for_every_caller():
     from dllm_lsp.core.syntax import language_for_path
-    from dllm_lsp.http.server import comment_for
+    from dllm_lsp.http.fim_engine import comment_for
     assert language_for_path("file:///w/App.jsx") == "javascriptreact" == language_for_path("App.JSX")
     assert language_for_path("stubs/os.pyi") == "python"
     assert language_for_path("file:///w/v1.2/Makefile") == "plaintext"          # a dot in a folder is no extension
