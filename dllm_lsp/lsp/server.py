@@ -40,7 +40,8 @@ from dllm_lsp import __version__
 from dllm_lsp.core.syntax import language_for_path
 from dllm_lsp.lsp.protocol import DllmProtocol, invalid, plain
 from dllm_lsp.lsp.positions import edit_end, normalize_encoding, offset_at
-from dllm_lsp.lsp.service import CompletionService, DocumentAt
+from dllm_lsp.lsp.messages import DocumentAt
+from dllm_lsp.lsp.service import CompletionService
 from dllm_lsp.settings import VALIDATORS
 
 log = logging.getLogger(__name__)

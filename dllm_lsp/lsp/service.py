@@ -22,10 +22,8 @@ import itertools
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
-from pathlib import PurePosixPath
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
-from urllib.parse import unquote, urlparse
+from dataclasses import replace
+from typing import Any, Dict, List, Optional, Tuple
 
 from dllm_lsp.core.typealong import TypeAlongCache
 from dllm_lsp.core.plan import plan_completion
@@ -34,6 +32,7 @@ from dllm_lsp.runtime.host import Decoded, EngineHost, LocalBackend, decode_plan
 from dllm_lsp.settings import Settings, parse_settings, section_of
 from dllm_lsp.lsp.usage import StatsStore
 from dllm_lsp.runtime.worker import EngineWorker, Superseded
+from dllm_lsp.lsp.messages import Answer, ClientPort, DocumentAt, Metrics, document_name
 
 log = logging.getLogger(__name__)
 
@@ -42,72 +41,6 @@ STATUS = "dllm/status"
 MAX_SNIPPET_DOCS = 5
 STATUS_EVERY_S = 2.0          # at most this often, a dllm/status with the latest latency
 NEXT_KEY = "#next"            # the engine worker's key of a document's prepared next suggestion (+ its uri)
-
-
-class ClientPort(Protocol):
-    def notify(self, method: str, params: Any) -> None: ...
-    def show_message(self, kind: str, message: str) -> None: ...     # kind: "error" | "warning" | "info"
-    async def progress_begin(self, title: str) -> Optional[str]: ...
-    def progress_end(self, token: Optional[str], message: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class DocumentAt:
-    """A completion request, already resolved to Python string offsets."""
-    uri: str
-    version: Optional[int]
-    text: str
-    offset: int
-    language_id: str
-    position: Dict[str, int]                       # as the client sent it (its units)
-    others: Sequence[Tuple[str, str]] = ()         # (name, text) of other open documents
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    reason: str = "ok"            # ok | cached | not-ready | no-completion | superseded | cancelled | disabled
-    forwards: int = 0
-    ms: float = 0.0
-    first_text_ms: Optional[float] = None
-    mode: Optional[str] = None
-    queue_ms: Optional[float] = None      # from submitting the job to the engine thread starting it
-    context_tokens: int = 0               # context tokens whose keys/values this request computed
-
-
-@dataclass
-class Metrics:
-    """Counters since start; `dllm/metrics` returns them (the benchmark reads deltas)."""
-    requests: int = 0
-    answered: int = 0
-    cache_hits: int = 0
-    engine_runs: int = 0
-    forwards: int = 0
-    new_tokens: int = 0
-    empty: int = 0
-    superseded: int = 0
-    cancelled: int = 0
-    not_ready: int = 0
-    warmups: int = 0              # background prefills that ran
-    configurations: int = 0       # settings changes applied (initializationOptions, didChangeConfiguration, pulls)
-    warm_tokens: int = 0          # context tokens they computed
-    prepared: int = 0             # next suggestions decoded in the background (prepare_next) and kept
-    last_warm: Dict[str, Any] = field(default_factory=dict)   # {uri, token, tokens} of the last one done
-    last: Dict[str, Any] = field(default_factory=dict)
-
-    def as_json(self) -> Dict[str, Any]:
-        return {"requests": self.requests, "answered": self.answered, "cacheHits": self.cache_hits,
-                "engineRuns": self.engine_runs, "forwards": self.forwards, "newTokens": self.new_tokens,
-                "empty": self.empty, "superseded": self.superseded, "cancelled": self.cancelled,
-                "notReady": self.not_ready, "warmups": self.warmups, "warmTokens": self.warm_tokens,
-                "prepared": self.prepared, "configurations": self.configurations,
-                "lastWarm": dict(self.last_warm),
-                "last": dict(self.last)}
-
-
-def document_name(uri: str) -> str:
-    path = unquote(urlparse(uri).path) or uri
-    return PurePosixPath(path).name or uri
 
 
 class CompletionService:
