@@ -11,12 +11,13 @@ from dataclasses import replace
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from engine import Engine
 import dllm_lsp.bench.decode as bd
+import dllm_lsp.bench.decode_cases as cases
 from dllm_lsp.settings import Settings
 torch.set_num_threads(2)
 e = Engine.load("default", device="cpu", dtype="auto")
 head = bd.load_drafters(e, ["auto"])[0]
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-cases = bd.stdlib_cases("stdlib-line", n, e.tokenizer, int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+cases = cases.stdlib_cases("stdlib-line", n, e.tokenizer, int(sys.argv[2]) if len(sys.argv) > 2 else 0)
 variants = [("one-per-pass", {"drafting": False}, None, None),
             ("lookup max8", {"draft_with": "lookup"}, None, None),
             ("lookup max4", {"draft_with": "lookup", "max_draft_tokens": 4}, None, None),
@@ -26,7 +27,7 @@ variants = [("one-per-pass", {"drafting": False}, None, None),
             ("lookup4+head .3/.3", {"draft_with": "auto", "max_draft_tokens": 4}, (0.3, 0.3), None)]
 res = {v[0]: {"ms": [], "fw": 0, "tok": 0, "same": 0} for v in variants}
 for c in cases:
-    req = bd.request_for(c, e.tokenizer, Settings(), 8)
+    req = cases.request_for(c, e.tokenizer, Settings(), 8)
     e.use_drafter(None); e.context_cache.clear(); e.warm(req)
     ref = None
     for rep in range(2):

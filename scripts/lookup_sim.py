@@ -71,7 +71,8 @@ def replay(cases, cost=None) -> None:
 def record(out: Path, kind: str, limit: int, seed: int) -> None:
     import torch
     from engine import Engine
-    from dllm_lsp.bench.decode import decode, humaneval_cases, request_for, stdlib_cases
+    from dllm_lsp.bench.decode import decode
+    from dllm_lsp.bench.decode_cases import humaneval_cases, request_for, stdlib_cases
     from dllm_lsp.settings import Settings
     torch.set_num_threads(2)
     eng = Engine.load("default")

@@ -4,7 +4,7 @@
                           [--llamacpp-python /work/llama/bin/python] [--json] [--plot FILE.png]
 
 Cases (pure functions, `--limit` of each kind, fixed seed):
-  stdlib-line   a line of a standard-library module (STDLIB_MODULES, read from this Python's
+  stdlib-line   a line of a standard-library module (engine/eval_data.py BENCH_MODULES, read from this Python's
                 own lib) cut at a token boundary of the tokenizer's encoding of that line, after
                 its indentation and before its last character; the rest of the line is removed
                 (its line break stays) and is the reference. Budget Settings().max_new_tokens_line.
@@ -61,21 +61,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engine.eval_data import BENCH_MODULES as STDLIB_MODULES, bench_files as stdlib_files  # noqa: F401
 from typing import Dict, List, Optional, Sequence
+from dllm_lsp.bench.decode_cases import KINDS, Case, humaneval_cases, request_for, stdlib_cases, until_newline
+from dllm_lsp.bench.llamacpp import LlamaCpp, LlamaUnavailable, gguf_file
+from dllm_lsp.bench.decode_report import headline, plot, table
 
-KINDS = ("stdlib-line", "stdlib-block", "humaneval-line")
 # (name, InfillRequest changes, drafter): the drafter rows run once per trained drafter
 PLAIN_DECODERS = (("one-per-pass", {"drafting": False}), ("lookup", {"drafting": True, "draft_with": "lookup"}))
 
@@ -104,103 +101,6 @@ def decoders_for(drafters: Sequence) -> list:
     return out
 
 
-WORKER = Path(__file__).with_name("llamacpp_worker.py")
-
-
-# ---- cases (pure) -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Case:
-    kind: str
-    name: str
-    document: str
-    offset: int          # cursor, code points into document
-    reference: str       # what was removed
-    line: bool           # stop at the first newline
-
-
-def _line_starts(lines: Sequence[str]) -> List[int]:
-    starts = [0]
-    for line in lines[:-1]:
-        starts.append(starts[-1] + len(line) + 1)
-    return starts
-
-
-def token_cuts(line: str, tokenizer) -> List[int]:
-    """Offsets in `line` where its token encoding has a boundary, after the indentation and
-    before the last non-blank character (so the removed rest is never blank)."""
-    indent, end = len(line) - len(line.lstrip()), len(line.rstrip())
-    ids = tokenizer.encode(line)
-    cuts = set()
-    for k in range(1, len(ids)):
-        head = tokenizer.decode(ids[:k])
-        if line.startswith(head) and indent < len(head) < end:
-            cuts.add(len(head))
-    return sorted(cuts)
-
-
-def cut_line_cases(name: str, text: str, n: int, rng: random.Random, tokenizer) -> List[Case]:
-    lines = text.split("\n")
-    starts = _line_starts(lines)
-    candidates = [i for i, l in enumerate(lines)
-                  if len(l.strip()) >= 8 and not l.strip().startswith(("#", '"""', "'''"))]
-    out = []
-    for i in sorted(rng.sample(candidates, min(n, len(candidates)))):
-        cuts = token_cuts(lines[i], tokenizer)
-        if not cuts:
-            continue
-        cut = rng.choice(cuts)
-        offset = starts[i] + cut
-        doc = text[:offset] + text[starts[i] + len(lines[i]):]
-        out.append(Case("stdlib-line", f"{name}:{i + 1}", doc, offset, lines[i][cut:], True))
-    return out
-
-
-def cut_block_cases(name: str, text: str, n: int, rng: random.Random) -> List[Case]:
-    from dllm_lsp.bench.lsp import sample_block_positions
-    out = []
-    for s in sample_block_positions(name, text, n, rng):
-        offset = _line_starts(s.text.split("\n"))[s.line] + s.character
-        out.append(Case("stdlib-block", f"{name}:{s.line + 1}", s.text, offset, s.reference, False))
-    return out
-
-
-def stdlib_cases(kind: str, limit: int, tokenizer, seed: int = 0, files: Optional[Sequence[Path]] = None) -> List[Case]:
-    """`limit` cases of `kind` spread over the files (a few from each, then a seeded sample)."""
-    rng = random.Random(f"{seed}/{kind}")
-    files = stdlib_files() if files is None else files
-    per_file = -(-limit // max(1, len(files))) + 1
-    cases: List[Case] = []
-    for path in files:
-        text = path.read_text(encoding="utf-8")
-        name = path.name if path.parent.name.startswith("python") else f"{path.parent.name}/{path.name}"
-        cases += (cut_line_cases(name, text, per_file, rng, tokenizer) if kind == "stdlib-line"
-                  else cut_block_cases(name, text, per_file, rng))
-    return rng.sample(cases, min(limit, len(cases)))
-
-
-def humaneval_cases(limit: int, seed: int = 0) -> List[Case]:
-    from engine.eval_data import load_humaneval_problems
-    from dllm_lsp.commands.eval import humaneval_tasks
-    tasks = humaneval_tasks(load_humaneval_problems(), "single-line")
-    picked = random.Random(f"{seed}/humaneval-line").sample(tasks, min(limit, len(tasks)))
-    return [Case("humaneval-line", t.task_id, t.document, t.offset, t.expected, True) for t in picked]
-
-
-def request_for(case: Case, tokenizer, settings, max_draft: int):
-    import dllm_lsp.core.context as context
-    prefix, suffix = context.windows(case.document, case.offset, settings.prefix_tokens, settings.suffix_tokens,
-                                     context.token_counter(tokenizer))
-    return settings.infill_request(prefix, suffix, max_new_tokens=settings.max_new_tokens("line" if case.line else "block"),
-                                   max_draft_tokens=max_draft, ends_at_newline=case.line)
-
-
-def until_newline(ids: Sequence[int], tokenizer) -> tuple:
-    """The token ids up to and including the first one whose text holds a newline."""
-    for k, t in enumerate(ids):
-        if "\n" in tokenizer.decode([t]):
-            return tuple(ids[:k + 1])
-    return tuple(ids)
 
 
 # ---- our decoders -----------------------------------------------------------------------------
@@ -230,66 +130,6 @@ def decode(engine, req, line: bool) -> Run:
     ids = until_newline(res.token_ids, engine.tokenizer) if line else tuple(res.token_ids)
     return Run(ids, res.forwards, ms, getattr(dec, "drafted", 0), getattr(dec, "accepted", 0),
                tuple(getattr(dec, "slot_tries", ())), tuple(getattr(dec, "slot_hits", ())))
-
-
-# ---- llama.cpp --------------------------------------------------------------------------------
-
-class LlamaUnavailable(Exception):
-    pass
-
-
-class LlamaCpp:
-    """bench/llamacpp_worker.py under another Python, spoken to in JSON lines."""
-
-    def __init__(self, python: str, model_path: Path, n_threads: int, n_ctx: int):
-        self.log = tempfile.TemporaryFile(mode="w+")
-        try:
-            self.proc = subprocess.Popen([python, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self.log, text=True)
-        except OSError as exc:
-            raise LlamaUnavailable(f"cannot run {python}: {exc}") from exc
-        hello = self._ask({"model_path": str(model_path), "n_threads": n_threads, "n_ctx": n_ctx})
-        if "error" in hello:
-            self.close()
-            raise LlamaUnavailable(f"{python}: {hello['error']}")
-        self.version = hello.get("llama_cpp", "?")
-
-    def _ask(self, obj: dict) -> dict:
-        try:
-            self.proc.stdin.write(json.dumps(obj) + "\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-        except OSError:
-            line = ""
-        if not line:
-            self.log.seek(0)
-            tail = self.log.read()[-800:].strip()
-            raise LlamaUnavailable(f"the llama.cpp worker exited (rc {self.proc.poll()}): {tail or 'no output'}")
-        return json.loads(line)
-
-    def complete(self, prompt: Sequence[int], max_tokens: int, stop_ids: Sequence[int], line: bool) -> dict:
-        return self._ask({"prompt_tokens": list(prompt), "max_tokens": max_tokens, "stop_ids": list(stop_ids),
-                          "stop_newline": line})
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=20)
-        except Exception:
-            self.proc.kill()
-        self.log.close()
-
-
-def gguf_file(model: str) -> Optional[Path]:
-    """The GGUF file behind `model` (a .gguf path, a folder holding one, or a catalog name)."""
-    from engine.loading.catalog import catalog_entry, pulled_file
-    from engine.loading.gguf_import import find_gguf
-    if catalog_entry(model) is not None:
-        return pulled_file(model)
-    path = Path(os.path.expanduser(model))
-    if path.is_file() and path.suffix == ".gguf":
-        return path
-    return find_gguf(path) if path.is_dir() else None
 
 
 # ---- the run ----------------------------------------------------------------------------------
@@ -396,79 +236,6 @@ def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Op
     engine.use_drafter(None)
     return {"rows": [r.summary() for r in rows.values()], "mismatches": mismatches,
             "_raw": {f"{k}|{d}": {"cold": r.cold_ms, "warm": r.warm_ms} for (k, d), r in rows.items()}}
-
-
-def headline(rows: Sequence[Dict]) -> Dict:
-    by = {(r["kind"], r["decoder"]): r for r in rows}
-    drafted = [r for r in rows if r["decoder"] not in ("one-per-pass", "llama.cpp")]
-    n = sum(r["compared"] for r in drafted)
-    same = sum(r["same_count"] for r in drafted)
-    ratios, served_ratios = {}, {}
-    for kind in KINDS:
-        ours, ref = by.get((kind, "lookup")), by.get((kind, "llama.cpp"))
-        if ours and ref and ours["warm_p50_ms"] and ref["warm_p50_ms"]:
-            ratios[kind] = round(ours["warm_p50_ms"] / ref["warm_p50_ms"], 3)
-        served = next((r for r in rows if r["kind"] == kind and r["decoder"].startswith("lookup+")), None)
-        if served and ref and served["warm_p50_ms"] and ref["warm_p50_ms"]:
-            served_ratios[kind] = round(served["warm_p50_ms"] / ref["warm_p50_ms"], 3)
-    line = by.get(("stdlib-line", "lookup"))
-    gains, gains_warm = {}, {}
-    for r in rows:
-        if r["kind"] == "stdlib-line" and r["decoder"].startswith("lookup+") and line:
-            for key, out in (("tokens_per_forward", gains), ("tokens_per_forward_warm", gains_warm)):
-                if line[key] and r[key]:
-                    out[r["decoder"]] = round(r[key] / line[key], 3)
-    first = next(iter(gains), None)
-    return {"identical": round(same / n, 4) if n else None,
-            "tokens_per_forward": line["tokens_per_forward"] if line else None,
-            "tokens_per_forward_warm": line["tokens_per_forward_warm"] if line else None,
-            "tokens_per_forward_with_mask": by[("stdlib-line", first)]["tokens_per_forward"] if first else None,
-            "tokens_per_forward_with_mask_warm": by[("stdlib-line", first)]["tokens_per_forward_warm"] if first else None,
-            "mask_gain": gains.get(first), "mask_gain_warm": gains_warm.get(first), "drafter_gains": gains,
-            "llamacpp_ratio": ratios.get("stdlib-line"), "llamacpp_ratios": ratios,
-            "llamacpp_ratio_served": served_ratios.get("stdlib-line"), "llamacpp_ratios_served": served_ratios}
-
-
-COLUMNS = (("n", "suggestions"), ("tok/sugg", "tokens_per_suggestion"), ("tok/fwd", "tokens_per_forward"),
-           ("tok/fwd w", "tokens_per_forward_warm"), ("fwd/sugg", "forwards_per_suggestion"),
-           ("cold p50", "cold_p50_ms"), ("cold p95", "cold_p95_ms"), ("warm p50", "warm_p50_ms"),
-           ("warm p95", "warm_p95_ms"), ("same", "same"), ("accept", "acceptance"))
-
-
-def table(rows: Sequence[Dict]) -> str:
-    out = [f"{'cases':16}{'decoder':14}" + "".join(f"{h:>10}" for h, _ in COLUMNS)]
-    for r in rows:
-        out.append(f"{r['kind']:16}{r['decoder']:14}"
-                   + "".join(f"{'-' if r[k] is None else r[k]:>10}" for _, k in COLUMNS))
-    return "\n".join(out)
-
-
-def plot(raw: Dict, path: Path) -> Optional[str]:
-    """Box plots of the latencies per case kind; the reason if it could not be drawn."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (pip install matplotlib)"
-    kinds = [k for k in KINDS if any(key.startswith(k + "|") for key in raw)]
-    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(5.5 * max(1, len(kinds)), 4.8), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        data, labels = [], []
-        for key, v in raw.items():
-            if key.startswith(kind + "|"):
-                for phase in ("cold", "warm"):
-                    data.append(v[phase])
-                    labels.append(f"{key.split('|')[1]}\n{phase}")
-        ax.boxplot(data)
-        ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
-        ax.set_yscale("log")
-        ax.set_title(kind)
-        ax.set_ylabel("ms per suggestion")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return None
 
 
 def load_drafters(engine, specs: Sequence[str]) -> list:

@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List, Optional
 
 from dllm_lsp.bench.fuzz import RawClient, _key, dumps, exit_code, kill_if_running, rss_kb

