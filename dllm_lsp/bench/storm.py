@@ -1,6 +1,6 @@
 """`dllm-lsp bench storm --keys N` / `--minutes M`: an editor typing into a real stdio server.
 
-Design. One raw JSON-RPC client (bench_fuzz.RawClient) types a Python source into a document
+Design. One raw JSON-RPC client (bench/fuzz.py RawClient) types a Python source into a document
 one character per tick (default every 10 ms): each tick is an incremental didChange and an
 inline-completion request at the new cursor, sent without waiting for earlier answers, as an
 editor does. Every `sample_every` keys a dllm/metrics request reads the engine queue
@@ -29,7 +29,8 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from dllm_lsp.bench.fuzz import RawClient, _key, dumps, exit_code, kill_if_running, rss_kb
+from dllm_lsp.bench.fuzz import RawClient, _key, exit_code, kill_if_running, rss_kb
+from dllm_lsp.bench.fuzz_messages import dumps
 
 TYPED = '''import os
 

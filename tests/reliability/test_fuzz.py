@@ -7,7 +7,8 @@ valid one (lines are matched to messages by the `[msg N]` tag, lsp/logs.py).
 """
 import asyncio
 
-from dllm_lsp.bench.fuzz import Fuzzer, count_lines, fuzz
+from dllm_lsp.bench.fuzz import count_lines, fuzz
+from dllm_lsp.bench.fuzz_messages import Fuzzer
 
 
 def test_fuzzed_traffic_crashes_nothing_and_costs_one_line_per_bad_message(tiny_model, server_env, tmp_path):
