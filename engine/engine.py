@@ -17,7 +17,8 @@ from typing import Iterator, Optional, Union
 
 from engine.api import InfillRequest, InfillResult, InfillUpdate
 from engine.decoding.diffusion import Decoder
-from engine.decoding.verify import PREFILL_CHUNK, CausalDecoder
+from engine.decoding.context import PREFILL_CHUNK
+from engine.decoding.verify import CausalDecoder
 from engine.errors import CheckpointError
 from engine.kernels.cuda.graph import attach_cuda_graphs
 from engine.loading.config import ModelConfig

@@ -27,8 +27,6 @@ LAYERS = [
 MAX_LINES = 400
 # modules still over MAX_LINES, at most this long: to be split (issue 28); a new one may not join
 OVER_LIMIT = {
-   
-    "engine/decoding/verify.py": 458,
     "engine/train/drafters/draft_head_train.py": 455,
 }
 ENGINE_PY_LINES = 150        # the composition root only (issue 28)

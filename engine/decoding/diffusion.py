@@ -19,7 +19,6 @@ and the deadline are checked before every forward pass.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
