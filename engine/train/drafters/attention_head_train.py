@@ -21,7 +21,8 @@ import torch
 
 import engine.drafting.attention_head as A
 from engine.drafting.head import DraftHead
-from engine.train.drafters.draft_head_train import ChainScore, HeadConfig, HeadTrainer
+from engine.train.drafters.draft_head_train import HeadConfig, HeadTrainer
+from engine.train.drafters.features import ChainScore
 
 
 class AttentionHeadTrainer(HeadTrainer):
