@@ -107,6 +107,14 @@ async def test_emoji_positions_use_utf16_units(client: LanguageClient):
     assert again[0].insert_text == text[2:] and after.cacheHits == before.cacheHits + 1
 
 
+async def decoding_started(client, uri: str, since: int = 0, timeout: float = 20.0) -> None:
+    """Wait for a dllm/inlineCompletionUpdate of `uri` after the first `since` updates (a decode has begun)."""
+    t0 = time.monotonic()
+    while not any(p.uri == uri for _, p in client.dllm_updates[since:]):
+        assert time.monotonic() - t0 < timeout, f"no update for {uri} within {timeout}s"
+        await asyncio.sleep(0.01)
+
+
 async def test_cancel_mid_decode_is_answered_promptly(client: LanguageClient, tiny_model):
     configure(client, tiny_model, maxNewTokensBlock=1000, threshold=1.0)
     try:
@@ -116,10 +124,7 @@ async def test_cancel_mid_decode_is_answered_promptly(client: LanguageClient, ti
         before = await metrics(client)
         task = asyncio.ensure_future(client.protocol.send_request_async(
             types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 1, 4), msg_id="cancel-me"))
-        t0 = time.monotonic()
-        while not any(p.uri == uri for _, p in client.dllm_updates):          # decoding has started
-            assert time.monotonic() - t0 < 20
-            await asyncio.sleep(0.01)
+        await decoding_started(client, uri)
         client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
         t_cancel = time.monotonic()
         with pytest.raises(JsonRpcException) as err:
@@ -145,12 +150,9 @@ async def test_a_newer_request_for_the_same_document_wins(client: LanguageClient
     try:
         uri = "file:///ws/newest.py"
         open_doc(client, uri, "for i in range(10):\n    \n")
-        client.dllm_updates.clear()
+        seen = len(client.dllm_updates)
         older = asyncio.ensure_future(client.text_document_inline_completion_async(inline_params(uri, 1, 4)))
-        t0 = time.monotonic()
-        while not any(p.uri == uri for _, p in client.dllm_updates):           # the older one is decoding
-            assert time.monotonic() - t0 < 20
-            await asyncio.sleep(0.01)
+        await decoding_started(client, uri, since=seen)                        # the older one is decoding
         configure(client, tiny_model, maxNewTokensBlock=8)
         t0 = time.monotonic()
         newer = await client.text_document_inline_completion_async(inline_params(uri, 1, 4))
