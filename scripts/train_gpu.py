@@ -6,7 +6,7 @@
 
 --drafter trains a drafter of MODEL (--kind head: the draft head, engine/train/drafters/draft_head_train.py;
 attn: the attention draft head, engine/train/drafters/attention_head_train.py; mask: the mask slots,
-engine/train/drafters/drafter.py; a resumed run keeps its kind) (a .gguf file or a
+engine/train/drafters/mask_slots_train.py; a resumed run keeps its kind) (a .gguf file or a
 converted model folder: the box has no network, so the model travels with the job) with the
 same trainer as `dllm-lsp train-drafter`, continuing the run folder's state (weights, features and
 optimizer), so CPU and GPU sessions accumulate into one drafter.
@@ -106,7 +106,7 @@ def train_drafter(args) -> int:
     """The drafter mode: the run folder's trainer on args.device for args.minutes, in args.run."""
     import torch  # noqa: PLC0415
     from engine.engine import Engine  # noqa: PLC0415
-    from engine.train.drafters.drafter import drafter_corpus  # noqa: PLC0415
+    from engine.train.drafters.examples import drafter_corpus  # noqa: PLC0415
     from engine.train.drafters.runs import describe_step, open_run  # noqa: PLC0415
     t0 = time.perf_counter()
     if args.device.startswith("cuda"):

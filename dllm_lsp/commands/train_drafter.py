@@ -12,7 +12,7 @@ passes. Three kinds (--kind):
         engine/drafting/attention_head.py, engine/train/drafters/attention_head_train.py), trained on whole
         feature sequences;
   mask  trained mask slots: a mask embedding and low-rank adapters on the mask rows
-        (engine/drafting/mask_slots.py, engine/train/drafters/drafter.py).
+        (engine/drafting/mask_slots.py, engine/train/drafters/mask_slots_train.py).
 The run folder (--run, default <out>.run) keeps the corpus manifest, the features or adapter
 and the optimizer state: the same command again continues (in the run's own kind).
 The result loads with the `drafter` setting (`"dllm.drafter": "/path/to/my-drafter.safetensors"`)
@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def prepare_files(run: Path, roots, say):
-    from engine.train.drafters.drafter import drafter_corpus  # noqa: PLC0415
+    from engine.train.drafters.examples import drafter_corpus  # noqa: PLC0415
     return drafter_corpus(run, roots, say)
 
 
@@ -124,7 +124,7 @@ def run(args) -> int:
     import torch  # noqa: PLC0415
     from engine.engine import Engine  # noqa: PLC0415
     from engine.train.drafters.draft_head_train import HeadConfig  # noqa: PLC0415
-    from engine.train.drafters.drafter import DrafterConfig  # noqa: PLC0415
+    from engine.train.drafters.examples import DrafterConfig  # noqa: PLC0415
     from engine.train.drafters.runs import describe_step, open_run, run_kind  # noqa: PLC0415
 
     if args.threads:

@@ -9,6 +9,7 @@ embedded/       tokenizer_train.py (byte-level BPE, special tokens at fixed ids)
                 deterministic, resumable example stream), trainer.py (loss, schedule, checkpoints,
                 export), session.py (a run folder: prepare or resume), model_card.py, cli.py
                 (`dllm-lsp train`)
-drafters/       drafter.py (mask slots, and the features the heads train on), draft_head_train.py,
+drafters/       examples.py (the corpus and FIM examples every drafter trainer reads), mask_slots_train.py,
+                features.py (the heads' frozen features), draft_head_train.py,
                 attention_head_train.py, runs.py (`dllm-lsp train-drafter`)
 """

@@ -1,4 +1,4 @@
-"""The trained mask slots (drafting/mask_slots.py, train/drafter.py) cannot touch the verifier.
+"""The trained mask slots (drafting/mask_slots.py, train/drafters/mask_slots_train.py) cannot touch the verifier.
 
 Oracles: the frozen model itself (real-token rows bit for bit in fp32 with an adapter whose
 weights are far from zero) and one-token-per-pass decoding (the text with mask drafts on every
@@ -13,7 +13,8 @@ from engine import Engine, InfillRequest
 from engine.errors import CheckpointError
 from engine.drafting.mask_slots import MaskAdapter
 from engine.model.transformer import causal_mask
-import engine.train.drafters.drafter as D
+import engine.train.drafters.examples as X
+import engine.train.drafters.mask_slots_train as D
 
 from test_causal_decode import fim_cases  # rootdir-relative: tests/engine is on sys.path
 
@@ -67,7 +68,7 @@ def train_tiny(engine, run_dir, steps, text=REPEATED, **overrides):
     src = run_dir.parent / (run_dir.name + ".py")
     src.write_text(text)
     rec = SourceFile(str(src), hashlib.sha1(text.encode()).hexdigest(), len(text), "train")
-    cfg = D.DrafterConfig(**{**dict(rank=4, mask_slots=3, lr=3e-3, warmup_steps=1, anchors=32, eval_examples=8,
+    cfg = X.DrafterConfig(**{**dict(rank=4, mask_slots=3, lr=3e-3, warmup_steps=1, anchors=32, eval_examples=8,
                                     eval_every=1000, save_every=5, greedy_middles=True), **overrides})
     tr = D.DrafterTrainer(engine.model, run_dir, [rec], [rec], engine.tokenizer.encode, cfg, say=lambda m: None)
     if steps:
@@ -163,7 +164,7 @@ def test_targets_and_anchors():
     assert D.targets_for([3], 3, 8, best) == [104, 105, 106]
     assert D.targets_for([5], 3, 8, best) == [106, -100, -100]    # rows past n - 2 have no target
     rng = random.Random(0)
-    anchors = D.pick_anchors(40, 20, D.DrafterConfig(anchors=8, prefix_anchors=2), rng)
+    anchors = D.pick_anchors(40, 20, X.DrafterConfig(anchors=8, prefix_anchors=2), rng)
     assert all(a <= 37 for a in anchors) and sum(a >= 20 for a in anchors) == 8
     assert len(anchors) == len(set(anchors))
 
@@ -203,7 +204,7 @@ def test_the_drafter_corpus_never_holds_the_bench_files(tmp_path):
     recs = [corpus.SourceFile(argparse.__file__, "0", 1, "train"),
             corpus.SourceFile(str(mine), hashlib.sha1(b"x = 1\n").hexdigest(), 6, "train")]
     corpus.write_manifest(recs, tmp_path / "run" / "manifest.json", [str(tmp_path)])
-    train, heldout = D.drafter_corpus(tmp_path / "run", [], say=lambda m: None)
+    train, heldout = X.drafter_corpus(tmp_path / "run", [], say=lambda m: None)
     assert [f.path for f in train] == [str(mine)] and heldout == []
     assert any(p.name == "argparse.py" for p in eval_data.bench_files())
 

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from engine.drafting.head import DraftHead
 from engine.model.transformer import DecoderModel
 from engine.train.adam_files import load_adam, save_adam
-from engine.train.drafters.drafter import DrafterConfig, example_stream
+from engine.train.drafters.examples import DrafterConfig, example_stream
 from engine.train.drafters.features import FeatureStore, evaluate_head, frozen_features
 
 
@@ -247,7 +247,7 @@ class HeadTrainer:
             return held, held.pop("mids").tolist()
         if not self.files_heldout or not self.hcfg.eval_examples:
             return None, []
-        from engine.train.drafters.drafter import greedy_middle
+        from engine.train.drafters.examples import greedy_middle
         seq = sequence_config(self.hcfg)
         seq.middle_tokens = self.hcfg.eval_middle_tokens
         held_stream = example_stream(self.files_heldout, self.encode, self.cfg, seq, seed=99)

@@ -5,7 +5,7 @@
     shutil.copyfile(trainer.weights_file, out)
 
 kind "head" = HeadTrainer (train/drafters/draft_head_train.py), "attn" = AttentionHeadTrainer
-(train/drafters/attention_head_train.py), "mask" = DrafterTrainer (train/drafters/drafter.py). A run
+(train/drafters/attention_head_train.py), "mask" = DrafterTrainer (train/drafters/mask_slots_train.py). A run
 folder that already holds a state.json keeps the kind it was started with (runs from before
 the draft head existed are mask runs), whatever `kind` says.
 """
@@ -36,7 +36,7 @@ def open_run(kind: str, model, run_dir: Path, train, heldout, encode, config=Non
     elif kind == "attn":
         from engine.train.drafters.attention_head_train import AttentionHeadTrainer as Trainer
     else:
-        from engine.train.drafters.drafter import DrafterTrainer as Trainer
+        from engine.train.drafters.mask_slots_train import DrafterTrainer as Trainer
     return Trainer(model, run_dir, train, heldout, encode, config, say=say)
 
 
