@@ -8,10 +8,11 @@ final text. torch and the engine are imported only when a model is loaded.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from dllm_lsp.core.plan import Plan, finish_completion
@@ -147,8 +148,6 @@ class LocalBackend:
         return "in-process engine"
 
     async def decode(self, key: str, plan: Plan, on_update: Optional[Update] = None) -> Decoded:
-        import asyncio
-        from dataclasses import replace
         loop = asyncio.get_running_loop()
         engine = self.host.engine
 
