@@ -6,7 +6,7 @@ them cheaply and build requests without touching tensors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import List, Literal, Optional
 
 Policy = Literal["quota", "threshold", "entropy"]
 CacheMode = Literal["auto", "none", "prefix", "dual"]
@@ -40,7 +40,7 @@ class InfillRequest:
                models end each pass's drafts with the first token that holds a newline, so a pass
                carries no rows past the line's end (the text is the same; passes get cheaper)
     draft_with "auto": lookup and, where the engine has a trained drafter (head or mask slots), its guesses;
-               "lookup" or "mask": that source alone (for measuring each)
+               "lookup" or "trained": that source alone (for measuring each)
     draft_tree verify several chains of drafts in one pass as a tree (decoding/tree.py) instead of the
                one chosen beforehand: lookup's and the draft head's, the head proposing a tree of
                its likeliest guesses (DraftHead.propose_tree) rather than one chain (greedy only;
@@ -96,6 +96,22 @@ class InfillUpdate:
     result: Optional["InfillResult"] = None   # set on the last update only
 
 
+@dataclass
+class DraftStats:
+    """What the drafts of one request did (the verify loop; zeros for the diffusion families).
+    A "trained" draft comes from the trained drafter (draft head or mask slots), the others from
+    prompt lookup; slot i of a trained chain is its (i+1)-th draft."""
+
+    drafted: int = 0                # drafts verified
+    accepted: int = 0               # ... and committed
+    trained_drafted: int = 0        # drafts from the trained drafter (a tree counts each node once)
+    trained_accepted: int = 0       # ... accepted (the longest accepted run of its chains)
+    slot_tries: List[int] = field(default_factory=list)   # passes whose trained chain reached slot i
+    slot_hits: List[int] = field(default_factory=list)    # ... with slots 0..i all accepted
+    tree_passes: int = 0            # passes that verified several chains as one tree
+    branch_wins: int = 0            # ... and accepted a node outside the tree's first chain
+
+
 @dataclass(frozen=True)
 class InfillResult:
     text: str
@@ -104,6 +120,7 @@ class InfillResult:
     ms: float
     finish_reason: FinishReason
     token_ids: tuple = field(default=(), repr=False)
+    drafts: DraftStats = field(default_factory=DraftStats, repr=False)
 
     @property
     def tokens_per_forward(self) -> float:

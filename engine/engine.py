@@ -16,8 +16,9 @@ from typing import Iterator, Optional, Union
 
 
 from engine.api import InfillRequest, InfillResult, InfillUpdate
-from engine.decoding.diffusion import Decoder
-from engine.decoding.context import PREFILL_CHUNK
+from engine.decoding.diffusion import DiffusionDecoder
+from engine.decoding.run import DecoderBase
+from engine.decoding.prompt import PREFILL_CHUNK
 from engine.decoding.verify import CausalDecoder
 from engine.errors import CheckpointError
 from engine.kernels.cuda.graph import attach_cuda_graphs
@@ -91,12 +92,12 @@ class Engine:
         with self._lock:
             yield from self.decoder().run(req, cancel)
 
-    def decoder(self) -> Decoder:
+    def decoder(self) -> DecoderBase:
         """A fresh decoder for one request (the context cache is the engine's)."""
         if self.cfg.attention == "causal":
             return CausalDecoder(self.model, self.tokenizer, self.cfg, self.context_cache, adapter=self.adapter,
                                  head=self.head)
-        return Decoder(self.model, self.tokenizer, self.cfg, self.context_cache)
+        return DiffusionDecoder(self.model, self.tokenizer, self.cfg, self.context_cache)
 
     def warm(self, req: InfillRequest, cancel: Optional[threading.Event] = None, chunk: int = PREFILL_CHUNK) -> int:
         """Prefill the context KV of `req` (causal models) in chunks of `chunk` tokens, checking

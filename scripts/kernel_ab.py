@@ -10,7 +10,7 @@ import sys, time, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from engine import Engine
 import engine.kernels.cpu.gemm as cpu_gemm
-from engine.model.transformer import causal_mask
+from engine.model.transformer import causal_visibility
 torch.set_num_threads(2)
 ours = Engine.load("default", device="cpu", dtype="auto").model
 lib = cpu_gemm.library
@@ -20,14 +20,14 @@ cpu_gemm.library = lib
 S = 600
 res = {}
 with torch.inference_mode():
-    kvs = {n: m.hidden(torch.randint(0, 1000, (1, S)), torch.arange(S), None, causal_mask(S, 0))[1] for n, m in (("ours", ours), ("fbgemm", fb))}
+    kvs = {n: m.hidden(torch.randint(0, 1000, (1, S)), torch.arange(S), None, causal_visibility(S, 0))[1] for n, m in (("ours", ours), ("fbgemm", fb))}
     models = {"ours": ours, "fbgemm": fb}
     for rep in range(11):
         for T in (1, 2, 3, 5, 8):
             x = torch.randint(0, 1000, (1, T))
             for n, m in models.items():
                 t0 = time.perf_counter()
-                h, _ = m.hidden(x, torch.arange(S, S + T), kvs[n], causal_mask(T, S)); m.head(h[:, -1:])
+                h, _ = m.hidden(x, torch.arange(S, S + T), kvs[n], causal_visibility(T, S)); m.head(h[:, -1:])
                 res.setdefault((T, n), []).append((time.perf_counter() - t0) * 1e3)
     for T in (1, 2, 3, 5, 8):
         a, b = sorted(res[(T, "ours")])[5], sorted(res[(T, "fbgemm")])[5]

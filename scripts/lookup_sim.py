@@ -5,7 +5,7 @@
 
 `record` decodes bench decode's cases once with the default model, one token per pass, and
 keeps each case's prompt ids, its lead (the prefix tokens) and its greedy tokens (line cases:
-to the first newline). `replay` runs engine.drafting.lookup.LookupDrafter through the decoder's loop on
+to the first newline). `replay` runs engine.drafting.lookup.PromptLookup through the decoder's loop on
 them: a pass commits the drafts that equal the greedy tokens, then one more. Its counts are the
 decoder's own (the verifier accepts exactly the drafts that equal its argmax), so a drafting
 rule is measured in seconds: this is how DRAFTS_FOR_MATCH and the FIM lead were chosen. Pass
@@ -16,25 +16,24 @@ import argparse, json, sys
 from dataclasses import replace
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.drafting.lookup import LookupDrafter
+from engine.drafting.lookup import PromptLookup
 
 
 def replay_case(case: dict, max_draft: int = 8, budget: int = 24, lead: bool = True, cost=None):
     """(forwards, drafted, accepted, ms) of one recorded case."""
     g = case["greedy"]
-    d = LookupDrafter(max_draft=max_draft)
+    d = PromptLookup(max_draft=max_draft)
     d.start(case["ctx"], lead=case["lead"] if lead else None, barriers=case["barriers"])
     done = forwards = drafted = accepted = 0
     ms = 0.0
     while done < len(g):
-        drafts = d.propose(g[:done], budget - done - 1)
+        drafts = d.draft(g[:done], budget - done - 1)
         n = 0
         while n < len(drafts) and done + n < len(g) - 1 and drafts[n] == g[done + n]:
             n += 1
         forwards, drafted, accepted = forwards + 1, drafted + len(drafts), accepted + n
         if cost:
             ms += cost[min(len(drafts) + 1, len(cost) - 1)]
-        d.observe(g[done:done + n + 1], n, len(drafts))
         done += n + 1
     return forwards, drafted, accepted, ms
 
@@ -46,9 +45,9 @@ def ceiling(cases) -> float:
     tokens = passes = 0
     for c in cases:
         g = c["greedy"]
-        d = LookupDrafter(max_draft=8)
+        d = PromptLookup(max_draft=8)
         d.start(c["ctx"], lead=c["lead"], barriers=c["barriers"])
-        drafts = d.propose([], c["budget"] - 1)
+        drafts = d.draft([], c["budget"] - 1)
         n = 0
         while n < len(drafts) and n < len(g) - 1 and drafts[n] == g[n]:
             n += 1

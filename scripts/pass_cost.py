@@ -8,17 +8,17 @@ pass with k drafts costs against a plain decoding step (docs/benchmarks.md, "Dec
 import sys, time, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from engine import Engine
-from engine.model.transformer import causal_mask
+from engine.model.transformer import causal_visibility
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
 e = Engine.load("default", device="cpu", dtype="auto")
 m = e.model
 S = 600
 with torch.inference_mode():
-    _, kv = m.hidden(torch.randint(0, 1000, (1, S)), torch.arange(S), None, causal_mask(S, 0))
+    _, kv = m.hidden(torch.randint(0, 1000, (1, S)), torch.arange(S), None, causal_visibility(S, 0))
     def one(T):
         x = torch.randint(0, 1000, (1, T))
         t0 = time.perf_counter()
-        m(x, torch.arange(S, S + T), kv, causal_mask(T, S), 0)
+        m(x, torch.arange(S, S + T), kv, causal_visibility(T, S), 0)
         return (time.perf_counter() - t0) * 1000
     for T in (1, 2, 9):
         one(T)

@@ -95,7 +95,7 @@ def decoders_for(drafters: Sequence) -> list:
         kind = drafter_kind(d)
         seen[kind] = seen.get(kind, 0) + 1
         name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
-        out += [(name, {"drafting": True, "draft_with": "mask"}, d),
+        out += [(name, {"drafting": True, "draft_with": "trained"}, d),
                 (f"lookup+{name}", {"drafting": True, "draft_with": "auto"}, d),
                 (f"tree:lookup,{name}", {"drafting": True, "draft_with": "auto", "draft_tree": True}, d)]
     return out
@@ -128,8 +128,8 @@ def decode(engine, req, line: bool) -> Run:
     ms = (time.perf_counter() - t0) * 1000
     res = last.result
     ids = until_newline(res.token_ids, engine.tokenizer) if line else tuple(res.token_ids)
-    return Run(ids, res.forwards, ms, getattr(dec, "drafted", 0), getattr(dec, "accepted", 0),
-               tuple(getattr(dec, "slot_tries", ())), tuple(getattr(dec, "slot_hits", ())))
+    stats = res.drafts
+    return Run(ids, res.forwards, ms, stats.drafted, stats.accepted, tuple(stats.slot_tries), tuple(stats.slot_hits))
 
 
 # ---- the run ----------------------------------------------------------------------------------

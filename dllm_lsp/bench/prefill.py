@@ -66,7 +66,7 @@ def llama(url: str, text: str) -> Dict:
 def run(args) -> int:
     import torch
     from engine import Engine
-    from engine.decoding.context import PREFILL_CHUNK
+    from engine.decoding.prompt import PREFILL_CHUNK
     torch.set_num_threads(args.threads)
     engine = Engine.load(args.model, device="cpu")
     samples = texts(engine.tokenizer, args.tokens)

@@ -161,7 +161,7 @@ def _split_canvas(ids: List[int], context: int, seed: int) -> dict:
 
 
 class IdText:
-    """A tokenizer whose text is token ids written out ("12 7 408"): drives the Decoder with ids."""
+    """A tokenizer whose text is token ids written out ("12 7 408"): drives the DiffusionDecoder with ids."""
 
     def __init__(self, vocab_size: int, special_ids=()):
         self.vocab_size = vocab_size
@@ -222,12 +222,12 @@ def bench_policies(model, cfg, canvas: dict, args) -> List[dict]:
 
 def decode_once(model, tok, cfg, req):
     """Run one request; (InfillResult, per-forward wall times in ms)."""
-    from engine.decoding.diffusion import Decoder
+    from engine.decoding.diffusion import DiffusionDecoder
     from engine.model.kvcache import ContextCache
 
     stamps = [time.perf_counter()]
     last = None
-    for last in Decoder(model, tok, cfg, ContextCache()).run(req):
+    for last in DiffusionDecoder(model, tok, cfg, ContextCache()).run(req):
         stamps.append(time.perf_counter())
     steps = [(b - a) * 1000 for a, b in zip(stamps, stamps[1:])]
     return last.result, steps

@@ -15,7 +15,7 @@ drafts the decoder had before. One pass takes the pending inputs followed by the
 
     positions   a node sits one position after its parent (depth d -> pos0 + n_pending + d)
     attention   a node sees the context, the pending inputs, its ancestors and itself
-                (tree_mask), never a sibling branch, so its output row is the model's exact
+                (tree_visibility), never a sibling branch, so its output row is the model's exact
                 next-token distribution after t0 and its own path
 
 Greedy verification (walk) starts at the row of the last pending input: while the argmax of
@@ -84,7 +84,7 @@ class DraftTree:
         return path[::-1]
 
 
-def tree_mask(tree: DraftTree, n_pending: int, past: int, device=None) -> torch.Tensor:
+def tree_visibility(tree: DraftTree, n_pending: int, past: int, device=None) -> torch.Tensor:
     """bool [T, past + T], T = n_pending + N: the pending inputs see the context and each other
     causally; node i sees the context, every pending input, its ancestors and itself."""
     n = len(tree)

@@ -8,38 +8,25 @@ trained on):
     <|fim_prefix|> P <|fim_suffix|> S <|fim_middle|> | t0 d1 d2 ... dk
                                                      ^ last committed token, then k drafts
 
-A long uncached context is first computed in chunks of PREFILL_CHUNK tokens (`_prefill_ahead`),
-each kept in the context cache as soon as it is done, with the cancel flag read between layers:
-a keystroke stops stale work within one layer, and what was computed serves the next request.
-Each forward pass takes the inputs whose keys/values are not cached yet (the last 1..FIRST_PASS_CONTEXT
-context tokens on the first pass, the last committed token afterwards) followed by the drafts, and reads
-the k + 1 output rows from the last input on:
+A long uncached context is first computed in chunks (prompt.py: `_prefill_ahead`), each kept in
+the context cache as soon as it is done, with the cancel flag read between layers. Each forward
+pass takes the inputs whose keys/values are not cached yet (the last 1..FIRST_PASS_CONTEXT
+context tokens on the first pass, the last committed token afterwards) followed by the drafts,
+and reads the k + 1 output rows from the last input on:
   1. verify: drafts are committed left to right while each equals the argmax of the row before
      it; at the first disagreement the row's own argmax is committed instead, so every pass
      commits at least one token and the text is token for token plain greedy decoding;
   2. the keys/values of the committed inputs are kept, those of rejected drafts dropped;
   3. an InfillUpdate streams `stable` (committed) and `draft` (committed + the drafts still
      standing), which sharpens in place as drafts are confirmed or replaced.
-Where drafts come from is the `Drafter`'s business (drafting/lookup.py); with none, one token per pass.
-A line completion (`req.ends_at_newline`) ends each pass's drafts with the first token that
-holds a newline: its caller stops there, and rows past it would be verified for nothing.
 
-A draft head (drafting/head.py) instead: after the pass, the head reads the final hidden state of the
-last accepted row and the bonus token committed after it and chains K guesses of the tokens
-after that; they are the next pass's drafts whether or not this pass's drafts were accepted
-(the head's input is the exact state after the committed tokens). With `req.draft_tree` the
-head proposes a small tree of its likeliest guesses instead (DraftHead.propose_tree), and the
-pass verifies it together with lookup's chain as one trie (decoding/tree.py).
-
-Trained mask slots (drafting/mask_slots.py): with an adapter, K mask slots follow the drafts,
-
-    ... | t0 d1 .. dj m1 .. mK        rows >= 1 + j run the adapter, earlier rows the frozen model
-
-and the output at m_i guesses the token after the bonus token's i-th successor. When every draft
-of the pass is accepted those K guesses are the next pass's drafts (a rejected draft voids them,
-they were conditioned on it), cut at the first guess below GUESS_MIN_PROB. Which source drafts a pass: a lookup match of >= 3 tokens first
-(it copies long runs verbatim), else the mask guesses, else a shorter lookup match
-(`req.draft_with`: "auto" | "lookup" | "mask").
+Where drafts come from is the proposers' business (drafting/proposer.py): prompt lookup and the
+trained drafter the engine holds (a draft head, or mask slots whose inputs the pass appends
+after the drafts). The loop asks each for chains before a pass (`arrange` picks the pass's
+chain, or with `req.draft_tree` merges them into one trie verified at once, decoding/tree.py)
+and tells each what the pass showed after it. A line completion (`req.ends_at_newline`) ends
+each chain with the first token that holds a newline: its caller stops there. What the drafts
+did is counted in `self.stats` (DraftStats, returned on the InfillResult).
 
 Sampling (temperature > 0) uses the speculative rejection rule for a deterministic draft: a
 draft x is kept with probability p(x), else a token is drawn from p with x removed, so the
@@ -60,48 +47,27 @@ from typing import Iterator, List, Optional
 
 import torch
 
+from engine.decoding.prompt import PromptPrefill
+from engine.decoding.run import DecoderBase, Span
+from engine.decoding.tree import DraftTree, accepted_per_chain, tree_visibility, tree_positions, walk
 from engine.drafting.attention_head import HeadRows
-from engine.decoding.context import CausalContext
-from engine.decoding.diffusion import Decoder, Span
-from engine.decoding.tree import DraftTree, accepted_per_chain, tree_mask, tree_positions, walk
-from engine.drafting.lookup import LookupDrafter
+from engine.drafting.lookup import PromptLookup
+from engine.drafting.proposer import Arranged, PassOutcome, Proposer, arrange
+from engine.drafting.trained import HeadDrafts, MaskSlotDrafts
 from engine.model.kvcache import KVBuffer
-from engine.model.transformer import causal_mask
+from engine.model.transformer import causal_visibility
 
 MIN_FLOAT = float("-inf")
-GUESS_MIN_PROB = 0.3     # mask guesses are drafted while their probability stays above this
 
 
-def confident_guesses(mask_rows: torch.Tensor, mask_id: int, min_prob: float = GUESS_MIN_PROB) -> List[int]:
-    """mask_rows [K, V] -> the argmax guesses up to the first one whose probability is below
-    `min_prob` (the first guess is always kept). One wrong draft voids the mask guesses of its
-    pass, so a short confident run beats a long doubtful one."""
-    rows = mask_rows.float()
-    rows[:, mask_id] = MIN_FLOAT
-    probs, ids = torch.softmax(rows, dim=-1).max(dim=-1)
-    out = [int(ids[0])] if len(ids) else []
-    for p, i in zip(probs[1:].tolist(), ids[1:].tolist()):
-        if p < min_prob:
-            break
-        out.append(int(i))
-    return out
+class CausalDecoder(PromptPrefill, DecoderBase):
+    """Decoder for cfg.attention == "causal". `lookup` stands in for prompt lookup (a Proposer;
+    None: a PromptLookup per request); `adapter` / `head`: the engine's trained drafter."""
 
-
-def through_first_newline(drafts: List[int], newline_ids) -> List[int]:
-    """The drafts up to and including the first one whose text holds a newline: a line
-    completion's caller stops there, so rows after it would be verified for nothing."""
-    for k, d in enumerate(drafts):
-        if d in newline_ids:
-            return drafts[:k + 1]
-    return drafts
-
-
-class CausalDecoder(CausalContext, Decoder):
-    """Decoder for cfg.attention == "causal"; `drafter` proposes tokens (None: one per pass)."""
-
-    def __init__(self, model, tokenizer, cfg, context_cache=None, drafter=None, adapter=None, head=None):
+    def __init__(self, model, tokenizer, cfg, context_cache=None, lookup: Optional[Proposer] = None,
+                 adapter=None, head=None):
         super().__init__(model, tokenizer, cfg, context_cache)
-        self.drafter = drafter
+        self.lookup = lookup
         self.adapter = adapter        # MaskAdapter attached to `model`, or None
         self.head = head              # DraftHead or AttentionHead bound to `model`, or None
 
@@ -110,6 +76,28 @@ class CausalDecoder(CausalContext, Decoder):
         with torch.inference_mode():
             yield from self._run_causal()
 
+    def proposers(self, ctx: List[int], lead: List[int], rows: Optional[HeadRows]) -> List[Proposer]:
+        """The request's sources of drafts, started on its prompt: prompt lookup and the trained
+        drafter, as `req.draft_with` asks ("auto": both; none without `req.drafting`)."""
+        req, out = self.req, []
+        if not req.drafting or req.max_draft_tokens <= 0:
+            return out
+        if req.draft_with in ("auto", "lookup"):
+            out.append(self.lookup or PromptLookup(max_draft=req.max_draft_tokens,
+                                                   sources=[self.tok.encode(t) if isinstance(t, str) else t
+                                                            for t in req.draft_sources]))
+        if req.draft_with in ("auto", "trained") and self.adapter is not None:
+            out.append(MaskSlotDrafts(self.adapter, min(self.adapter.mask_slots, req.max_draft_tokens), self.cfg.mask_id))
+        elif req.draft_with in ("auto", "trained") and self.head is not None:
+            # the head's chain ends after a stop token, and in a line completion after a newline token
+            ends = self.stop_ids | self.tok.newline_ids if req.ends_at_newline else self.stop_ids
+            out.append(HeadDrafts(self.head, min(self.head.slots, req.max_draft_tokens), ends, rows=rows,
+                                  as_tree=self._tree_mode(None), tree_nodes=req.tree_nodes))
+        fim = [t for t in (self.cfg.fim_prefix_id, self.cfg.fim_suffix_id, self.cfg.fim_middle_id) if t is not None]
+        for p in out:
+            p.start(ctx, lead, fim)
+        return out
+
     # ---- one request ---------------------------------------------------------------------
     def _run_causal(self) -> Iterator:
         req, dev = self.req, self.device
@@ -117,7 +105,7 @@ class CausalDecoder(CausalContext, Decoder):
         ctx, lead = self.prompt(req)
         exact = req.cache != "none"
         state = self.context_cache.last_state(ctx) if exact else None                         # [H]
-        trained = req.drafting and req.draft_with in ("auto", "mask")
+        trained = req.drafting and req.draft_with in ("auto", "trained")
         # an attention head drafting: the rows it keeps of the context (None: no such head)
         rows, limit = self._kept_rows(ctx) if trained else (None, None)
         if rows is not None and (not exact or limit < len(ctx)):
@@ -142,89 +130,57 @@ class CausalDecoder(CausalContext, Decoder):
         pos0 = n_cached                           # absolute position of pending[0]
         done = 0                                  # span tokens committed
         ctx_stored = not exact or state is not None
-        self.drafted = self.accepted = 0
-        self.tree_passes = self.branch_wins = 0   # passes verifying a tree; ... accepting past its first chain
-        drafter = None
-        use_lookup = req.draft_with in ("auto", "lookup")
-        n_masks = 0
-        n_guesses = 0                             # draft-head guesses per pass
-        if trained and self.adapter is not None:
-            n_masks = min(self.adapter.mask_slots, req.max_draft_tokens)
-        elif trained and self.head is not None:
-            n_guesses = min(self.head.slots, req.max_draft_tokens)
-        self.mask_drafted = self.mask_accepted = 0   # drafts from the trained drafter (masks or head)
-        self.slot_tries = [0] * (n_masks or n_guesses)  # passes whose trained drafts reached slot i
-        self.slot_hits = [0] * (n_masks or n_guesses)   # ... and slot i (and every slot before it) was accepted
-        guesses: List[List[int]] = []             # the trained drafter's chains of drafts for the next pass
-        # the head's chain ends after a stop token, and in a line completion after a newline token
-        chain_ends = self.stop_ids | self.tok.newline_ids if req.ends_at_newline and n_guesses else self.stop_ids
-        if req.drafting and use_lookup and req.max_draft_tokens > 0:
-            drafter = self.drafter or LookupDrafter(max_draft=req.max_draft_tokens,
-                                                    sources=[self.tok.encode(t) if isinstance(t, str) else t
-                                                             for t in req.draft_sources])
-        if drafter is not None:
-            fim = [t for t in (self.cfg.fim_prefix_id, self.cfg.fim_suffix_id, self.cfg.fim_middle_id) if t is not None]
-            drafter.start(ctx, req, lead=lead, barriers=fim)
+        proposers = self.proposers(ctx, lead, rows)
+        slotted = next((p for p in proposers if p.slots), None)    # mask slots follow the drafts
+        needs_hidden = any(p.needs_hidden for p in proposers)
+        depth = max((p.depth for p in proposers if p.trained), default=0)
+        self.stats.slot_tries, self.stats.slot_hits = [0] * depth, [0] * depth
         if state is not None:                     # warm: the first token from the cached last state, no pass
             chosen, _ = self._verify(self.model.head(state[None]), [], done)                  # [1, V]
             done = self._commit(span, done, chosen)
             if span.end < m or done >= m:
                 yield self._finish(span, span.end)
                 return
-            if n_guesses:
-                guesses = self._guess(rows, ctx, state, chosen[-1], min(n_guesses, m - done - 1), chain_ends)
+            self._observe(proposers, PassOutcome(span.tokens[:done], chosen, 0, 0, hidden=state))
             pending = [chosen[-1]]
-        tree, head_chains = self._propose(drafter, span, done, guesses, n_masks)
+        drafts = self._propose(proposers, span, done, slotted)
         if state is not None:
             yield self._update(span, m)
         while True:
             if self._should_stop():
                 yield self._finish(span, span.end)
                 return
-            drafts, chain = tree.tokens, tree.is_chain()
-            masks = min(n_masks, max(0, m - done - len(drafts) - 1))
-            q = pending + drafts + [self.cfg.mask_id] * masks
+            tree = DraftTree.merge(drafts.chains)
+            chain = tree.is_chain()
+            masks = min(slotted.slots, max(0, m - done - len(tree) - 1)) if slotted is not None else 0
+            q = pending + tree.tokens + [self.cfg.mask_id] * masks
             ids = torch.tensor([q], device=dev)
             past.reserve(pos0 + len(q))
             if chain:
                 positions = torch.arange(pos0, pos0 + len(q), device=dev)
-                attn = causal_mask(len(q), past.length, dev)
+                attn = causal_visibility(len(q), past.length, dev)
             else:                                 # several branches: each node sees its own path
                 positions = torch.tensor(tree_positions(tree, pos0, len(pending)), device=dev)
-                attn = tree_mask(tree, len(pending), past.length, dev)
-            hidden = None                         # [1, T, H] where the head or the context cache reads it
+                attn = tree_visibility(tree, len(pending), past.length, dev)
+            hidden = None                         # [1, T, H] where a proposer or the context cache reads it
             if masks:
-                with self.adapter.rows_from(len(q) - masks):
+                with slotted.rows_from(len(q) - masks):
                     hidden, _ = self.model.hidden(ids, positions, past, attn)
                     raw = self.model.head(hidden[:, len(pending) - 1:])
-            elif n_guesses or not ctx_stored:     # the head reads the accepted row; the cache the context's last
+            elif needs_hidden or not ctx_stored:  # the head reads the accepted row; the cache the context's last
                 hidden, _ = self.model.hidden(ids, positions, past, attn)
                 raw = self.model.head(hidden[:, len(pending) - 1:])
             else:
                 raw, _ = self.model(ids, positions, past, attn, len(pending) - 1)
             self.forwards += 1
-            n_rows = len(drafts) + 1
+            n_rows = len(tree) + 1
             if chain:
-                chosen, n_ok = self._verify(raw[0, :n_rows], drafts, done)       # raw [1, k+1+K, V]
+                chosen, n_ok = self._verify(raw[0, :n_rows], tree.tokens, done)   # raw [1, k+1+K, V]
                 path = list(range(n_ok))
             else:
                 path, chosen = self._verify_tree(raw[0, :n_rows], tree, done)
                 n_ok = len(path)
-                self.tree_passes += 1
-                self.branch_wins += any(i not in tree.chains[0] for i in path)
-            self.drafted += len(drafts)
-            self.accepted += n_ok
-            if head_chains:                       # the trained drafter's chains, wherever they sit in the tree
-                per_chain = accepted_per_chain(tree, path)
-                hits = max(per_chain[c] for c in head_chains)
-                self.mask_drafted += len({n for c in head_chains for n in tree.chains[c]})
-                self.mask_accepted += hits
-                for i in range(min(max(len(tree.chains[c]) for c in head_chains), len(self.slot_tries))):
-                    self.slot_tries[i] += 1
-                    self.slot_hits[i] += hits > i
-            guesses = []
-            if masks and n_ok == len(drafts):
-                guesses = [confident_guesses(raw[0, n_rows:], self.cfg.mask_id)]
+            self._count(tree, path, drafts.trained_chains)
             keep = len(pending) + n_ok
             kept = list(range(len(pending))) + [len(pending) + i for i in path]    # rows of q kept
             if not chain:                         # the accepted nodes' KV next to the pending inputs'
@@ -241,33 +197,55 @@ class CausalDecoder(CausalContext, Decoder):
             pos0 += keep
             if span.end < m or done >= m:
                 break
-            if n_guesses:                         # exact state after the committed tokens: h, bonus token
-                guesses = self._guess(rows, ctx, hidden[0, kept[-1]], chosen[-1],
-                                      min(n_guesses, m - done - 1), chain_ends)
-            if drafter is not None:
-                drafter.observe(chosen, n_ok, len(drafts))
+            self._observe(proposers, PassOutcome(
+                span.tokens[:done], chosen, n_ok, len(tree),
+                hidden=hidden[0, kept[-1]] if hidden is not None else None,            # exact state after the committed tokens
+                slot_rows=raw[0, n_rows:] if masks else None))                           # [K, V]
             pending = [chosen[-1]]
-            tree, head_chains = self._propose(drafter, span, done, guesses, n_masks)
+            drafts = self._propose(proposers, span, done, slotted)
             yield self._update(span, m)
         span.predicted.clear()
         yield self._finish(span, span.end)
 
-    def _guess(self, rows, ctx, hidden, token: int, k: int, banned) -> List[List[int]]:
-        """The head's chains of guesses after the last accepted row (final state `hidden` [H])
-        and the bonus token: one chain, or with `req.draft_tree` (greedy) the draft head's tree
-        of guesses (DraftHead.propose_tree, its best chain first). An attention head also reads
-        (and extends) the rows it keeps, and drafts one chain."""
-        if rows is None:
-            if self._tree_mode() and hasattr(self.head, "propose_tree"):
-                return self.head.propose_tree(hidden, token, k, self.req.tree_nodes, banned=banned)
-            return [self.head.propose(hidden, token, k, banned=banned)]
-        rows.sync(self.head, ctx, len(rows) - 1)  # warm: the context's rows before its last
-        return [self.head.propose(rows.cache, hidden, token, k, banned=banned)]
-
-    def _tree_mode(self, n_masks: int = 0) -> bool:
+    def _tree_mode(self, slotted: Optional[Proposer]) -> bool:
         """Several chains of drafts verified as one tree: asked for, greedy, no mask slots
         (they follow one chain)."""
-        return self.req.draft_tree and self.generator is None and not n_masks
+        return self.req.draft_tree and self.generator is None and slotted is None
+
+    def _observe(self, proposers: List[Proposer], outcome: PassOutcome) -> None:
+        for p in proposers:
+            p.observe(outcome)
+
+    def _propose(self, proposers: List[Proposer], span: Span, done: int, slotted: Optional[Proposer]) -> Arranged:
+        """The next pass's drafts after the committed tokens (each at most what the token budget
+        leaves room for). The first chain is recorded in span.predicted, so that updates show it
+        as the draft."""
+        span.predicted.clear()
+        room = self.req.max_new_tokens - done - 1
+        live = proposers if room > 0 else []
+        proposals = [p.propose(span.tokens[:done], room) for p in live]
+        drafts = arrange(proposals, [p.trained for p in live], room, self._tree_mode(slotted),
+                         self.tok.newline_ids if self.req.ends_at_newline else None)
+        for i, d in enumerate(drafts.first):
+            span.predicted[done + i] = d
+        return drafts
+
+    def _count(self, tree: DraftTree, path: List[int], trained_chains: List[int]) -> None:
+        """Add one verified pass to self.stats (path: its accepted nodes)."""
+        s = self.stats
+        s.drafted += len(tree)
+        s.accepted += len(path)
+        if not tree.is_chain():
+            s.tree_passes += 1
+            s.branch_wins += any(i not in tree.chains[0] for i in path)
+        if not trained_chains:
+            return
+        hits = max(accepted_per_chain(tree, path)[c] for c in trained_chains)
+        s.trained_drafted += len({n for c in trained_chains for n in tree.chains[c]})
+        s.trained_accepted += hits
+        for i in range(min(max(len(tree.chains[c]) for c in trained_chains), len(s.slot_tries))):
+            s.slot_tries[i] += 1
+            s.slot_hits[i] += hits > i
 
     def _commit(self, span: Span, done: int, chosen: List[int]) -> int:
         """Write the committed tokens into the span up to a stop token (which sets span.end);
@@ -279,34 +257,6 @@ class CausalDecoder(CausalContext, Decoder):
                 span.end = done - 1
                 break
         return done
-
-    def _propose(self, drafter, span: Span, done: int, guesses: List[List[int]], n_masks: int = 0):
-        """The drafts after the committed tokens (each source's at most what the token budget
-        leaves room for) as a DraftTree, and which of its chains are the trained drafter's
-        (guesses: its chains, best first). The first chain is the source that would draft
-        alone: a lookup match of >= 3 tokens, else the trained drafter's best chain, else a
-        shorter match; with `req.draft_tree` (greedy, no mask slots) every other chain of both
-        sources joins it as a branch. The first chain is recorded in span.predicted, so that
-        updates show it as the draft."""
-        span.predicted.clear()
-        room = self.req.max_new_tokens - done - 1
-        if room <= 0:
-            return DraftTree(), []
-        looked = list(drafter.propose(span.tokens[:done], room))[:room] if drafter is not None else []
-        long_match = getattr(drafter, "last_match", 0) >= 3       # a drafter may not say
-        guesses = [g[:room] for g in guesses if g]
-        from_masks = bool(guesses) and not (looked and long_match)
-        chains = guesses + [looked] if from_masks else [looked] + guesses
-        if not self._tree_mode(n_masks):
-            chains = chains[:1]
-        if self.req.ends_at_newline:
-            chains = [through_first_newline(c, self.tok.newline_ids) for c in chains]
-        tree = DraftTree.merge(chains)
-        for i, d in enumerate(next((c for c in chains if c), [])):
-            span.predicted[done + i] = d
-        first = 0 if from_masks else 1
-        head_chains = [c for c in range(first, first + len(guesses)) if c < len(chains)]
-        return tree, head_chains
 
     def _no_early_stops(self, rows: torch.Tensor, depths: Optional[List[int]], done: int) -> torch.Tensor:
         """rows [R, V] as fp32, a stop token ruled out where the row's token would be span

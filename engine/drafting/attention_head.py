@@ -16,7 +16,7 @@ floats a position, ~1 KB); the head drafts after a pass from the last accepted r
 bonus token b = x_{t+1}: step 1 is the true row t itself (its key joins the cache), step i > 1
 reads (f of the step before, its guess) at position t + i and attends over the true keys <= t
 plus the keys of the steps before it in the chain. Training reproduces exactly that view
-(`chain_attention_mask`, EAGLE-3's "training-time test"): level d queries at row j see the
+(`chain_visibility`, EAGLE-3's "training-time test"): level d queries at row j see the
 true keys of rows <= j - d and the level-k keys of row j - d + k for k = 1..d.
 
 The head never runs inside the model: the verifier is untouched by construction, and a guess
@@ -43,7 +43,7 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + turned * sin
 
 
-def chain_attention_mask(m: int, level: int, device=None) -> torch.Tensor:
+def chain_visibility(m: int, level: int, device=None) -> torch.Tensor:
     """Which keys a level-`level` query row j may read, over the keys of levels 0..level laid
     end to end ([m, (level + 1) m] bool): true rows j' <= j - level, and for k = 1..level the
     level-k row j - level + k (the chain steps before it and itself)."""
@@ -236,7 +236,7 @@ class AttentionHead(HeadCore):
 
 class Chain:
     """One drafting chain: step i reads the true keys of rows < t + 1 and the keys of the chain's
-    own steps before it (the training view of chain_attention_mask, level i)."""
+    own steps before it (the training view of chain_visibility, level i)."""
 
     def __init__(self, head: AttentionHead, cache: HeadCache, hidden: torch.Tensor, token: int):
         self.head, self.dev = head, head.table.device
@@ -264,7 +264,7 @@ class Chain:
 def chain_levels(head: AttentionHead, hidden: torch.Tensor, tokens: torch.Tensor, depth: int):
     """Training-time chains over padded sequences: hidden [B, L, H], tokens [B, L] (rows of the
     frozen pass). Row j's input is (h_j, x_{j+1}) at level 0 and (the level d-1 prediction at
-    row j-1, x_{j+1}) at level d, seeing the keys chain_attention_mask allows. Returns per level
+    row j-1, x_{j+1}) at level d, seeing the keys chain_visibility allows. Returns per level
     (f [B, L-1, H] predicted h_{j+1}, logits [B, L-1, Nv] guessing x_{j+2}); rows j < d of
     level d have no chain behind them (their outputs are not trained)."""
     m = hidden.shape[1] - 1
@@ -277,7 +277,7 @@ def chain_levels(head: AttentionHead, hidden: torch.Tensor, tokens: torch.Tensor
         q, k, v = head.qkv(z, positions)
         keys.append(k)
         values.append(v)
-        mask = chain_attention_mask(m, level, hidden.device)
+        mask = chain_visibility(m, level, hidden.device)
         f, logits = head.finish(z, head.attend(q, torch.cat(keys, 2), torch.cat(values, 2), mask))
         out.append((f, logits))
         feats = torch.cat([torch.zeros_like(f[:, :1]), f[:, :-1]], dim=1)               # row j reads row j-1's

@@ -1,10 +1,10 @@
-"""Where draft tokens come from: guesses the verifier (decoding/verify.py) confirms or replaces.
+"""Prompt lookup, a Proposer (proposer.py) that needs no model.
 
 A draft never changes the text, only how many tokens one forward pass commits: the verifier
 keeps a draft only when it equals the model's own argmax, so a bad guess costs a few wasted
 rows of one pass and nothing else.
 
-LookupDrafter (prompt lookup): the longest recent n-gram (n = max_ngram .. min_ngram) that
+PromptLookup: the longest recent n-gram (n = max_ngram .. min_ngram) that
 ends the text the suggestion continues is looked up in the context and the committed tokens;
 the tokens that followed its most recent earlier occurrence are the drafts.
 
@@ -30,23 +30,27 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from engine.drafting.proposer import LONG_MATCH, SHORT_MATCH, PassOutcome, Proposal
+
 DRAFTS_FOR_MATCH = (3, 4, 4)      # drafts after a match of 1, 2, 3 tokens; longer: max_draft
 
 
-class LookupDrafter:
+class PromptLookup:
+    trained, slots, needs_hidden = False, 0, False
+
     def __init__(self, max_draft: int = 8, max_ngram: int = 4, min_ngram: int = 1,
                  sources: Sequence[Sequence[int]] = ()):
         self.max_draft, self.max_ngram, self.min_ngram = max_draft, max_ngram, min_ngram
+        self.depth = max_draft
         self.sources = [list(s) for s in sources if s]
-        self.stats = {"proposed": 0, "accepted": 0, "passes": 0}
         self.last_match = 0          # n-gram length behind the last proposal (0: none)
 
     def length_for(self, n: int) -> int:
         """Drafts allowed after a match of n tokens."""
         return DRAFTS_FOR_MATCH[n - 1] if n <= len(DRAFTS_FOR_MATCH) else self.max_draft
 
-    # ---- the decoder's protocol ----------------------------------------------------------
-    def start(self, context: Sequence[int], req=None, lead: Optional[Sequence[int]] = None,
+    # ---- the Proposer protocol ------------------------------------------------------------
+    def start(self, context: Sequence[int], lead: Optional[Sequence[int]] = None,
               barriers: Sequence[int] = ()) -> None:
         """context: the prompt's tokens (searched); lead: the tokens the suggestion continues
         (default: the context itself); barriers: tokens a draft never includes."""
@@ -64,7 +68,15 @@ class LookupDrafter:
                 self._add(idx, src, end)
             self.extra.append((src, idx))
 
-    def propose(self, committed: Sequence[int], room: int) -> List[int]:
+    def propose(self, committed: Sequence[int], room: int) -> Proposal:
+        """The chain of draft() as a Proposal: a match of >= 3 tokens leads (LONG_MATCH)."""
+        chain = self.draft(committed, room)
+        return Proposal([chain], LONG_MATCH if self.last_match >= 3 else SHORT_MATCH)
+
+    def observe(self, outcome: PassOutcome) -> None:
+        """Nothing to learn: the committed tokens are indexed at the next proposal."""
+
+    def draft(self, committed: Sequence[int], room: int) -> List[int]:
         """Drafts to follow `committed` (the span so far), at most min(room, max_draft)."""
         self._sync(committed)
         limit = min(room, self.max_draft)
@@ -89,11 +101,6 @@ class LookupDrafter:
                         self.last_match = n
                         return draft
         return []
-
-    def observe(self, chosen: Sequence[int], accepted: int, proposed: int) -> None:
-        self.stats["proposed"] += proposed
-        self.stats["accepted"] += accepted
-        self.stats["passes"] += 1
 
     # ---- the index -------------------------------------------------------------------------
     def _until_barrier(self, seq: Sequence[int], start: int, n: int) -> List[int]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 MAX_PRODUCT_ROWS = 32     # above this, SDPA's flash kernel (the scores would be [Hq, T, S])
 
 
-def additive_mask(mask: Optional[torch.Tensor], dtype=torch.float32) -> Optional[torch.Tensor]:
+def additive_bias(mask: Optional[torch.Tensor], dtype=torch.float32) -> Optional[torch.Tensor]:
     """bool [T, S] (True = may attend) -> the same mask as 0 / -inf to add to scores [T, S]."""
     if mask is None or mask.dtype != torch.bool:
         return mask
@@ -39,19 +39,19 @@ def uses_products(rows: int, dtype: torch.dtype, device: torch.device) -> bool:
     return torch.device(device).type == "cpu" and dtype == torch.float32 and rows <= MAX_PRODUCT_ROWS
 
 
-def mask_for_pass(mask: Optional[torch.Tensor], rows: int, dtype: torch.dtype,
+def visibility_for_pass(mask: Optional[torch.Tensor], rows: int, dtype: torch.dtype,
                   device: torch.device) -> Optional[torch.Tensor]:
     """The form of a pass's mask that its layers' attend calls take: additive where they use
     products (made once a pass; adding it to the scores costs a fifth of filling them through
     the bool mask in every layer), else as given (SDPA takes either)."""
     if mask is not None and mask.dim() == 2 and uses_products(rows, dtype, device):
-        return additive_mask(mask, dtype)
+        return additive_bias(mask, dtype)
     return mask
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Attention of q [B, Hq, T, D] over k, v [B, Hk, S, D] under mask [T, S] (bool, or float
-    added to the scores: mask_for_pass) -> [B, Hq, T, D]. Other mask shapes ([B, 1, T, S],
+    added to the scores: visibility_for_pass) -> [B, Hq, T, D]. Other mask shapes ([B, 1, T, S],
     training's) go to SDPA."""
     if not uses_products(q.shape[2], q.dtype, q.device) or (mask is not None and mask.dim() != 2):
         # grouped-query attention inside SDPA: no [B,Hq,S,D] copies of the keys and values

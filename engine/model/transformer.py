@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from engine.model.attention import attend, mask_for_pass
+from engine.model.attention import attend, visibility_for_pass
 from engine.loading.config import ModelConfig
 from engine.model.packed import fused_outputs
 from engine.model.kvcache import LayerKV
@@ -134,7 +134,7 @@ class DecoderModel(nn.Module):
         kern = self.kernels
         cos, sin = self.rope(positions)
         x = self.embed_tokens(ids)                                                        # [1, T, H]
-        mask = mask_for_pass(mask, ids.shape[1], x.dtype, x.device)
+        mask = visibility_for_pass(mask, ids.shape[1], x.dtype, x.device)
         residual = None
         new_kvs: List[KV] = []
         for i, layer in enumerate(self.layers):
@@ -167,9 +167,9 @@ class DecoderModel(nn.Module):
         positions = torch.arange(t, device=ids.device)
         mask = None
         if self.cfg.attention == "block_causal":
-            mask = block_causal_mask(torch.arange(t, device=ids.device) // self.cfg.block_size)
+            mask = block_causal_visibility(torch.arange(t, device=ids.device) // self.cfg.block_size)
         elif self.cfg.attention == "causal":
-            mask = causal_mask(t, 0, ids.device)
+            mask = causal_visibility(t, 0, ids.device)
         raw, _ = self.forward(ids, positions, None, mask)
         return shift_logits(raw) if self.cfg.logit_shift else raw
 
@@ -179,7 +179,7 @@ def shift_logits(raw: torch.Tensor) -> torch.Tensor:
     return torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
 
 
-def block_causal_mask(query_blocks: torch.Tensor, key_blocks: Optional[torch.Tensor] = None) -> torch.Tensor:
+def block_causal_visibility(query_blocks: torch.Tensor, key_blocks: Optional[torch.Tensor] = None) -> torch.Tensor:
     """bool [Tq, Tk]: query i may attend key j iff block(j) <= block(i)."""
     key_blocks = query_blocks if key_blocks is None else key_blocks
     return key_blocks[None, :] <= query_blocks[:, None]
@@ -189,7 +189,7 @@ class PassStopped(Exception):
     """A forward pass stopped between two layers because its `stop` flag was set."""
 
 
-def causal_mask(t: int, past: int, device=None) -> Optional[torch.Tensor]:
+def causal_visibility(t: int, past: int, device=None) -> Optional[torch.Tensor]:
     """bool [t, past + t]: new token i (at absolute position past + i) sees keys 0..past + i.
     None when t == 1 (one query sees everything before it)."""
     if t == 1:

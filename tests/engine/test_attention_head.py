@@ -1,6 +1,6 @@
 """The attention draft head (drafting/attention_head.py): it drafts, it never changes the text.
 
-Oracles: its training view (chain_levels, all rows at once under chain_attention_mask) against
+Oracles: its training view (chain_levels, all rows at once under chain_visibility) against
 its drafting view (a chain over a cache of true rows, one step at a time); the rows the decoder
 keeps in the context cache against rows computed from scratch by one pass over the whole
 context; one-token-per-pass decoding (the text with its drafts).
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from engine import Engine, InfillRequest
-from engine.drafting.attention_head import AttentionHead, HeadCache, HeadRows, chain_attention_mask, chain_levels
+from engine.drafting.attention_head import AttentionHead, HeadCache, HeadRows, chain_visibility, chain_levels
 from engine.errors import CheckpointError
-from engine.model.transformer import causal_mask
+from engine.model.transformer import causal_visibility
 
 from test_mask_adapter import drafted_text_is_the_one_per_pass_text, typing_cases  # tests/engine on sys.path
 
@@ -37,16 +37,16 @@ def frozen_pass(engine, ids):
     """hidden [T, H] of one pass over ids."""
     x = torch.tensor([ids])
     with torch.no_grad():
-        hidden, _ = engine.model.hidden(x, torch.arange(len(ids)), None, causal_mask(len(ids), 0))
+        hidden, _ = engine.model.hidden(x, torch.arange(len(ids)), None, causal_visibility(len(ids), 0))
     return hidden[0]
 
 
 def test_the_chain_mask_shows_true_rows_then_the_chain_before_each_step():
-    assert chain_attention_mask(3, 0).int().tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
-    m1 = chain_attention_mask(4, 1).int()          # [4, 8]: true rows <= j - 1, level-1 row j
+    assert chain_visibility(3, 0).int().tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    m1 = chain_visibility(4, 1).int()          # [4, 8]: true rows <= j - 1, level-1 row j
     assert m1[:, :4].tolist() == [[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]
     assert m1[:, 4:].tolist() == torch.eye(4, dtype=torch.int).tolist()
-    m2 = chain_attention_mask(4, 2).int()          # level-1 row j - 1, level-2 row j
+    m2 = chain_visibility(4, 2).int()          # level-1 row j - 1, level-2 row j
     assert m2[3, :4].tolist() == [1, 1, 0, 0] and m2[3, 4:8].tolist() == [0, 0, 1, 0] and m2[3, 8:].tolist() == [0, 0, 0, 1]
 
 
@@ -112,7 +112,7 @@ def test_the_rows_kept_with_the_context_are_the_rows_of_one_whole_pass(tiny_ar):
         tiny_ar.use_drafter(None)
 
 
-@pytest.mark.parametrize("draft_with,line", [("auto", False), ("mask", False), ("auto", True)])
+@pytest.mark.parametrize("draft_with,line", [("auto", False), ("trained", False), ("auto", True)])
 def test_attention_head_drafts_give_the_one_per_pass_text(tiny_ar, draft_with, line):
     """A head built to guess right often (its vocabulary rows are the model's own projection of a
     nearly identity step) and wrong often enough: accepted and rejected guesses, cut by the budget

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.model.attention import MAX_PRODUCT_ROWS, additive_mask, attend, mask_for_pass, uses_products
+from engine.model.attention import MAX_PRODUCT_ROWS, additive_bias, attend, visibility_for_pass, uses_products
 from engine.model.kvcache import ContextCache, KVBuffer, kv_len
-from engine.model.transformer import causal_mask
+from engine.model.transformer import causal_visibility
 
 
 def _qkv(t, s, gen):
@@ -19,10 +19,10 @@ def test_products_equal_sdpa_for_few_rows_with_bool_or_additive_masks():
     gen = torch.Generator().manual_seed(0)
     for t, s in ((1, 0), (1, 50), (3, 50), (8, 300), (MAX_PRODUCT_ROWS, 10)):
         q, k, v = _qkv(t, s, gen)
-        mask = causal_mask(t, s)
+        mask = causal_visibility(t, s)
         want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         assert uses_products(t, q.dtype, q.device)
-        for m in (mask, additive_mask(mask)):
+        for m in (mask, additive_bias(mask)):
             assert torch.allclose(attend(q, k, v, m), want, rtol=1e-5, atol=1e-5), (t, s)
 
 
@@ -32,17 +32,17 @@ def test_long_inputs_other_dtypes_and_batched_masks_go_to_sdpa():
     assert not uses_products(4, torch.float32, torch.device("meta"))
     gen = torch.Generator().manual_seed(1)
     q, k, v = _qkv(4, 6, gen)
-    per_row = causal_mask(4, 6)[None, None].expand(1, 1, 4, 10)                # training's [B, 1, T, S]
+    per_row = causal_visibility(4, 6)[None, None].expand(1, 1, 4, 10)                # training's [B, 1, T, S]
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=per_row, enable_gqa=True)
     assert torch.equal(attend(q, k, v, per_row), want)
 
 
 def test_mask_for_pass_is_additive_only_where_products_read_it():
-    mask = causal_mask(3, 5)
-    add = mask_for_pass(mask, 3, torch.float32, torch.device("cpu"))
+    mask = causal_visibility(3, 5)
+    add = visibility_for_pass(mask, 3, torch.float32, torch.device("cpu"))
     assert add.dtype == torch.float32 and torch.equal(add == 0, mask) and torch.isinf(add[~mask]).all()
-    assert mask_for_pass(mask, 100, torch.float32, torch.device("cpu")) is mask
-    assert mask_for_pass(None, 1, torch.float32, torch.device("cpu")) is None
+    assert visibility_for_pass(mask, 100, torch.float32, torch.device("cpu")) is mask
+    assert visibility_for_pass(None, 1, torch.float32, torch.device("cpu")) is None
 
 
 SHAPE = (2, 2, 4, torch.float32, torch.device("cpu"))          # layers, Hkv, D, dtype, device

@@ -1,7 +1,7 @@
 """The AR-FIM decoder: drafts verified in one pass give exactly the one-token-per-pass text.
 
 Oracle: the same engine with drafting off (one token per forward pass), itself checked against
-transformers' generate in test_gguf.py. Drafts come from prompt lookup (LookupDrafter) and from
+transformers' generate in test_gguf.py. Drafts come from prompt lookup (PromptLookup) and from
 a scripted drafter that proposes the right tokens, wrong ones, or a mix, so every path of the
 verifier runs: all accepted, rejected at each slot, stop tokens inside a draft run, the token
 budget ending inside a block, cancellation mid-request.
@@ -15,7 +15,8 @@ import torch
 
 from engine import Engine, InfillRequest
 from engine.decoding.verify import CausalDecoder
-from engine.drafting.lookup import LookupDrafter
+from engine.drafting.lookup import PromptLookup
+from engine.drafting.proposer import Proposal
 
 WORDS = ["def", "return", "self", "x", "(", ")", ":", "\n", "    ", "print", "for", "i", "in", "range",
          "10", "+", "=", "a", "b", "class", "Point", ",", "if", "else", "#", "norm"]
@@ -39,28 +40,33 @@ def tiny_ar(tiny_gguf_qwen2):
     return Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
 
 
-class ScriptedDrafter:
-    """Proposes the reference continuation, corrupted at random slots (or wholly wrong)."""
+class ScriptedProposer:
+    """A Proposer that proposes the reference continuation, corrupted at random slots (or wholly wrong)."""
+
+    trained, slots, needs_hidden, depth = False, 0, False, 6
 
     def __init__(self, reference, corrupt: float, seed: int, vocab: int):
         self.reference, self.corrupt, self.rng, self.vocab = list(reference), corrupt, random.Random(seed), vocab
         self.proposed = self.accepted = 0
 
-    def start(self, context, req, lead=None, barriers=()):
+    def start(self, context, lead, barriers):
         pass
 
-    def propose(self, committed, room):
+    def chain(self, committed, room):
         n = len(committed)
         draft = self.reference[n:n + min(room, self.rng.randint(1, 6))]
         return [self.rng.randrange(self.vocab) if self.rng.random() < self.corrupt else t for t in draft]
 
-    def observe(self, chosen, accepted, proposed):
-        self.proposed += proposed
-        self.accepted += accepted
+    def propose(self, committed, room):
+        return Proposal([self.chain(committed, room)])
+
+    def observe(self, outcome):
+        self.proposed += outcome.drafted
+        self.accepted += outcome.accepted
 
 
 def run_with(engine, req, drafter=None, cancel=None):
-    dec = CausalDecoder(engine.model, engine.tokenizer, engine.cfg, engine.context_cache, drafter=drafter)
+    dec = CausalDecoder(engine.model, engine.tokenizer, engine.cfg, engine.context_cache, lookup=drafter)
     last = None
     updates = []
     for last in dec.run(req, cancel):
@@ -78,12 +84,12 @@ def check_drafts_give_the_one_per_pass_text(engine, n_cases: int, seed: int, bud
             base = engine.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, drafting=False))
             looked, _, dec = run_with(engine, InfillRequest(prefix, suffix, max_new_tokens=budget))
             assert looked.token_ids == base.token_ids and looked.finish_reason == base.finish_reason, (prefix, suffix)
-            accepted += dec.accepted
+            accepted += dec.stats.accepted
             reference = list(base.token_ids) + ([engine.cfg.eos_id] * 3 if base.finish_reason == "eos" else [])
             scripted, _, dec = run_with(engine, InfillRequest(prefix, suffix, max_new_tokens=budget),
-                                        ScriptedDrafter(reference, 0.3, seed=k, vocab=vocab))
+                                        ScriptedProposer(reference, 0.3, seed=k, vocab=vocab))
             assert scripted.token_ids == base.token_ids and scripted.finish_reason == base.finish_reason
-            rejected += dec.drafted - dec.accepted
+            rejected += dec.stats.drafted - dec.stats.accepted
     assert accepted > 0 and rejected > 0
 
 
@@ -97,7 +103,7 @@ def test_lookup_drafts_are_identical_on_120_fim_prompts(tiny_ar, cache):
                                                           max_draft_tokens=drafts))
             assert res.token_ids == base.token_ids and res.text == base.text, (prefix, suffix)
             assert res.finish_reason == base.finish_reason and res.forwards <= base.forwards
-            total_accepted += dec.accepted
+            total_accepted += dec.stats.accepted
     assert total_accepted > 0, "lookup should have had some drafts accepted"
 
 
@@ -110,11 +116,11 @@ def test_scripted_drafts_all_paths_identical(tiny_ar):
         # the reference including the stop token, so drafts run into and past it
         reference = list(base.token_ids) + ([tiny_ar.cfg.eos_id] * 3 if base.finish_reason == "eos" else [])
         for corrupt in (0.0, 0.3, 1.0):
-            drafter = ScriptedDrafter(reference, corrupt, seed=k, vocab=vocab)
+            drafter = ScriptedProposer(reference, corrupt, seed=k, vocab=vocab)
             res, _, dec = run_with(tiny_ar, InfillRequest(prefix, suffix, max_new_tokens=12), drafter)
             assert res.token_ids == base.token_ids and res.finish_reason == base.finish_reason
-            seen_full_accept |= corrupt == 0.0 and dec.accepted > 0
-            seen_reject |= dec.accepted < dec.drafted
+            seen_full_accept |= corrupt == 0.0 and dec.stats.accepted > 0
+            seen_reject |= dec.stats.accepted < dec.stats.drafted
             if corrupt == 0.0 and base.new_tokens > 1:
                 assert res.forwards < base.forwards
     assert seen_full_accept and seen_reject
@@ -123,7 +129,7 @@ def test_scripted_drafts_all_paths_identical(tiny_ar):
 def test_stable_only_grows_and_draft_shows_the_guesses(tiny_ar):
     prefix, suffix = fim_cases(1, seed=4)[0]
     base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=12, drafting=False))
-    drafter = ScriptedDrafter(list(base.token_ids), 0.0, seed=0, vocab=tiny_ar.cfg.vocab_size)
+    drafter = ScriptedProposer(list(base.token_ids), 0.0, seed=0, vocab=tiny_ar.cfg.vocab_size)
     _, updates, _ = run_with(tiny_ar, InfillRequest(prefix, suffix, max_new_tokens=12), drafter)
     for a, b in zip(updates, updates[1:]):
         assert b.stable.startswith(a.stable)
@@ -147,14 +153,14 @@ def test_cancel_mid_request_returns_a_prefix_of_the_same_text(tiny_ar):
 
 
 def test_lookup_drafter_prefers_the_latest_longest_match():
-    d = LookupDrafter(max_draft=3, max_ngram=3)
+    d = PromptLookup(max_draft=3, max_ngram=3)
     d.start([1, 2, 3, 4, 9, 9, 1, 2, 3, 5, 6, 7])
-    assert d.propose([], 5) == []                  # the tail (6, 7) ... 7 never occurred before
-    assert d.propose([1, 2, 3], 5) == [5, 6, 7]    # "1 2 3" last followed by 5 6 7
-    assert d.propose([1, 2, 3, 5, 6, 7, 1, 2], 2) == [3, 5]
-    other = LookupDrafter(max_draft=2, sources=[[7, 8, 4, 4, 2]])
+    assert d.draft([], 5) == []                  # the tail (6, 7) ... 7 never occurred before
+    assert d.draft([1, 2, 3], 5) == [5, 6, 7]    # "1 2 3" last followed by 5 6 7
+    assert d.draft([1, 2, 3, 5, 6, 7, 1, 2], 2) == [3, 5]
+    other = PromptLookup(max_draft=2, sources=[[7, 8, 4, 4, 2]])
     other.start([5, 7])
-    assert other.propose([], 4) == [8, 4]          # found in another open file
+    assert other.draft([], 4) == [8, 4]          # found in another open file
 
 
 def test_sampling_keeps_the_model_distribution():
@@ -198,7 +204,7 @@ def test_real_model_lookup_drafts_identical(real_engine):
                 pass
             assert last.result.token_ids == base.token_ids and last.result.finish_reason == base.finish_reason, \
                 (t.task_id, cache, block)
-            accepted += dec.accepted
+            accepted += dec.stats.accepted
     assert accepted > 0
 
 
@@ -239,35 +245,34 @@ def test_warm_prefills_in_chunks_and_the_request_then_computes_only_the_rest(tin
 
 
 def test_draft_length_follows_the_match():
-    d = LookupDrafter(max_draft=8, max_ngram=4)
+    d = PromptLookup(max_draft=8, max_ngram=4)
     d.start([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 2, 3, 4, 5])
-    assert d.propose([], 20) == [6, 7, 8, 9, 10, 11, 12, 2]        # "2 3 4 5" (4 tokens): max_draft
+    assert d.draft([], 20) == [6, 7, 8, 9, 10, 11, 12, 2]        # "2 3 4 5" (4 tokens): max_draft
     d.start([1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 3, 4, 5])
-    assert d.propose([], 20) == [6, 7, 8, 9]                       # "3 4 5": 4 drafts
+    assert d.draft([], 20) == [6, 7, 8, 9]                       # "3 4 5": 4 drafts
     d.start([1, 2, 9, 9, 9, 9, 9, 9, 9, 9, 1, 2])
-    assert d.propose([], 20) == [9, 9, 9, 9]                       # "1 2": 4 drafts
+    assert d.draft([], 20) == [9, 9, 9, 9]                       # "1 2": 4 drafts
     d.start([7, 9, 9, 9, 9, 9, 9, 8, 7])
-    assert d.propose([], 20) == [9, 9, 9]                          # "7": 3 drafts
-    d.observe([5], 0, 3)                                           # all rejected: no back-off
-    assert d.propose([5, 7], 20) == [5, 7]                         # the latest "7" is the committed one
-    assert d.propose([5, 7], 1) == [5]                             # never more than the room
+    assert d.draft([], 20) == [9, 9, 9]                          # "7": 3 drafts
+    assert d.draft([5, 7], 20) == [5, 7]                         # the latest "7" is the committed one
+    assert d.draft([5, 7], 1) == [5]                             # never more than the room
 
 
 def test_fim_lookup_continues_the_prefix_and_stops_at_control_tokens():
     P, S, M = 100, 101, 102                                        # fim prefix / suffix / middle
     prefix, suffix = [5, 6, 7, 1, 2], [3, 9, 8, 1, 2]
     ctx = [P] + prefix + [S] + suffix + [M]
-    d = LookupDrafter(max_draft=8, max_ngram=4)
+    d = PromptLookup(max_draft=8, max_ngram=4)
     d.start(ctx, lead=prefix, barriers=[P, S, M])
     # first pass: the key is the end of the prefix ("1 2"), found in the suffix, not "... <M>"
-    assert d.propose([], 20) == []                                 # suffix "1 2" is followed by <M>: nothing
+    assert d.draft([], 20) == []                                 # suffix "1 2" is followed by <M>: nothing
     d.start([P] + prefix + [S] + [1, 2, 4, 4, 4] + [M], lead=prefix, barriers=[P, S, M])
-    assert d.propose([], 20) == [4, 4, 4]                          # a draft stops before <M>
-    old = LookupDrafter(max_draft=8, max_ngram=4)
+    assert d.draft([], 20) == [4, 4, 4]                          # a draft stops before <M>
+    old = PromptLookup(max_draft=8, max_ngram=4)
     old.start([P] + prefix + [S] + [1, 2, 4, 4, 4] + [M])            # lead = the context: key ends in <M>
-    assert old.propose([], 20) == []
+    assert old.draft([], 20) == []
     d.start([P] + prefix + [S] + [8, 3, 7, 2, 3, 9, 8, 1, 4] + [M], lead=prefix, barriers=[P, S, M])
-    assert d.propose([3], 20) == [9, 8, 1, 4]                      # "2 3" spans the cursor: a 2-token match
+    assert d.draft([3], 20) == [9, 8, 1, 4]                      # "2 3" spans the cursor: a 2-token match
 
 
 CHAT_PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -296,13 +301,13 @@ def test_raw_prompt_is_the_prefix_token_for_token_with_specials_parsed(tiny_ar):
 
 def no_cache_greedy(engine, ctx, n, stops=frozenset()):
     """The oracle: the whole sequence through the model each step, argmax of the last row."""
-    from engine.model.transformer import causal_mask
+    from engine.model.transformer import causal_visibility
     out = []
     with torch.inference_mode():
         for _ in range(n):
             seq = ctx + out
             raw, _ = engine.model(torch.tensor([seq]), torch.arange(len(seq)), None,
-                                  causal_mask(len(seq), 0, "cpu"), len(seq) - 1)
+                                  causal_visibility(len(seq), 0, "cpu"), len(seq) - 1)
             t = int(raw[0, 0].float().argmax())
             if t in stops:
                 break
@@ -323,10 +328,10 @@ def test_raw_prompt_decodes_greedily_with_drafting_on_or_off(tiny_ar, prompt, st
     on = tiny_ar.infill(req)
     assert (on.token_ids, on.text, on.finish_reason) == (off.token_ids, off.text, off.finish_reason)
     reference = list(off.token_ids) + [tiny_ar.cfg.eos_id] * 3
-    res, _, dec = run_with(tiny_ar, req, ScriptedDrafter(reference, 0.0, seed=1, vocab=tiny_ar.cfg.vocab_size))
+    res, _, dec = run_with(tiny_ar, req, ScriptedProposer(reference, 0.0, seed=1, vocab=tiny_ar.cfg.vocab_size))
     assert res.token_ids == off.token_ids
     if off.new_tokens > 1:
-        assert dec.accepted > 0 and res.forwards < off.forwards
+        assert dec.stats.accepted > 0 and res.forwards < off.forwards
 
 
 def test_raw_prompt_is_refused_by_the_block_diffusion_decoder(tmp_path):
@@ -374,7 +379,7 @@ def test_a_warm_request_reads_its_first_token_from_the_cached_state(tiny_ar, dra
 
 
 def test_through_first_newline_keeps_the_newline_token_and_drops_the_rest():
-    from engine.decoding.verify import through_first_newline
+    from engine.drafting.proposer import through_first_newline
     newline = frozenset({7, 9})
     assert through_first_newline([1, 2, 7, 3, 9], newline) == [1, 2, 7]
     assert through_first_newline([9, 1], newline) == [9]
@@ -404,7 +409,7 @@ def test_a_line_request_drafts_no_row_past_the_first_newline_and_keeps_the_text(
         reference = list(base.token_ids) + [tiny_ar.cfg.eos_id] * 3
         for ends in (False, True):
             dec = DraftRecorder(tiny_ar.model, tiny_ar.tokenizer, tiny_ar.cfg, tiny_ar.context_cache,
-                                drafter=ScriptedDrafter(reference, 0.2, seed=k, vocab=tiny_ar.cfg.vocab_size))
+                                lookup=ScriptedProposer(reference, 0.2, seed=k, vocab=tiny_ar.cfg.vocab_size))
             last = None
             for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=14, ends_at_newline=ends)):
                 pass

@@ -122,15 +122,15 @@ def test_real_model_runs_on_the_kernel_and_a_pass_over_drafts_reads_as_one_row_p
     state of 6 one-token passes (to the last bits: attention's softmax groups its sums by the key
     count) and the same next token at every row."""
     from engine.model.kvcache import kv_cat
-    from engine.model.transformer import causal_mask
+    from engine.model.transformer import causal_visibility
     model = real_engine.model
     assert real_engine.describe()["weights"] == "gguf (our AVX2 kernel)"       # the file's own codes (test_gguf_codes.py)
     gen = torch.Generator().manual_seed(3)
     ctx = torch.randint(0, 5000, (1, 200), generator=gen)
     new = torch.randint(0, 5000, (1, 6), generator=gen)
     with torch.inference_mode():
-        _, past = model.hidden(ctx, torch.arange(200), None, causal_mask(200, 0))
-        many, _ = model.hidden(new, torch.arange(200, 206), past, causal_mask(6, 200))
+        _, past = model.hidden(ctx, torch.arange(200), None, causal_visibility(200, 0))
+        many, _ = model.hidden(new, torch.arange(200, 206), past, causal_visibility(6, 200))
         cur, rows = past, []
         for i in range(6):
             h, kv = model.hidden(new[:, i:i + 1], torch.arange(200 + i, 201 + i), cur, None)

@@ -10,7 +10,7 @@ import torch
 
 from engine.api import InfillRequest
 from engine.loading.config import ModelConfig
-from engine.decoding.diffusion import Decoder
+from engine.decoding.diffusion import DiffusionDecoder as Decoder
 import engine.kernels.reference as reference
 from engine.testing.checkpoints import block_config
 from engine.loading.tokenizer import TextTokenizer

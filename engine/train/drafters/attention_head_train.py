@@ -6,7 +6,7 @@ pieces of its own:
   - a batch is whole feature sequences (random ones, about `batch_rows` rows together, padded),
     since a row's query reads every earlier row of its sequence;
   - the loss is attention_head.chain_loss: `depth` levels of chains over every row at once,
-    each level seeing what drafting will show it (chain_attention_mask);
+    each level seeing what drafting will show it (chain_visibility);
   - the held-out measure drafts the way the decoder does (evaluate below);
 and it may start from a trained DraftHead (`init_from`: its weights, vocabulary and thresholds,
 the attention's output projection zero: at step 0 it drafts exactly as that head does).

@@ -13,7 +13,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from engine.drafting.mask_slots import MaskAdapter
-from engine.model.transformer import DecoderModel, causal_mask
+from engine.model.transformer import DecoderModel, causal_visibility
 import engine.eval_data as eval_data
 import engine.train.corpus as corpus
 import engine.train.fim as fim
@@ -84,7 +84,7 @@ def greedy_middle(model: DecoderModel, adapter: Optional[MaskAdapter], x: List[i
     out: List[int] = []
     with adapter.rows_from(None) if adapter is not None else contextlib.nullcontext():
         ids = torch.tensor([ctx], device=dev)
-        raw, past = model(ids, torch.arange(len(ctx), device=dev), None, causal_mask(len(ctx), 0, dev), len(ctx) - 1)
+        raw, past = model(ids, torch.arange(len(ctx), device=dev), None, causal_visibility(len(ctx), 0, dev), len(ctx) - 1)
         for _ in range(budget):
             logits = raw[0, -1].float()
             logits[cfg.mask_id] = float("-inf")

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from engine.drafting.head import DraftHead
-from engine.model.transformer import DecoderModel, causal_mask
+from engine.model.transformer import DecoderModel, causal_visibility
 
 
 def frozen_features(model: DecoderModel, x: Sequence[int], chunk: int = 128):
@@ -18,7 +18,7 @@ def frozen_features(model: DecoderModel, x: Sequence[int], chunk: int = 128):
     taken over the whole vocabulary (mask token excluded), `chunk` rows at a time."""
     dev = model.device
     ids = torch.tensor([list(x)], device=dev)
-    hidden, _ = model.hidden(ids, torch.arange(len(x), device=dev), None, causal_mask(len(x), 0, dev))
+    hidden, _ = model.hidden(ids, torch.arange(len(x), device=dev), None, causal_visibility(len(x), 0, dev))
     hidden = hidden[0]                                                                   # [L, H]
     best = []
     for i in range(0, len(x), chunk):

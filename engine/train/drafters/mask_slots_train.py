@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.drafting.mask_slots import MaskAdapter
-from engine.model.transformer import DecoderModel, causal_mask
+from engine.model.transformer import DecoderModel, causal_visibility
 from engine.train.adam_files import load_adam, save_adam
 from engine.train.drafters.examples import DrafterConfig, example_stream, greedy_middle
 
@@ -89,7 +89,7 @@ def frozen_pass(model: DecoderModel, adapter: MaskAdapter, x: List[int], rows: S
     ids = torch.tensor([x], device=dev)
     pos = torch.arange(len(x), device=dev)
     with adapter.rows_from(None):
-        hidden, kvs = model.hidden(ids, pos, None, causal_mask(len(x), 0, dev))
+        hidden, kvs = model.hidden(ids, pos, None, causal_visibility(len(x), 0, dev))
         idx = torch.tensor(sorted(set(rows)), device=dev)
         logits = model.head(hidden[0, idx])                                                  # [R, V]
         logits[:, model.cfg.mask_id] = float("-inf")

@@ -16,14 +16,14 @@ import torch
 
 from engine.drafting.attention_head import AttentionHead, HeadRows
 from engine.model.kvcache import common_prefix
-from engine.model.transformer import PassStopped, causal_mask
+from engine.model.transformer import PassStopped, causal_visibility
 
 PREFILL_CHUNK = 64       # context tokens a prefill pass computes between two reads of the cancel flag (measured: 358 tok/s at 64, 309 at 32, 330 in one pass of 512 on a 2-core AVX-512 EPYC)
 FIRST_PASS_CONTEXT = 16  # at most this many uncached context tokens go with the first decoding pass (it cannot stop midway)
 TYPING_MARGIN = 2        # tokens at the end of the prefix a key may retokenize (settled_tokens)
 
 
-class CausalContext:
+class PromptPrefill:
     """Prompt and prefill methods over the decoder's model, tokenizer, config and context cache."""
 
     def context_ids(self, req) -> List[int]:
@@ -71,7 +71,7 @@ class CausalContext:
                 pos = torch.arange(n_cached, n_cached + len(part), device=self.device)
                 try:                              # past the settled tokens a keystroke stops the chunk between layers
                     hidden, _ = self.model.hidden(torch.tensor([part], device=self.device), pos, past,
-                                                  causal_mask(len(part), n_cached, self.device),
+                                                  causal_visibility(len(part), n_cached, self.device),
                                                   stop=cancel if n_cached >= settled else None)
                 except PassStopped:
                     break
