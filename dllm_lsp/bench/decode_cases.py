@@ -1,6 +1,11 @@
 """`bench decode`'s cases (pure): a hole cut in a real line at a token boundary (the rest of the line is
 the reference), a block emptied after its opener, HumanEval's single-line holes; each case's
-request as the server would build it, and the reference's tokens up to its newline."""
+request as the server would build it, and the reference's tokens up to its newline.
+
+Two sets of real files: `stdlib-*` (standard-library modules, engine/eval_data.py BENCH_MODULES)
+is the tuning split, on which the drafters' thresholds and lookup's lengths were chosen;
+`realcode-*` (the reporting split of `dllm-lsp pull realcode`: third-party packages no drafter,
+test or tuning has seen, bench/realcode_sources.py) is where numbers are quoted from."""
 from __future__ import annotations
 
 import random
@@ -10,7 +15,7 @@ from pathlib import Path
 from engine.eval_data import bench_files
 from typing import List, Optional, Sequence
 
-KINDS = ("stdlib-line", "stdlib-block", "humaneval-line")
+KINDS = ("stdlib-line", "stdlib-block", "realcode-line", "realcode-block", "humaneval-line")
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ def token_cuts(line: str, tokenizer) -> List[int]:
     return sorted(cuts)
 
 
-def cut_line_cases(name: str, text: str, n: int, rng: random.Random, tokenizer) -> List[Case]:
+def cut_line_cases(name: str, text: str, n: int, rng: random.Random, tokenizer, kind: str = "stdlib-line") -> List[Case]:
     lines = text.split("\n")
     starts = _line_starts(lines)
     candidates = [i for i, l in enumerate(lines)
@@ -56,30 +61,39 @@ def cut_line_cases(name: str, text: str, n: int, rng: random.Random, tokenizer) 
         cut = rng.choice(cuts)
         offset = starts[i] + cut
         doc = text[:offset] + text[starts[i] + len(lines[i]):]
-        out.append(Case("stdlib-line", f"{name}:{i + 1}", doc, offset, lines[i][cut:], True))
+        out.append(Case(kind, f"{name}:{i + 1}", doc, offset, lines[i][cut:], True))
     return out
 
 
-def cut_block_cases(name: str, text: str, n: int, rng: random.Random) -> List[Case]:
+def cut_block_cases(name: str, text: str, n: int, rng: random.Random, kind: str = "stdlib-block") -> List[Case]:
     from dllm_lsp.bench.lsp import sample_block_positions
     out = []
     for s in sample_block_positions(name, text, n, rng):
         offset = _line_starts(s.text.split("\n"))[s.line] + s.character
-        out.append(Case("stdlib-block", f"{name}:{s.line + 1}", s.text, offset, s.reference, False))
+        out.append(Case(kind, f"{name}:{s.line + 1}", s.text, offset, s.reference, False))
     return out
 
 
+def realcode_files() -> List[Path]:
+    """The `.py` files of the realcode reporting split (SourcesMissing: not pulled)."""
+    from dllm_lsp.bench.realcode_sources import source_files
+    return [p for paths in source_files("reporting").values() for p in paths]
+
+
 def stdlib_cases(kind: str, limit: int, tokenizer, seed: int = 0, files: Optional[Sequence[Path]] = None) -> List[Case]:
-    """`limit` cases of `kind` spread over the files (a few from each, then a seeded sample)."""
+    """`limit` cases of `kind` spread over the files (a few from each, then a seeded sample);
+    the files: the standard-library bench modules for stdlib-*, the realcode reporting split
+    for realcode-*."""
     rng = random.Random(f"{seed}/{kind}")
-    files = bench_files() if files is None else files
+    if files is None:
+        files = realcode_files() if kind.startswith("realcode") else bench_files()
     per_file = -(-limit // max(1, len(files))) + 1
     cases: List[Case] = []
     for path in files:
         text = path.read_text(encoding="utf-8")
         name = path.name if path.parent.name.startswith("python") else f"{path.parent.name}/{path.name}"
-        cases += (cut_line_cases(name, text, per_file, rng, tokenizer) if kind == "stdlib-line"
-                  else cut_block_cases(name, text, per_file, rng))
+        cases += (cut_line_cases(name, text, per_file, rng, tokenizer, kind) if kind.endswith("-line")
+                  else cut_block_cases(name, text, per_file, rng, kind))
     return rng.sample(cases, min(limit, len(cases)))
 
 

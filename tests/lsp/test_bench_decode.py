@@ -246,3 +246,110 @@ def test_plot_draws_the_latencies_side_by_side_or_says_why_not(tmp_path):
         return
     assert plot(raw, png) is None
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
+
+
+class FakeLlamaServer:
+    """llama-server's /props and /completion in a thread: the answer is the prompt reversed, cut at
+    n_predict; a prompt seen before with cache_prompt is computed from its last token only."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        fake = self
+        self.bodies, self.cached = [], set()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send({"build_info": "b0-fake", "model_path": "/models/x.gguf"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.bodies.append(body)
+                prompt = tuple(body["prompt"])
+                cached = body["cache_prompt"] and prompt in fake.cached
+                if body["cache_prompt"]:
+                    fake.cached.add(prompt)
+                tokens = list(reversed(prompt))[:body["n_predict"]]
+                self._send({"content": "", "tokens": tokens,
+                            "timings": {"prompt_n": 1 if cached else len(prompt), "prompt_ms": 0.5 if cached else 5.0,
+                                        "predicted_ms": 2.0 * len(tokens)}})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_llama_server_anchor_cold_without_and_warm_with_the_prompt_cache():
+    fake = FakeLlamaServer()
+    try:
+        server = llamacpp.LlamaServer(fake.url, WordTokenizer())
+        assert server.version == "b0-fake" and server.model_path == "/models/x.gguf"
+        ans = server.complete([4, 5, 6], 2, [5], True)
+        assert [b["cache_prompt"] for b in fake.bodies] == [False, True, True]
+        assert all(b["stop"] == ["\n"] and b["top_k"] == 1 and b["temperature"] == 0 for b in fake.bodies)
+        assert ans["tokens"] == [6] and ans["ms_cold"] == 5.0 + 4.0 and ans["ms_warm"] == 0.5 + 4.0
+        assert ans["warm_prompt_tokens"] == 1
+        server.complete([1, 2], 5, [], False)
+        assert "stop" not in fake.bodies[-1]
+    finally:
+        fake.close()
+    with pytest.raises(llamacpp.LlamaUnavailable, match="no llama-server"):
+        llamacpp.LlamaServer(fake.url, WordTokenizer())
+
+
+def test_bench_with_a_llama_server_takes_the_faster_anchor_and_reports_the_equal_warm_state(
+        fake_llama, tiny_gguf_qwen2, capsys):
+    fake = FakeLlamaServer()
+    try:
+        rc, out, result = run_cli(["--model", str(tiny_gguf_qwen2), "--dtype", "float32", "--threads", "1",
+                                   "--limit", "2", "--kinds", "stdlib-line", "--llamacpp-python", sys.executable,
+                                   "--llama-server", fake.url, "--json"], capsys)
+    finally:
+        fake.close()
+    assert rc == 0, out
+    assert result["llama_server"]["available"] and result["llama_server"]["build"] == "b0-fake"
+    rows = {(r["kind"], r["decoder"]): r for r in result["rows"]}
+    anchors = [rows[("stdlib-line", a)] for a in ("llama.cpp", "llama-server")]
+    faster = min(anchors, key=lambda r: r["warm_p50_ms"])
+    served = next(r for k, r in rows.items() if k[1].startswith("lookup+")) if any(
+        k[1].startswith("lookup+") for k in rows) else None
+    assert result["anchors"]["stdlib-line"] == faster["decoder"]
+    lookup = rows[("stdlib-line", "lookup")]
+    assert result["llamacpp_ratio"] == round(lookup["warm_p50_ms"] / faster["warm_p50_ms"], 3)
+    # every decoder also ran warm with the last prompt token recomputed, and its text stayed the same
+    assert all(r["warm_eq_p50_ms"] > 0 for r in rows.values()) and result["identical"] == 1.0
+    if served is not None:
+        assert result["llamacpp_ratio_served_equal"] == round(served["warm_eq_p50_ms"] / faster["warm_p50_ms"], 3)
+    assert "warm= p50" in out and "llama-server: build b0-fake" in out
+
+
+def test_realcode_cases_come_from_the_pulled_reporting_split_or_say_how_to_pull(tiny_gguf_qwen2, tmp_path,
+                                                                               monkeypatch, capsys):
+    import dllm_lsp.bench.realcode_sources as sources
+    monkeypatch.setattr(sources, "PACKAGES", (sources.SourcePackage("pkg", "1.0", "w", "0", "reporting"),))
+    from engine.loading import gguf_import
+    monkeypatch.setattr(gguf_import, "cache_root", lambda: tmp_path)
+    rc, out, result = run_cli(["--model", str(tiny_gguf_qwen2), "--dtype", "float32", "--threads", "1",
+                               "--limit", "1", "--kinds", "realcode-line", "--json"], capsys)
+    assert rc == 0 and result["cases"] == {"realcode-line": 0} and "dllm-lsp pull realcode" in out
+    folder = tmp_path / "realcode" / "pkg-1.0" / "pkg"
+    folder.mkdir(parents=True)
+    (folder / "core.py").write_text("def total(values):\n    count = 0\n    for value in values:\n"
+                                    "        count += value * 2\n    return count\n")
+    rc, out, result = run_cli(["--model", str(tiny_gguf_qwen2), "--dtype", "float32", "--threads", "1",
+                               "--limit", "2", "--kinds", "realcode-line", "--json"], capsys)
+    assert rc == 0 and result["cases"] == {"realcode-line": 2} and result["identical"] == 1.0
