@@ -21,7 +21,10 @@ import json
 import statistics
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Dict, List
+
+from dllm_lsp.commands.serve import add_device_arguments
 
 PARTS = ("products", "attention", "output", "rest")
 
@@ -135,25 +138,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", default="1,3,5,9", help="rows per pass, comma-separated (default 1,3,5,9)")
     p.add_argument("--context", type=int, default=600, help="cached context tokens (default 600)")
     p.add_argument("--reps", type=int, default=9, help="passes per row count (default 9)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--device", default="cpu", help="engine device (default cpu)")
-    p.add_argument("--dtype", default="auto", help="engine dtype (default auto)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
+    add_device_arguments(p)
 
 
 def run(args) -> int:
     import platform  # noqa: PLC0415
     import torch  # noqa: PLC0415
     from engine.engine import Engine  # noqa: PLC0415
-    torch.set_num_threads(args.threads)
+    from dllm_lsp.settings import Settings  # noqa: PLC0415
+    torch.set_num_threads(replace(Settings(), threads=max(0, args.threads)).engine_threads())
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
     rows = [int(r) for r in args.rows.split(",") if r.strip()]
     results = [measure(engine, r, args.context, args.reps) for r in rows]
     desc = engine.describe()
-    print(f"{engine.name}: {desc['weights']}, kernels {desc['kernels']}, {args.threads} threads, "
+    print(f"{engine.name}: {desc['weights']}, kernels {desc['kernels']}, {torch.get_num_threads()} threads, "
           f"{args.context} cached context tokens, median of {args.reps} ({platform.processor() or platform.machine()})")
     print(table(results))
     if args.json:
         print(json.dumps({"model": engine.name, "weights": desc["weights"], "kernels": desc["kernels"],
-                          "threads": args.threads, "context": args.context, "reps": args.reps, "passes": results}))
+                          "threads": torch.get_num_threads(), "context": args.context, "reps": args.reps, "passes": results}))
     return 0

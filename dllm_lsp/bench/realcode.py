@@ -29,6 +29,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from dllm_lsp.bench import realcode_cases as cases
 from dllm_lsp.bench import realcode_sources as sources
+from dllm_lsp.commands.serve import add_device_arguments
 
 GREEDY_TOKENS = {"block": 160}      # the plain-greedy budget per kind (others: LINE_TOKENS)
 LINE_TOKENS = 64
@@ -137,7 +138,7 @@ def table(summary: Dict[str, dict]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from dllm_lsp.settings import DTYPES, Settings  # noqa: PLC0415
+    from dllm_lsp.settings import Settings  # noqa: PLC0415
     d = Settings()
     p.add_argument("--split", choices=sources.SPLITS, default="reporting",
                    help="tuning (choose settings on it) or reporting (quote numbers from it; default)")
@@ -145,9 +146,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=24, help="holes of each kind (default 24)")
     p.add_argument("--kinds", default=",".join(cases.KINDS), help=f"kinds, comma-separated (default {','.join(cases.KINDS)})")
     p.add_argument("--seed", type=int, default=0, help="seed of the hole sample (default 0)")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads, as the server's setting")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--dtype", default="auto", choices=DTYPES, help="as the server's setting (default: auto)")
+    add_device_arguments(p)
     p.add_argument("--prefix-tokens", type=int, default=None, help=f"prefixTokens (default {d.prefix_tokens})")
     p.add_argument("--suffix-tokens", type=int, default=None, help=f"suffixTokens (default {d.suffix_tokens})")
     p.add_argument("--show-lost", type=int, default=0, help="print the first N holes greedy gets right and the server not")

@@ -39,20 +39,21 @@ class SourcePackage:
         return f"{self.name}-{self.version}"
 
 
-PACKAGES = (
-    SourcePackage("more-itertools", "10.8.0", "more_itertools-10.8.0-py3-none-any.whl",
-                  "52d4362373dcf7c52546bc4af9a86ee7c4579df9a8dc268be0a2f949d376cc9b", "tuning"),
-    SourcePackage("python-dateutil", "2.9.0.post0", "python_dateutil-2.9.0.post0-py2.py3-none-any.whl",
-                  "a8b2bc7bffae282281c8140a97d3aa9c14da0b136dfe83f850eea9a5f7470427", "tuning"),
-    SourcePackage("parso", "0.8.5", "parso-0.8.5-py2.py3-none-any.whl",
-                  "646204b5ee239c396d040b90f9e272e9a8017c630092bf59980beb62fd033887", "tuning"),
-    SourcePackage("boltons", "26.2.0", "boltons-26.2.0-py3-none-any.whl",
-                  "41942cbce440211bbcf2487ccdc356964ad674f95a01068b8a0dd7a1d1fed036", "reporting"),
-    SourcePackage("toolz", "1.0.0", "toolz-1.0.0-py3-none-any.whl",
-                  "292c8f1c4e7516bf9086f8850935c799a874039c8bcf959d47b600e4c44a6236", "reporting"),
-    SourcePackage("humanize", "4.17.0", "humanize-4.17.0-py3-none-any.whl",
-                  "02d0899527760efe18011944f882df4970943b4cdff7b5a0ba7fed43a576ef98", "reporting"),
+_PINNED = (   # name, version, wheel, its sha256, split
+    ("more-itertools", "10.8.0", "more_itertools-10.8.0-py3-none-any.whl",
+     "52d4362373dcf7c52546bc4af9a86ee7c4579df9a8dc268be0a2f949d376cc9b", "tuning"),
+    ("python-dateutil", "2.9.0.post0", "python_dateutil-2.9.0.post0-py2.py3-none-any.whl",
+     "a8b2bc7bffae282281c8140a97d3aa9c14da0b136dfe83f850eea9a5f7470427", "tuning"),
+    ("parso", "0.8.5", "parso-0.8.5-py2.py3-none-any.whl",
+     "646204b5ee239c396d040b90f9e272e9a8017c630092bf59980beb62fd033887", "tuning"),
+    ("boltons", "26.2.0", "boltons-26.2.0-py3-none-any.whl",
+     "41942cbce440211bbcf2487ccdc356964ad674f95a01068b8a0dd7a1d1fed036", "reporting"),
+    ("toolz", "1.0.0", "toolz-1.0.0-py3-none-any.whl",
+     "292c8f1c4e7516bf9086f8850935c799a874039c8bcf959d47b600e4c44a6236", "reporting"),
+    ("humanize", "4.17.0", "humanize-4.17.0-py3-none-any.whl",
+     "02d0899527760efe18011944f882df4970943b4cdff7b5a0ba7fed43a576ef98", "reporting"),
 )
+PACKAGES = tuple(SourcePackage(*row) for row in _PINNED)
 
 
 class SourcesMissing(EngineError):
