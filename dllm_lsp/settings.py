@@ -26,7 +26,8 @@ LOG_LEVELS = ("error", "warning", "info", "debug")
 
 @dataclass(frozen=True)
 class Settings:
-    model: str = "default"               # "default" (the pulled Qwen2.5-Coder-0.5B), "qwen2.5-coder-1.5b", "embedded"
+    model: str = "auto"                  # "auto" (the 1.5B on a GPU or >= 8 cores and 8 GiB, else the 0.5B),
+                                         # "default" (the pulled Qwen2.5-Coder-0.5B), "qwen2.5-coder-1.5b", "embedded"
                                          # (the self-trained 5M model), a .gguf file, a model folder, or an HF repo id
                                          # in the local cache
     device: str = "auto"                 # auto | cpu | cuda | cuda:N

@@ -22,6 +22,7 @@ import argparse
 import json
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,15 @@ def greedy_answer(engine, hole: cases.Hole, settings) -> str:
     count = context.token_counter(engine.tokenizer)
     prefix, suffix = context.windows(hole.document, hole.offset, settings.prefix_tokens, settings.suffix_tokens, count)
     budget = GREEDY_TOKENS.get(hole.kind, LINE_TOKENS)
-    text = engine.infill(settings.infill_request(prefix, suffix, max_new_tokens=budget)).text
-    return text if hole.kind == "block" else cases.first_line(text)
+    req = settings.infill_request(prefix, suffix, max_new_tokens=budget)
+    if hole.kind == "block":
+        return engine.infill(req).text
+    stop = threading.Event()                 # a one-line kind keeps the first line: stop once it has ended
+    last = None
+    for last in engine.stream(req, stop):
+        if last.result is None and "\n" in last.stable:
+            stop.set()
+    return cases.first_line(last.result.text)         # a stop keeps the committed tokens
 
 
 def server_answer(engine, hole: cases.Hole, settings) -> str:

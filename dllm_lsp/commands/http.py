@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "machines and prints a warning)")
     parser.add_argument("--port", type=int, default=8012, help="TCP port (0: any free port; default: 8012)")
     parser.add_argument("--model", default=d.model,
-                        help=f"'default' (the pulled Qwen2.5-Coder-0.5B), 'embedded', a .gguf file or a model "
+                        help=f"'auto' (the pulled model this machine runs fast enough), 'default' (the pulled "
+                             f"Qwen2.5-Coder-0.5B), 'embedded', a .gguf file or a model "
                              f"folder (default: {d.model})")
     add_device_arguments(parser)
     parser.add_argument("--queue", type=int, default=8,

@@ -1,6 +1,7 @@
 """`dllm-lsp pull [NAME]`: download a catalog model into the user cache (the only download there is).
 
-    dllm-lsp pull                       the default, qwen2.5-coder-0.5b (491 MB)
+    dllm-lsp pull                       what `model: "auto"` picks here: qwen2.5-coder-0.5b (491 MB),
+                                        or the 1.5B on a GPU or >= 8 cores and 8 GiB (catalog.auto_model)
     dllm-lsp pull qwen2.5-coder-1.5b    the larger one (1.1 GB)
     dllm-lsp pull --list                what can be pulled, and what is already here
     dllm-lsp pull realcode              the pinned third-party sources `eval realcode` cuts holes from
@@ -16,8 +17,9 @@ import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", default="default",
-                        help="model to pull: default (= qwen2.5-coder-0.5b) or qwen2.5-coder-1.5b; "
+    parser.add_argument("name", nargs="?", default="auto",
+                        help="model to pull: auto (default: what `model: auto` picks on this machine), "
+                             "default (= qwen2.5-coder-0.5b) or qwen2.5-coder-1.5b; "
                              "or realcode: the sources of `dllm-lsp eval realcode`")
     parser.add_argument("--list", action="store_true", help="list the models that can be pulled and where they are")
     parser.add_argument("--convert", action=argparse.BooleanOptionalAction, default=True,
@@ -25,14 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list() -> int:
-    from engine.loading.catalog import CATALOG, DEFAULT_MODEL, pulled_file
+    from engine.loading.catalog import CATALOG, auto_model, machine_facts, pulled_file
     from engine.errors import ModelNotFoundError
     for name, entry in CATALOG.items():
         try:
             where = str(pulled_file(name))
         except ModelNotFoundError:
             where = "not pulled"
-        mark = " (default)" if name == DEFAULT_MODEL else ""
+        mark = " (auto's pick here)" if name == auto_model(*machine_facts()) else ""
         print(f"{name}{mark}: {entry.size / 1e6:,.0f} MB, {where}")
     return 0
 

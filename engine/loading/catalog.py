@@ -7,6 +7,8 @@ the user cache directory with `verified.json` beside it (size, mtime and hash at
 so loading checks in microseconds that the file is still what was verified.
 
     "default"            -> the pulled qwen2.5-coder-0.5b (a clear error naming `dllm-lsp pull` if absent)
+    "auto"               -> the model this machine runs fast enough (auto_model): the 1.5B with a GPU or
+                            enough CPU cores and memory, else the 0.5B
     "qwen2.5-coder-1.5b" -> the pulled 1.5B
     "embedded"           -> the self-trained 5M block-diffusion model shipped in engine/assets/embedded_model
                             (the fast model of the tests and of `dllm-lsp train`)
@@ -14,6 +16,7 @@ so loading checks in microseconds that the file is still what was verified.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
@@ -59,10 +62,49 @@ CATALOG = {
         origin="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF, qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
 }
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+LARGE_MODEL = "qwen2.5-coder-1.5b"
 ALIASES = {"default": DEFAULT_MODEL}
+# `model: "auto"` takes the 1.5B from these (docs/models.md, "Which model auto picks", has the
+# measurements behind them): a CUDA GPU with this much memory, or this many CPU cores and GiB of RAM
+AUTO_GPU_GIB = 4.0
+AUTO_CPU_CORES = 8
+AUTO_RAM_GIB = 8.0
+
+
+def auto_model(cores: int, ram_gib: float, gpu_gib: Optional[float]) -> str:
+    """The catalog model `model: "auto"` picks on a machine with `cores` CPU cores, `ram_gib` of
+    memory and a CUDA GPU of `gpu_gib` (None: none): the 1.5B where its suggestion stays fast
+    enough, else the 0.5B."""
+    if gpu_gib is not None and gpu_gib >= AUTO_GPU_GIB:
+        return LARGE_MODEL
+    if cores >= AUTO_CPU_CORES and ram_gib >= AUTO_RAM_GIB:
+        return LARGE_MODEL
+    return DEFAULT_MODEL
+
+
+def machine_facts() -> Tuple[int, float, Optional[float]]:
+    """(CPU cores this process may use, GiB of RAM, GiB of the first CUDA GPU or None)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    except (AttributeError, ValueError, OSError):
+        ram = 0.0
+    gpu = None
+    try:
+        import torch
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_properties(0).total_memory / 2 ** 30
+    except Exception:            # no torch build with CUDA, no driver: no GPU
+        gpu = None
+    return cores, ram, gpu
 
 
 def catalog_entry(name: str) -> Optional[CatalogModel]:
+    if name == "auto":
+        name = auto_model(*machine_facts())
     return CATALOG.get(ALIASES.get(name, name))
 
 
@@ -77,7 +119,7 @@ def pulled_file(name: str, root: Optional[Path] = None) -> Path:
     if entry is None:
         raise ModelNotFoundError(f"'{name}' is not a model `dllm-lsp pull` knows (known: {', '.join(CATALOG)})")
     path = entry.path(root)
-    which = "" if entry.name == DEFAULT_MODEL else f" {entry.name}"
+    which = "" if entry.name == auto_model(*machine_facts()) else f" {entry.name}"     # a bare pull fetches auto's pick
     if not path.is_file():
         raise ModelNotFoundError(f"model '{name}' ({entry.name}) is not downloaded yet: run `dllm-lsp pull{which}`")
     try:

@@ -140,3 +140,28 @@ def test_cli_unknown_model_is_one_line(capsys):
     assert main(["pull", "no-such-model"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown model 'no-such-model'" in err[0]
+
+
+def test_auto_picks_the_1_5b_only_where_the_machine_runs_it_fast_enough(monkeypatch):
+    import engine.loading.catalog as catalog
+    small, large = catalog.DEFAULT_MODEL, catalog.LARGE_MODEL
+    assert catalog.auto_model(2, 24.0, None) == small                   # this project's CI machine
+    assert catalog.auto_model(16, 4.0, None) == small                   # cores but too little memory
+    assert catalog.auto_model(catalog.AUTO_CPU_CORES, catalog.AUTO_RAM_GIB, None) == large
+    assert catalog.auto_model(2, 8.0, 80.0) == large and catalog.auto_model(2, 8.0, 2.0) == small
+    monkeypatch.setattr(catalog, "machine_facts", lambda: (32, 64.0, None))
+    assert catalog.catalog_entry("auto").name == large
+    monkeypatch.setattr(catalog, "machine_facts", lambda: (2, 24.0, None))
+    assert catalog.catalog_entry("auto").name == small
+
+
+def test_a_bare_pull_is_what_auto_picks_and_the_message_names_any_other_model(monkeypatch, tmp_path):
+    import engine.loading.catalog as catalog
+    from dllm_lsp.cli import build_parser
+    from dllm_lsp.settings import Settings
+    assert build_parser().parse_args(["pull"]).name == "auto" and Settings().model == "auto"
+    monkeypatch.setattr(catalog, "machine_facts", lambda: (32, 64.0, None))   # auto: the 1.5B here
+    with pytest.raises(ModelNotFoundError, match=r"run `dllm-lsp pull`$"):
+        pulled_file("qwen2.5-coder-1.5b", tmp_path)
+    with pytest.raises(ModelNotFoundError, match=r"run `dllm-lsp pull qwen2.5-coder-0.5b`$"):
+        pulled_file("default", tmp_path)
