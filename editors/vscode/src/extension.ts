@@ -16,7 +16,8 @@
  *  - a cursor that moves (a click, the arrow keys) is reported with `dllm/cursor`, so the server
  *    computes the context there while the user reads, before the first key (it waits for the
  *    cursor to rest; each move restarts its timer);
- *  - commands: toggle, trigger now, restart.
+ *  - commands: toggle, trigger now, restart; Alt+Right / Alt+Down accept the suggestion's next word /
+ *    line (VS Code's own partial accepts, reported to the server as accepts of that length).
  */
 import * as vscode from "vscode";
 import { spawn } from "node:child_process";
@@ -105,6 +106,7 @@ async function sendInlineRequest(key: RequestKey, signal: CancelSignal, explicit
 
 function makeProvider(): vscode.InlineCompletionItemProvider {
   let explicitNext = false;
+  const itemKeys = new WeakMap<vscode.InlineCompletionItem, RequestKey>();   // for a partial accept
   sessions = new SessionManager(
     (key, signal) => sendInlineRequest(key, signal, explicitNext),
     (key) => {
@@ -130,12 +132,22 @@ function makeProvider(): vscode.InlineCompletionItemProvider {
           : new vscode.Range(position, position);
         const completion = new vscode.InlineCompletionItem(item.text, range);
         completion.command = { title: "accepted", command: ACCEPTED_COMMAND, arguments: [session.key, [...item.text].length] };
+        itemKeys.set(completion, session.key);
         return completion;
       });
       manager.provided(session, session.text);
       return items;
     },
-  };
+    // accept word / accept line (VS Code's acceptNextWord / acceptNextLine, bound in package.json as
+    // the Neovim plugin binds them): reported as an accept of that many characters
+    handleDidPartiallyAcceptCompletionItem(item: vscode.InlineCompletionItem, info: number | { acceptedLength: number }) {
+      const key = itemKeys.get(item);
+      const acceptedLength = typeof info === "number" ? info : info?.acceptedLength;
+      if (key && typeof acceptedLength === "number") {
+        void client?.sendNotification("dllm/didAcceptCompletion", { uri: key.uri, position: key.position, acceptedLength });
+      }
+    },
+  } as vscode.InlineCompletionItemProvider;
 }
 
 function reportFailure(message: string): void {

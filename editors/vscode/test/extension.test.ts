@@ -114,3 +114,26 @@ test("a cursor that moves is reported with dllm/cursor; selections and disabled 
   const hints = client.notifications.filter((n) => n.method === "dllm/cursor");
   assert.deepEqual(hints.map((n) => n.params), [{ uri: "file:///c.py", position: { line: 7, character: 3 } }]);
 });
+
+test("accept word / accept line are bound as in Neovim and reported as partial accepts", async () => {
+  const pkg = JSON.parse(require("fs").readFileSync(require("path").join(__dirname, "..", "..", "package.json"), "utf8"));
+  const bound = Object.fromEntries(pkg.contributes.keybindings.map((k: any) => [k.command, k]));
+  assert.equal(bound["editor.action.inlineSuggest.acceptNextWord"].key, "alt+right");
+  assert.equal(bound["editor.action.inlineSuggest.acceptNextLine"].key, "alt+down");
+  assert.match(bound["editor.action.inlineSuggest.acceptNextLine"].when, /inlineSuggestionVisible/);
+
+  state.config.enable = true;
+  state.providers.length = 0;
+  activate({ subscriptions: [] } as any);
+  const client = FakeLanguageClient.last;
+  const provider = state.providers[0];
+  const { document, position } = editorAt("file:///b.py", 1, 2, 0);
+  const pending = provider.provideInlineCompletionItems(document, position, { triggerKind: 1 }, token());
+  await tick();
+  client.requests[0].resolve([{ insertText: "total = sum(values)" }]);
+  const items = await pending;
+  provider.handleDidPartiallyAcceptCompletionItem(items[0], { acceptedLength: 6, kind: 1 });
+  provider.handleDidPartiallyAcceptCompletionItem({ insertText: "not ours" }, 3);   // an item it never gave: ignored
+  const accepts = client.notifications.filter((n) => n.method === "dllm/didAcceptCompletion");
+  assert.deepEqual(accepts.map((n) => n.params), [{ uri: "file:///b.py", position: { line: 2, character: 0 }, acceptedLength: 6 }]);
+});
