@@ -99,9 +99,12 @@ def build_model(cfg: ModelConfig, device: str, dtype: torch.dtype, kernels: str 
 
 
 def packed_weights(packed) -> str:
-    """What describe() says of the packed linear layers: "gguf (our AVX2 kernel)" where every
-    one multiplies the GGUF's codes, else "fp16 (...)" and whose kernel; "+ fp16" when mixed."""
-    kernel = "our AVX2 kernel" if all(m.kernel == "ours" for m in packed) else "fbgemm"
+    """What describe() says of the packed linear layers: "gguf (our kernel, AVX-512)" (or AVX2, where
+    the CPU has no AVX-512) where every one multiplies the GGUF's codes, else "fp16 (...)" and
+    whose kernel; "+ fp16" when mixed."""
+    from engine.kernels.cpu.gemm import wide_available
+    ours = f"our kernel, {'AVX-512' if wide_available() else 'AVX2'}"
+    kernel = ours if all(m.kernel == "ours" for m in packed) else "fbgemm"
     forms = {m.form for m in packed}
     return f"{'gguf' if forms == {'gguf'} else 'gguf + fp16' if 'gguf' in forms else 'fp16'} ({kernel})"
 

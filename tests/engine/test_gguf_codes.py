@@ -107,19 +107,24 @@ def test_code_products_match_the_reference_and_rows_do_not_see_each_other(group,
 @needs_kernel
 @pytest.mark.skipif(not cpu_gemm.wide_available(), reason="the CPU has no AVX-512 (avx512f): only the AVX2 path runs")
 @pytest.mark.parametrize("group, offsets", [(32, False), (32, True)])
-def test_the_avx512_long_path_gives_the_avx2_paths_bits(group, offsets):
-    p = cpu_gemm.pack_codes(*_pack(96, 256, group, offsets, seed=3))
-    bias = torch.randn(96)
+def test_the_avx512_paths_give_the_avx2_paths_bits(group, offsets):
+    """The few-row kernels (1-15 rows, a decoding pass) and the long path (>= 16): the same bits
+    with AVX-512 as without; 96 outputs take the 2-block tiles, 128 the 1-row 4-block sweep."""
     gen = torch.Generator().manual_seed(2)
     try:
-        for rows in (16, 17, 23, 32, 35, 64):
-            x = torch.randn(rows, 256, generator=gen)
-            cpu_gemm.set_wide(True)
-            wide = cpu_gemm.codes_gemm(x, p, bias)
-            cpu_gemm.set_wide(False)
-            narrow = cpu_gemm.codes_gemm(x, p, bias)
-            assert torch.equal(wide, narrow), rows
-            assert torch.equal(wide[-1:], cpu_gemm.codes_gemm(x[-1:], p, bias)), rows   # and one row alone
+        for n_out in (96, 128):
+            p = cpu_gemm.pack_codes(*_pack(n_out, 256, group, offsets, seed=3))
+            bias = torch.randn(n_out)
+            for rows in (*range(1, 16), 16, 17, 23, 32, 35, 64):
+                x = torch.randn(rows, 256, generator=gen)
+                cpu_gemm.set_wide(True)
+                wide = cpu_gemm.codes_gemm(x, p, bias)
+                alone = cpu_gemm.codes_gemm(x[-1:], p, bias)
+                cpu_gemm.set_wide(False)
+                narrow = cpu_gemm.codes_gemm(x, p, bias)
+                assert torch.equal(wide, narrow), (n_out, rows)
+                assert torch.equal(wide[-1:], alone), (n_out, rows)                 # and one row alone
+                assert torch.allclose(wide, cpu_gemm.codes_reference(x, p, bias), rtol=1e-4, atol=1e-4)
     finally:
         cpu_gemm.set_wide(True)
 

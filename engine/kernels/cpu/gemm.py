@@ -41,7 +41,10 @@ products of 24 matrices of 9728 x 896, alternated in one process (`python script
 block's weights once into an fp32 buffer that stays in the L2 cache while every chunk of rows
 reads it; on a CPU with AVX-512 (avx512f) that long path sums 16 outputs in one zmm vector and
 16 rows a sweep (the same per-output arithmetic, so the same bits; `set_wide(False)` keeps the
-AVX2 path). A decoding pass's 4-15 rows: the first 3 rows stream a tile of two blocks from memory
+AVX2 path). On such a CPU a pass's 1-15 rows also take AVX-512 kernels (a block's 16 outputs one
+zmm, its weight vector made once for up to 7 rows a sweep, 1 row streaming 4 blocks: the same
+per-output arithmetic, so the same bits, tested; `dllm-lsp bench pass --ab-avx2` times both).
+Without AVX-512, a decoding pass's 4-15 rows: the first 3 rows stream a tile of two blocks from memory
 (k3x2, both blocks at once), the rest read the tile from the cache 6 rows a sweep (krx1, one
 block at a time: it streams from memory at half k3x2's speed). Measured on a 2-core Xeon with
 AVX-512 (24 codes matrices of 9728 x 896, 2 threads, old / new split, alternated in one process,
@@ -166,13 +169,13 @@ def _passes_check(lib) -> bool:
 
 
 def wide_available() -> bool:
-    """Whether long inputs (>= 16 rows) from codes take the AVX-512 path here (the CPU has avx512f)."""
+    """Whether products from codes take the AVX-512 paths here (the CPU has avx512f): a pass's few rows and long inputs."""
     lib = library()
     return bool(lib is not None and lib.wide_available())
 
 
 def set_wide(on: bool) -> None:
-    """Use the AVX-512 path for long inputs where the CPU has it (the default), or the AVX2 one
+    """Use the AVX-512 paths (a pass's few rows and long inputs) where the CPU has it (the default), or the AVX2 ones
     (for A/B measurements and the tests that compare both: their outputs are bit for bit equal)."""
     lib = library()
     if lib is not None:
