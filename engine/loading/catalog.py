@@ -66,7 +66,7 @@ LARGE_MODEL = "qwen2.5-coder-1.5b"
 ALIASES = {"default": DEFAULT_MODEL}
 # `model: "auto"` takes the 1.5B from these (docs/models.md, "Which model auto picks", has the
 # measurements behind them): a CUDA GPU with this much memory, or this many CPU cores and GiB of RAM
-AUTO_GPU_GIB = 4.0
+AUTO_GPU_GIB = 6.0
 AUTO_CPU_CORES = 8
 AUTO_RAM_GIB = 8.0
 
