@@ -215,20 +215,21 @@ DEFINE_LONG(long_q, Q, , long_block, x)
 DEFINE_LONG(long_qm, QM, , long_block, x)
 // the whole product in form FORM: one function each, so that OpenMP's outlined loop bodies see
 // the form as a constant (an inline function holding the pragma is outlined once, form and all)
-#define DEFINE_GEMM(NAME, FORM) \
-static void NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
+// (ONE_ROW: 1 row x 4 blocks; TILE: all rows of 2 blocks; ATTR: the target, for the AVX-512 copies below)
+#define DEFINE_GEMM(NAME, FORM, ATTR, ONE_ROW, TILE) \
+ATTR static void NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
     int64_t blocks = N / 16; \
     if (T == 1 && blocks % 4 == 0) { \
         _Pragma("omp parallel for schedule(static) num_threads(threads)") \
-        for (int64_t nb = 0; nb < blocks; nb += 4) k1x4(w, FORM, x, y, nb, b); \
+        for (int64_t nb = 0; nb < blocks; nb += 4) ONE_ROW(w, FORM, x, y, nb, b); \
     } else { \
         _Pragma("omp parallel for schedule(static) num_threads(threads)") \
-        for (int64_t nb = 0; nb < blocks; nb += 2) tile2(w, FORM, x, T, y, N, nb, b); \
+        for (int64_t nb = 0; nb < blocks; nb += 2) TILE(w, FORM, x, T, y, N, nb, b); \
     } \
 }
-DEFINE_GEMM(gemm_f16, F16)
-DEFINE_GEMM(gemm_q, Q)
-DEFINE_GEMM(gemm_qm, QM)
+DEFINE_GEMM(gemm_f16, F16, , k1x4, tile2)
+DEFINE_GEMM(gemm_q, Q, , k1x4, tile2)
+DEFINE_GEMM(gemm_qm, QM, , k1x4, tile2)
 // x [T, K], wp packed fp16 [N/16][K][16], b [N] or NULL, y [T, N]; N a multiple of 32
 void fp16_gemm(const float *x, int64_t T, int64_t K, const uint16_t *wp, const float *b, float *y,
                int64_t N, int threads) {
@@ -343,19 +344,8 @@ WINLINE void tile2_wide(const struct weights *w, const enum form f, const float 
         switch (T - t >= 7 ? 7 : (int)(T - t)) { ZCASE(1) ZCASE(2) ZCASE(3) ZCASE(4) ZCASE(5) ZCASE(6) ZCASE(7) }
     }
 }
-#define DEFINE_FEW_WIDE(NAME, FORM) \
-WIDE static void NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
-    int64_t blocks = N / 16; \
-    if (T == 1 && blocks % 4 == 0) { \
-        _Pragma("omp parallel for schedule(static) num_threads(threads)") \
-        for (int64_t nb = 0; nb < blocks; nb += 4) kz1x4(w, FORM, x, y, nb, b); \
-    } else { \
-        _Pragma("omp parallel for schedule(static) num_threads(threads)") \
-        for (int64_t nb = 0; nb < blocks; nb += 2) tile2_wide(w, FORM, x, T, y, N, nb, b); \
-    } \
-}
-DEFINE_FEW_WIDE(few_q_wide, Q)
-DEFINE_FEW_WIDE(few_qm_wide, QM)
+DEFINE_GEMM(few_q_wide, Q, WIDE, kz1x4, tile2_wide)
+DEFINE_GEMM(few_qm_wide, QM, WIDE, kz1x4, tile2_wide)
 static int use_wide = 1;              // set_wide(0): the AVX2 paths (A/B, tests)
 int wide_available(void) { return __builtin_cpu_supports("avx512f") ? 1 : 0; }
 void set_wide(int on) { use_wide = on; }
