@@ -14,8 +14,9 @@ Cold: llm.reset() first, so nothing of an earlier prompt is reused. Warm: the sa
 again at once; Llama.generate keeps the longest shared token prefix of its last input (all
 but the prompt's last token here), so only that token and the answer are computed; when the
 cold answer ended after its first token, no token past the prompt was evaluated and its
-logits are still live, so the warm run samples without any evaluation (ours still recomputes
-the last context token: a one-token answer is cheaper warm for llama.cpp than for us).
+logits are still live, so the warm run samples without any evaluation. (Ours, warm, takes its
+first token from the cached last state without a pass; its warm= run computes the prompt's last
+token again, which is llama.cpp's warm state: bench/decode.py.)
 stdout is kept for the protocol: file descriptor 1 is pointed at stderr while llama.cpp runs.
 """
 import json
