@@ -223,7 +223,8 @@ class CausalDecoder(PromptPrefill, DecoderBase):
         span.predicted.clear()
         room = self.req.max_new_tokens - done - 1
         live = proposers if room > 0 else []
-        proposals = [p.propose(span.tokens[:done], room) for p in live]
+        committed = span.tokens[:done]
+        proposals = [p.propose(committed, room) for p in live]
         drafts = arrange(proposals, [p.trained for p in live], room, self._tree_mode(slotted),
                          self.tok.newline_ids if self.req.ends_at_newline else None)
         for i, d in enumerate(drafts.first):

@@ -66,7 +66,8 @@ class HeadDrafts:
             return Proposal([], TRAINED)
         hidden, token = self.after
         if self.rows is not None:             # the head's rows up to the last one (a warm start has the context's only)
-            self.rows.sync(self.head, self.context + list(committed), len(self.rows) - 1)
+            if len(self.rows.cache) < len(self.rows) - 1:      # after a pass the verifier synced them already
+                self.rows.sync(self.head, self.context + list(committed), len(self.rows) - 1)
             return Proposal([self.head.propose(self.rows.cache, hidden, token, k, banned=self.banned)], TRAINED)
         if self.as_tree:
             return Proposal(self.head.propose_tree(hidden, token, k, self.tree_nodes, banned=self.banned), TRAINED)
