@@ -48,6 +48,7 @@ class Settings:
                                          # prefix, so a pause recomputes it (128 -> 32: p50 at a pause -20 to -50%,
                                          # the same exact share and HumanEval pass@1; docs/benchmarks.md, "Typing")
     snippet_tokens: int = 128            # budget for snippets from other open documents (0 = none)
+    repo_tokens: int = 512               # budget for the repository context: imported definitions, recent chunks (0 = none)
     debounce_ms: int = 0                 # wait this long before decoding; a newer request in between wins
     enabled_languages: Dict[str, bool] = field(default_factory=lambda: {"*": True})
     streaming: bool = True               # send dllm/inlineCompletionUpdate while decoding
@@ -197,6 +198,7 @@ VALIDATORS: Dict[str, Callable[[Any], Any]] = {
     "prefix_tokens": _number(16, 32768, integer=True),
     "suffix_tokens": _number(0, 32768, integer=True),
     "snippet_tokens": _number(0, 32768, integer=True),
+    "repo_tokens": _number(0, 32768, integer=True),
     "debounce_ms": _number(0, 5000, integer=True),
     "enabled_languages": _languages,
     "streaming": _bool,

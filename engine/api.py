@@ -14,6 +14,18 @@ FinishReason = Literal["eos", "length", "cancelled", "deadline", "error"]
 
 
 @dataclass(frozen=True)
+class RepoContext:
+    """Other files of the repository in front of the current one, for models trained on a repo
+    layout (Qwen2.5-Coder: `<|repo_name|>name <|file_sep|>path text ... <|file_sep|>path` and then
+    the FIM prompt). files: ((workspace-relative path, text), ...), oldest first; path: the
+    current file's. A model without those tokens ignores it (`Engine.reads_repo_layout`)."""
+
+    name: str
+    path: str
+    files: tuple = ()
+
+
+@dataclass(frozen=True)
 class InfillRequest:
     """Fill the span between `prefix` and `suffix` with at most `max_new_tokens` tokens.
 
@@ -52,6 +64,11 @@ class InfillRequest:
                tokens, no BOS and no suffix (`suffix` must be empty); the prompt is cut from the
                left to fit. For chat templates (the HTTP server's /v1/chat/completions); the
                block-diffusion decoders refuse it (ValueError)
+    repo       other files of the repository as context (RepoContext), before the FIM prompt, on
+               models that read the repo layout; None: the file alone
+    runner_ups AR models, greedy, chain drafts: record for each committed token the model's second
+               choice there and its logit gap (InfillResult.runner_ups), where a caller branches
+               to offer alternatives; the text is the same either way
     """
 
     prefix: str
@@ -76,6 +93,8 @@ class InfillRequest:
     tree_nodes: int = 12
     raw_prompt: bool = False
     ends_at_newline: bool = False
+    repo: Optional[RepoContext] = None
+    runner_ups: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +140,9 @@ class InfillResult:
     finish_reason: FinishReason
     token_ids: tuple = field(default=(), repr=False)
     drafts: DraftStats = field(default_factory=DraftStats, repr=False)
+    # with InfillRequest.runner_ups: ((second choice id, logit gap to the first), ...) for the
+    # first len(runner_ups) <= len(token_ids) tokens (a draft tree's passes record none)
+    runner_ups: tuple = field(default=(), repr=False)
 
     @property
     def tokens_per_forward(self) -> float:

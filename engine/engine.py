@@ -18,7 +18,7 @@ from typing import Iterator, Optional, Union
 from engine.api import InfillRequest, InfillResult, InfillUpdate
 from engine.decoding.diffusion import DiffusionDecoder
 from engine.decoding.run import DecoderBase
-from engine.decoding.prompt import PREFILL_CHUNK
+from engine.decoding.prompt import FILE_SEP, PREFILL_CHUNK, REPO_NAME
 from engine.decoding.verify import CausalDecoder
 from engine.errors import CheckpointError
 from engine.kernels.cuda.graph import attach_cuda_graphs
@@ -110,6 +110,13 @@ class Engine:
             self.tokenizer.newline_ids            # computed once (~0.15 s) before line requests need it
             ctx = dec.context_ids(req)
             return dec.prefill(ctx, chunk, cancel, settled=dec.settled_tokens(ctx))
+
+    @property
+    def reads_repo_layout(self) -> bool:
+        """Whether `InfillRequest.repo` reaches the model: a causal FIM model whose tokenizer has
+        the repo layout's tokens (decoding/prompt.py); callers render other files another way."""
+        return (self.cfg.attention == "causal" and self.cfg.fim_middle_id is not None
+                and None not in (self.tokenizer.token_id(REPO_NAME), self.tokenizer.token_id(FILE_SEP)))
 
     def infill(self, req: InfillRequest, cancel: Optional[threading.Event] = None) -> InfillResult:
         last = None

@@ -4,7 +4,8 @@
     dllm-lsp eval realcode [--split reporting] [--limit N] [--model M] [--kinds line,rest,...]
 
 Each hole (realcode_cases.py) is completed as a keystroke in the server completes it: plan
-(mode, context windows, request) -> decode_plan (Engine.stream with the server's early stop) ->
+(mode, context windows, the repository context with the hole's package folder as the
+workspace, request) -> decode_plan (Engine.stream with the server's early stop) ->
 post-processing, each hole a fresh document (the context cache cleared). Beside it, on the same
 context windows, the same model's plain greedy text: for a one-line kind its first line, for a
 block all of it up to the end-of-text token, with no post-processing, no mode decision and no
@@ -54,21 +55,45 @@ class Scored:
 
 def module_texts(split: str, root=None) -> Dict[str, List[Tuple[str, str]]]:
     """package -> (dotted module name, text) of its files."""
+    return {pkg: [(module, (folder / rel).read_text(encoding="utf-8", errors="replace")) for module, rel in mods.items()]
+            for pkg, (folder, mods) in module_files(split, root).items()}
+
+
+def module_files(split: str, root=None) -> Dict[str, Tuple[Path, Dict[str, str]]]:
+    """package -> (its folder, dotted module name -> path under the folder): the workspace an
+    editor would have open around each hole."""
     base = sources.sources_root(root)
     out = {}
     for pkg, paths in sources.source_files(split, root).items():
         folder = base / next(p.folder_name for p in sources.PACKAGES if p.name == pkg)
-        mods = []
+        mods = {}
         for path in paths:
             parts = list(path.relative_to(folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            mods.append((".".join(parts), path.read_text(encoding="utf-8", errors="replace")))
-        out[pkg] = mods
+            mods[".".join(parts)] = path.relative_to(folder).as_posix()
+        out[pkg] = (folder, mods)
     return out
 
 
-def greedy_answer(engine, hole: cases.Hole, settings) -> str:
+def repo_view(hole: cases.Hole, files, engine):
+    """The hole's document in its package's folder as an editor's workspace: the repository
+    context reads the package's other files from the disk and the holed document itself."""
+    from dllm_lsp.core.plan import RepoView  # noqa: PLC0415
+    from dllm_lsp.runtime.workspace import Workspace  # noqa: PLC0415
+    pkg, rest = hole.hole_id.split("/", 1)
+    folder, mods = files[pkg]
+    rel = mods[rest.split(":", 1)[0]]
+    workspace = _workspaces.setdefault(str(folder), Workspace([str(folder)]))
+    uri = (folder / rel).as_uri()
+    return RepoView(name=folder.name, path=rel, read=workspace.reader(uri, {uri: hole.document}),
+                    layout=engine.reads_repo_layout)
+
+
+_workspaces: Dict[str, object] = {}
+
+
+def greedy_answer(engine, hole: cases.Hole, settings, repo=None) -> str:
     """The model's plain greedy text on the server's context windows (see the module docstring).
     It runs right after the server's answer to the same hole, whose context it shares: the
     exact context cache spares its prefill (the text is the same either way)."""
@@ -76,7 +101,7 @@ def greedy_answer(engine, hole: cases.Hole, settings) -> str:
     count = context.token_counter(engine.tokenizer)
     prefix, suffix = context.windows(hole.document, hole.offset, settings.prefix_tokens, settings.suffix_tokens, count)
     budget = GREEDY_TOKENS.get(hole.kind, LINE_TOKENS)
-    req = settings.infill_request(prefix, suffix, max_new_tokens=budget)
+    req = settings.infill_request(prefix, suffix, max_new_tokens=budget, repo=repo)
     if hole.kind == "block":
         return engine.infill(req).text
     stop = threading.Event()                 # a one-line kind keeps the first line: stop once it has ended
@@ -87,25 +112,29 @@ def greedy_answer(engine, hole: cases.Hole, settings) -> str:
     return cases.first_line(last.result.text)         # a stop keeps the committed tokens
 
 
-def server_answer(engine, hole: cases.Hole, settings) -> str:
+def server_answer(engine, hole: cases.Hole, settings, repo=None):
     """The hole completed as the server completes a keystroke's request in a fresh document:
-    plan (mode, windows, request), decode_plan (the server's early stop), post-processing."""
+    plan (mode, windows, repository context, request), decode_plan (the server's early stop),
+    post-processing -> (text, the request's RepoContext or None)."""
     from dllm_lsp.core.plan import plan_completion  # noqa: PLC0415
     from dllm_lsp.runtime.host import decode_plan  # noqa: PLC0415
-    plan = plan_completion(hole.document, hole.offset, "python", settings, tokenizer=engine.tokenizer)
+    plan = plan_completion(hole.document, hole.offset, "python", settings, tokenizer=engine.tokenizer, repo=repo)
     if plan is None:
-        return ""
+        return "", None
     engine.context_cache.clear()
-    return decode_plan(engine, plan).text
+    return decode_plan(engine, plan).text, plan.request.repo
 
 
-def score(engine, holes: Sequence[cases.Hole], settings, progress=None) -> List[Scored]:
+def score(engine, holes: Sequence[cases.Hole], settings, progress=None, files=None) -> List[Scored]:
+    """Each hole through the server's pipeline and plain greedy; `files` (module_files) gives
+    each hole its package as the workspace (the repository context), None: the file alone."""
     out = []
     for k, hole in enumerate(holes):
+        repo = repo_view(hole, files, engine) if files is not None else None
         t0 = time.perf_counter()
-        answer = server_answer(engine, hole, settings)
+        answer, repo_context = server_answer(engine, hole, settings, repo)
         ms = (time.perf_counter() - t0) * 1000
-        out.append(Scored(hole, answer, greedy_answer(engine, hole, settings), ms))
+        out.append(Scored(hole, answer, greedy_answer(engine, hole, settings, repo_context), ms))
         if progress:
             progress(k + 1, len(holes))
     return out
@@ -157,6 +186,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_device_arguments(p)
     p.add_argument("--prefix-tokens", type=int, default=None, help=f"prefixTokens (default {d.prefix_tokens})")
     p.add_argument("--suffix-tokens", type=int, default=None, help=f"suffixTokens (default {d.suffix_tokens})")
+    p.add_argument("--repo-tokens", type=int, default=None,
+                   help=f"repoTokens: the repository context's budget (default {d.repo_tokens}; 0 = the file alone)")
     p.add_argument("--show-lost", type=int, default=0, help="print the first N holes greedy gets right and the server not")
     p.add_argument("--show", type=int, default=0, help="print the first N holes with both answers")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
@@ -168,7 +199,8 @@ def run(args) -> int:
     from engine.errors import EngineError  # noqa: PLC0415
     from dllm_lsp.settings import Settings  # noqa: PLC0415
     settings = Settings()
-    changes = {k: v for k, v in (("prefix_tokens", args.prefix_tokens), ("suffix_tokens", args.suffix_tokens)) if v is not None}
+    changes = {k: v for k, v in (("prefix_tokens", args.prefix_tokens), ("suffix_tokens", args.suffix_tokens),
+                                 ("repo_tokens", args.repo_tokens)) if v is not None}
     settings = replace(settings, **changes)
     try:
         texts = module_texts(args.split, args.sources)
@@ -190,7 +222,8 @@ def run(args) -> int:
     print(f"{len(holes)} holes from {', '.join(texts)} ({args.split} split, seed {args.seed}); model {engine.name}",
           file=sys.stderr)
     scored = score(engine, holes, settings,
-                   progress=lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr, flush=True))
+                   progress=lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr, flush=True),
+                   files=module_files(args.split, args.sources) if settings.repo_tokens > 0 else None)
     print(file=sys.stderr)
     summary = summarize(scored)
     print(table(summary))
@@ -203,5 +236,6 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"split": args.split, "seed": args.seed, "model": engine.name,
                           "packages": {p.name: p.version for p in sources.PACKAGES if p.split == args.split},
+                          "repo_tokens": settings.repo_tokens,
                           "kinds": summary}))
     return 0

@@ -133,11 +133,19 @@ def pick_snippets(documents: Sequence[Tuple[str, str]], near_cursor: str, budget
     scored.sort(key=lambda t: -t[0])
     header, used = [], 0
     for _, name, chunk in scored[:max_snippets]:
-        block = "".join(f"{comment} {line}\n" if line else f"{comment}\n"
-                        for line in [f"Compare this snippet from {name}:"] + chunk.splitlines())
+        block = comment_block(name, chunk, comment)
         cost = count(block)
         if used + cost > budget:
             continue
         header.append(block)
         used += cost
     return "".join(header)
+
+
+def comment_block(name: str, text: str, comment: Optional[str]) -> str:
+    """Another file's text as line comments headed "Compare this snippet from NAME:" ("" without
+    a comment marker)."""
+    if not comment:
+        return ""
+    return "".join(f"{comment} {line}\n" if line else f"{comment}\n"
+                   for line in [f"Compare this snippet from {name}:"] + text.splitlines())

@@ -10,20 +10,34 @@ syntax.decide_mode (line: the rest of the current line; block: one or more lines
 the length of the masked span (settings.max_new_tokens_line / _block); on a blank line the
 request asks for at least settings.blank_line_min_tokens tokens (min_new_tokens; default 0, 1
 makes a strong model always offer a line there), builds the context
-windows (context.windows, prefix favoured) and prepends snippets from other open documents
-as a comment header within settings.snippet_tokens.
+windows (context.windows, prefix favoured) and adds other files: given a `RepoView` (the
+document lies in a workspace), the repository context (core/repo.py: definitions behind the
+imports, recently edited chunks) within settings.repo_tokens, in the model's repo layout
+(`request.repo`) or, for a model without one, as a comment header; otherwise snippets from
+other open documents as a comment header within settings.snippet_tokens.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Tuple
 
-from engine.api import InfillRequest
+from engine.api import InfillRequest, RepoContext
 
 import dllm_lsp.core.context as context
 import dllm_lsp.core.postprocess as postprocess
+import dllm_lsp.core.repo as repo_context
 import dllm_lsp.core.syntax as syntax
 from dllm_lsp.settings import Settings
+
+
+@dataclass(frozen=True)
+class RepoView:
+    """The document's place in its workspace, for the repository context."""
+    name: str                        # the repository's name (its root folder's)
+    path: str                        # the document's path under the root (posix)
+    read: repo_context.Read          # root-relative path -> text or None (runtime/workspace.py)
+    recent: Sequence[repo_context.RepoFile] = ()   # chunks of recently edited or viewed other files
+    layout: bool = True              # the model reads the repo layout; False: a comment header
 
 
 @dataclass(frozen=True)
@@ -71,10 +85,13 @@ def shape_at(text: str, offset: int, mode: str, language_id: str, lookahead: int
 
 
 def plan_completion(text: str, offset: int, language_id: str, settings: Settings, tokenizer=None,
-                    snippets: Sequence[Tuple[str, str]] = (), draft_hints: Sequence[str] = ()) -> Optional[Plan]:
+                    snippets: Sequence[Tuple[str, str]] = (), draft_hints: Sequence[str] = (),
+                    repo: Optional[RepoView] = None) -> Optional[Plan]:
     """What to ask the engine for a completion at `offset` (code points) in `text`; None = none here.
 
-    snippets: (name, text) of other open documents, mined for a context header and for drafts.
+    snippets: (name, text) of other open documents, mined for drafts, and for a context header
+    when there is no repository context.
+    repo: the workspace around the document (see the module docstring).
     draft_hints: texts likely to hold the next tokens (the document's previous suggestion),
     searched for drafts before the other documents.
     """
@@ -86,8 +103,14 @@ def plan_completion(text: str, offset: int, language_id: str, settings: Settings
     if mode is None:
         return None
     count = context.token_counter(tokenizer)
-    header = ""
-    if snippets and settings.snippet_tokens > 0:
+    header, files = "", []
+    if repo is not None and settings.repo_tokens > 0:
+        files = repo_context.repo_files(repo.path, text, text.count("\n", 0, offset), language_id, repo.read,
+                                        settings.repo_tokens, count, repo.recent)
+        if files and not repo.layout:
+            header = "".join(context.comment_block(f.path, f.text, syntax.spec_for(language_id).comment)
+                             for f in files)
+    elif snippets and settings.snippet_tokens > 0:
         line_start = text.rfind("\n", 0, offset) + 1      # lines above the cursor: stable while typing on a line
         near = text[max(0, line_start - 800): line_start]
         header = context.pick_snippets(snippets, near, settings.snippet_tokens, count,
@@ -102,6 +125,8 @@ def plan_completion(text: str, offset: int, language_id: str, settings: Settings
     sources = ([h for h in draft_hints if h] + [t[-MAX_DRAFT_SOURCE_CHARS:] for _, t in snippets][:2]
                if settings.drafting else [])
     request = _request(prefix, suffix, mode, settings, min_new_tokens=min_tokens, draft_sources=sources)
+    if files and repo.layout:
+        request = replace(request, repo=RepoContext(repo.name, repo.path, tuple((f.path, f.text) for f in files)))
     return Plan(prefix=prefix, suffix=suffix, mode=mode, request=request,
                 language_id=language_id, shape=shape, snippet_header=header)
 

@@ -59,6 +59,8 @@ def query_for_plan(plan: Plan, api: str, model: str = "") -> FimQuery:
     if api == "llamacpp" and plan.snippet_header and prefix.startswith(plan.snippet_header):
         prefix, snippets = prefix[len(plan.snippet_header):], tuple(split_snippets(plan.snippet_header))
     req = plan.request
+    if api == "llamacpp" and req.repo is not None:       # llama.cpp lays input_extra out as the repo
+        snippets = tuple(snippets) + tuple(req.repo.files)
     return FimQuery(prefix=prefix, suffix=plan.suffix, snippets=snippets, max_tokens=req.max_new_tokens,
                     temperature=req.temperature, stop=("\n",) if plan.mode == "line" else (), stream=True,
                     deadline_ms=req.deadline_ms, model=model)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+from engine.api import RepoContext
 
 import dllm_lsp.core.context as context
 import dllm_lsp.core.syntax as syntax
@@ -68,7 +69,7 @@ def decode_query(engine, settings: Settings, q: FimQuery, cancel: Optional[threa
     if q.raw_prompt:
         req, prompt_tokens = chat_request(settings, q), count(q.prefix)
     else:
-        req, prompt_tokens = fim_request(settings, q, count)
+        req, prompt_tokens = fim_request(settings, q, count, repo_layout=engine.reads_repo_layout)
     return _decode(engine, req, q, prompt_tokens, t0, cancel, on_update)
 
 
@@ -80,10 +81,21 @@ def chat_request(settings: Settings, q: FimQuery):
                                    stop_at_eos=not q.ignore_eos)
 
 
-def fim_request(settings: Settings, q: FimQuery, count):
-    """A FIM query's InfillRequest (context windows and snippets as for the editor) and its prompt tokens."""
-    header = ""
-    if q.snippets and settings.snippet_tokens > 0:
+def fim_request(settings: Settings, q: FimQuery, count, repo_layout: bool = False):
+    """A FIM query's InfillRequest (context windows and snippets as for the editor) and its prompt
+    tokens. On a model that reads the repo layout the snippets (`input_extra`) become its files,
+    the newest (last) that fit in repoTokens, as llama.cpp's /infill lays them out; else a
+    comment header chosen by overlap within snippetTokens."""
+    header, repo = "", None
+    if q.snippets and repo_layout and settings.repo_tokens > 0:
+        files, used = [], 0
+        for name, text in reversed(q.snippets):
+            used += count(name) + count(text) + 2
+            if used > settings.repo_tokens:
+                break
+            files.insert(0, (name or "file", text))
+        repo = RepoContext("project", "file", tuple(files)) if files else None
+    elif q.snippets and settings.snippet_tokens > 0:
         header = context.pick_snippets(list(q.snippets), q.prefix[-800:] + q.suffix[:200], settings.snippet_tokens,
                                        count, comment_for(q.snippets[0][0]), max_snippets=len(q.snippets))
     budget = max(16, settings.prefix_tokens - (count(header) if header else 0))
@@ -91,8 +103,9 @@ def fim_request(settings: Settings, q: FimQuery, count):
     n = settings.max_new_tokens_block if q.max_tokens is None else q.max_tokens
     req = settings.infill_request(header + prefix, suffix, max_new_tokens=max(1, n), temperature=q.temperature,
                                   seed=q.seed or 0, stop_at_eos=not q.ignore_eos, ends_at_newline="\n" in q.stop,
-                                  draft_sources=tuple(t[-20_000:] for _, t in q.snippets[:2]) if settings.drafting else ())
-    return req, count(req.prefix) + count(req.suffix)
+                                  draft_sources=tuple(t[-20_000:] for _, t in q.snippets[:2]) if settings.drafting else (),
+                                  repo=repo)
+    return req, count(req.prefix) + count(req.suffix) + (sum(count(t) for _, t in repo.files) if repo else 0)
 
 
 def _decode(engine, req, q: FimQuery, prompt_tokens: int, t0: float, cancel, on_update) -> FimAnswer:

@@ -38,6 +38,7 @@ class Answer:
     mode: Optional[str] = None
     queue_ms: Optional[float] = None      # from submitting the job to the engine thread starting it
     context_tokens: int = 0               # context tokens whose keys/values this request computed
+    alternatives: Tuple[str, ...] = ()    # other suggestions (an explicitly invoked request)
 
 
 @dataclass
@@ -59,6 +60,19 @@ class Metrics:
     prepared: int = 0             # next suggestions decoded in the background (prepare_next) and kept
     last_warm: Dict[str, Any] = field(default_factory=dict)   # {uri, token, tokens} of the last one done
     last: Dict[str, Any] = field(default_factory=dict)
+
+    def record(self, answer: Answer, ms: float, version: Optional[int]) -> None:
+        """Count one answered request and keep it as `last`."""
+        self.answered += 1
+        self.cache_hits += answer.reason == "cached"
+        self.empty += not answer.text
+        self.superseded += answer.reason == "superseded"
+        self.not_ready += answer.reason == "not-ready"
+        self.last = {"reason": answer.reason, "forwards": answer.forwards, "ms": round(ms, 2),
+                     "firstTextMs": None if answer.first_text_ms is None else round(answer.first_text_ms, 2),
+                     "mode": answer.mode, "chars": len(answer.text), "version": version,
+                     "queueMs": None if answer.queue_ms is None else round(answer.queue_ms, 2),
+                     "contextTokens": answer.context_tokens, "alternatives": len(answer.alternatives)}
 
     def as_json(self) -> Dict[str, Any]:
         return {"requests": self.requests, "answered": self.answered, "cacheHits": self.cache_hits,

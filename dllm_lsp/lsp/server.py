@@ -41,6 +41,7 @@ from dllm_lsp.core.syntax import language_for_path
 from dllm_lsp.lsp.protocol import DllmProtocol, invalid, plain
 from dllm_lsp.lsp.positions import edit_end, normalize_encoding, offset_at
 from dllm_lsp.lsp.messages import DocumentAt
+from dllm_lsp.runtime.workspace import Workspace
 from dllm_lsp.lsp.service import CompletionService
 from dllm_lsp.settings import VALIDATORS
 
@@ -207,6 +208,8 @@ def build_server(default_model: Optional[str] = None) -> DllmServer:
     def initialize(ls: DllmServer, params: types.InitializeParams):
         if params.initialization_options is not None:
             svc.configure(params.initialization_options, initial=True)
+        folders = [f.uri for f in params.workspace_folders or []] or [params.root_uri or params.root_path or ""]
+        svc.repo.workspace = Workspace([f for f in folders if f])
 
     @server.feature(types.INITIALIZED)
     def initialized(ls: DllmServer, params: types.InitializedParams):
@@ -253,6 +256,7 @@ def build_server(default_model: Optional[str] = None) -> DllmServer:
         ls.last_text[uri] = text
         doc = ls.document_at_offset(uri, offset)
         if doc is not None:
+            svc.visited(doc)
             svc.warm_soon(doc)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -276,16 +280,20 @@ def build_server(default_model: Optional[str] = None) -> DllmServer:
         except (ValueError, TypeError):
             return
         token = p.get("token") if isinstance(p.get("token"), (str, int)) else None
-        svc.warm_soon(ls.document_at_offset(p["uri"], offset), token=token)
+        doc = ls.document_at_offset(p["uri"], offset)
+        svc.visited(doc)
+        svc.warm_soon(doc, token=token)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: DllmServer, params: types.InlineCompletionParams):
         doc = ls.document_at(params.text_document.uri, params.position)
-        answer = await svc.complete(doc, stream=True)
+        invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        answer = await svc.complete(doc, stream=True, alternatives=invoked)
         if not answer.text:
             return types.InlineCompletionList(items=[])
         edit_range = types.Range(start=params.position, end=params.position)
-        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=answer.text, range=edit_range)])
+        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=edit_range)
+                                                 for text in (answer.text, *answer.alternatives)])
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
     async def completion(ls: DllmServer, params: types.CompletionParams):

@@ -27,11 +27,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from dllm_lsp.core.typealong import TypeAlongCache
 from dllm_lsp.core.plan import plan_completion
+from dllm_lsp.runtime.alternatives import alternatives, with_runner_ups
 from dllm_lsp.http.client import BackendError
 from dllm_lsp.runtime.host import Decoded, EngineHost, LocalBackend, decode_plan, model_key
 from dllm_lsp.settings import Settings, parse_settings, section_of
 from dllm_lsp.lsp.usage import StatsStore
 from dllm_lsp.runtime.worker import EngineWorker, Superseded
+from dllm_lsp.runtime.workspace import RepoSource
 from dllm_lsp.lsp.messages import Answer, ClientPort, DocumentAt, Metrics, document_name
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class CompletionService:
         self.last_suggestion: Dict[str, str] = {}      # uri -> the last suggestion made there (a draft source)
         self.remote = None                             # a RemoteBackend while the `backend` setting is set
         self._backend_reported: Optional[Tuple] = None # (url, kind) of the failure last shown
+        self.repo = RepoSource()                       # the workspace folders and the recent chunks
 
     # ---- settings and model --------------------------------------------------------------
     def configure(self, raw: Any, initial: bool = False) -> List[str]:
@@ -150,26 +153,28 @@ class CompletionService:
                                     "lastLatencyMs": self.last_latency_ms})
 
     # ---- completions --------------------------------------------------------------------------
-    async def complete(self, doc: DocumentAt, stream: bool = True) -> Answer:
+    async def complete(self, doc: DocumentAt, stream: bool = True, alternatives: bool = False) -> Answer:
+        """The suggestion at doc's cursor; with `alternatives` (an explicitly invoked request) also
+        up to two others where the model was unsure (runtime/alternatives.py; in-process engine)."""
         t0 = time.perf_counter()
         self.metrics.requests += 1
         self.generation[doc.uri] += 1
         gen = self.generation[doc.uri]
         stream = stream and self.settings.streaming
-        answer = await self._complete(doc, stream, gen, t0)
+        answer = await self._complete(doc, stream, gen, t0, alternatives and self.remote is None)
         if stream:
             self._update(doc, answer.text, answer.text, done=True)
         self._account(answer, t0, doc.version)
         return answer
 
-    async def _complete(self, doc: DocumentAt, stream: bool, gen: int, t0: float) -> Answer:
+    async def _complete(self, doc: DocumentAt, stream: bool, gen: int, t0: float, more: bool) -> Answer:
         settings = self.settings
         if not settings.language_enabled(doc.language_id):
             return Answer("", "disabled")
         if not self.host.ready and self.remote is None:
             return Answer("", "not-ready")
         before, after = doc.text[: doc.offset], doc.text[doc.offset:]
-        hit = self.cache.lookup(before, after)
+        hit = None if more else self.cache.lookup(before, after)     # alternatives need the decode's choices
         if hit is not None:
             if hit.text and self.remote is None:
                 self._prepare_next(doc, hit.text)
@@ -177,6 +182,7 @@ class CompletionService:
         plan = self._plan(doc)
         if plan is None:
             return Answer("", "no-completion")
+        plan = with_runner_ups(plan) if more else plan
         if settings.debounce_ms:
             await asyncio.sleep(settings.debounce_ms / 1000)
             if self.generation[doc.uri] != gen:
@@ -211,7 +217,11 @@ class CompletionService:
             self.last_suggestion[doc.uri] = decoded.text
             if backend is self.local:
                 self._prepare_next(doc, decoded.text)
+        others = ()
+        if more and decoded.text:
+            others = tuple(await self.local.call(doc.uri, lambda engine, cancel: alternatives(engine, plan, decoded, cancel), []))
         return Answer(decoded.text, "ok", forwards=decoded.forwards, ms=(time.perf_counter() - t0) * 1000,
+                      alternatives=others,
                       first_text_ms=decoded.first_text_ms, mode=plan.mode, **spent)
 
     def _prepare_next(self, doc: DocumentAt, text: str) -> None:
@@ -277,25 +287,30 @@ class CompletionService:
         others = [(document_name(u), t) for u, t in doc.others] if settings.snippet_tokens else []
         hint = self.last_suggestion.get(doc.uri, "")
         return plan_completion(doc.text, doc.offset, doc.language_id, settings, self.host.tokenizer,
-                               snippets=others[:MAX_SNIPPET_DOCS], draft_hints=(hint,) if hint else ())
+                               snippets=others[:MAX_SNIPPET_DOCS], draft_hints=(hint,) if hint else (),
+                               repo=self._repo_view(doc))
+
+    # ---- the repository context ---------------------------------------------------------------
+    def visited(self, doc: Optional[DocumentAt]) -> None:       # an edit or a cursor rest: a recent chunk
+        if doc is not None and self.settings.repo_tokens > 0:
+            self.repo.visited(doc.uri, doc.text, doc.offset)
+
+    def _repo_view(self, doc: DocumentAt):
+        """doc's place in the workspace (None outside it or with repoTokens 0), in the model's repo
+        layout where it reads one (a llama.cpp backend lays input_extra out so), else a comment header."""
+        if self.settings.repo_tokens <= 0:
+            return None
+        layout = (self.remote.api == "llamacpp" if self.remote is not None
+                  else self.host.ready and self.host.engine.reads_repo_layout)
+        return self.repo.view(doc.uri, dict(doc.others), layout)
 
     def _update(self, doc: DocumentAt, stable: str, draft: str, done: bool) -> None:
         self.client.notify(UPDATE, {"uri": doc.uri, "version": doc.version, "position": doc.position,
                                     "stable": stable, "draft": draft, "done": done})
 
     def _account(self, answer: Answer, t0: float, version: Optional[int] = None) -> None:
-        m = self.metrics
         ms = (time.perf_counter() - t0) * 1000
-        m.answered += 1
-        m.cache_hits += answer.reason == "cached"
-        m.empty += not answer.text
-        m.superseded += answer.reason == "superseded"
-        m.not_ready += answer.reason == "not-ready"
-        m.last = {"reason": answer.reason, "forwards": answer.forwards, "ms": round(ms, 2),
-                  "firstTextMs": None if answer.first_text_ms is None else round(answer.first_text_ms, 2),
-                  "mode": answer.mode, "chars": len(answer.text), "version": version,
-                  "queueMs": None if answer.queue_ms is None else round(answer.queue_ms, 2),
-                  "contextTokens": answer.context_tokens}
+        self.metrics.record(answer, ms, version)
         if answer.reason in ("ok", "cached"):
             self.last_latency_ms = round(ms, 1)
             self.stats.record_latency(ms, cached=answer.reason == "cached")
@@ -355,26 +370,13 @@ class CompletionService:
         self.worker.cancel(uri + NEXT_KEY)
         self.last_suggestion.pop(uri, None)
         self.generation.pop(uri, None)
+        self.repo.closed(uri)
 
-    # ---- dllm/infill ------------------------------------------------------------------------
     async def infill(self, prefix: str, suffix: str, request_options: Dict[str, Any]) -> Dict[str, Any]:
-        """Raw engine infill for plugins that build their own context; request_options: InfillRequest kwargs."""
-        if not self.host.ready:
-            return {"text": "", "forwards": 0, "newTokens": 0, "ms": 0.0, "finishReason": "not-ready"}
-        from engine.api import InfillRequest
-        req = InfillRequest(prefix=prefix, suffix=suffix, **request_options)
-        engine = self.host.engine
-        job = self.worker.submit("dllm/infill", lambda cancel: engine.infill(req, cancel))
-        try:
-            res = await asyncio.wrap_future(job.future)
-        except Superseded:
-            return {"text": "", "forwards": 0, "newTokens": 0, "ms": 0.0, "finishReason": "cancelled"}
-        except asyncio.CancelledError:
-            job.cancel.set()
-            raise
-        self.metrics.forwards += res.forwards
-        return {"text": res.text, "forwards": res.forwards, "newTokens": res.new_tokens, "ms": round(res.ms, 2),
-                "finishReason": res.finish_reason}
+        """dllm/infill: a raw engine infill for plugins that build their own context (LocalBackend.infill)."""
+        answer = await self.local.infill(prefix, suffix, request_options)
+        self.metrics.forwards += answer["forwards"]
+        return answer
 
     # ---- shown / accepted ---------------------------------------------------------------------
     def shown(self, text: str) -> None:

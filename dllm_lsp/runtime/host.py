@@ -33,6 +33,8 @@ class Decoded:
     finish_reason: str
     queue_ms: Optional[float] = None      # from submitting to the engine thread starting it (LocalBackend)
     context_tokens: int = 0               # context tokens whose keys/values this decode computed
+    token_ids: tuple = ()                 # the engine's tokens (raw)
+    runner_ups: tuple = ()                # with InfillRequest.runner_ups: each token's second choice and gap
 
 
 class _StopFlag:
@@ -73,7 +75,8 @@ def decode_plan(engine, plan: Plan, cancel: Optional[threading.Event] = None,
     text = "" if reason == "cancelled" else finish_completion(plan, res.text)
     watch.finished(text)
     return Decoded(text=text, raw=res.text, forwards=res.forwards, new_tokens=res.new_tokens, ms=res.ms,
-                   first_text_ms=watch.first_text_ms, finish_reason=reason)
+                   first_text_ms=watch.first_text_ms, finish_reason=reason, token_ids=res.token_ids,
+                   runner_ups=res.runner_ups)
 
 
 def model_key(settings: Settings) -> tuple:
@@ -175,3 +178,38 @@ class LocalBackend:
         if job.cancel.is_set():
             decoded = replace(decoded, finish_reason="cancelled")
         return replace(decoded, queue_ms=spent.get("queue_ms"), context_tokens=int(spent.get("context_tokens", 0)))
+
+    async def call(self, key: str, work, superseded=None):
+        """`work(engine, cancel)` on the worker under `key` -> its result; `superseded` when a
+        newer job for the key replaced it or its cancel flag was set (e.g. alternatives)."""
+        from dllm_lsp.runtime.worker import Superseded  # noqa: PLC0415
+        engine = self.host.engine
+        job = self.worker.submit(key, lambda cancel: work(engine, cancel))
+        try:
+            out = await asyncio.wrap_future(job.future)
+        except Superseded:
+            return superseded
+        except asyncio.CancelledError:
+            job.cancel.set()
+            raise
+        return superseded if job.cancel.is_set() else out
+
+    async def infill(self, prefix: str, suffix: str, request_options: dict) -> dict:
+        """dllm/infill: a raw engine infill (request_options: InfillRequest fields) on the worker
+        under its own key, answered as the protocol's JSON (finishReason not-ready / cancelled)."""
+        if not self.host.ready:
+            return {"text": "", "forwards": 0, "newTokens": 0, "ms": 0.0, "finishReason": "not-ready"}
+        from engine.api import InfillRequest  # noqa: PLC0415
+        from dllm_lsp.runtime.worker import Superseded  # noqa: PLC0415
+        req = InfillRequest(prefix=prefix, suffix=suffix, **request_options)
+        engine = self.host.engine
+        job = self.worker.submit("dllm/infill", lambda cancel: engine.infill(req, cancel))
+        try:
+            res = await asyncio.wrap_future(job.future)
+        except Superseded:
+            return {"text": "", "forwards": 0, "newTokens": 0, "ms": 0.0, "finishReason": "cancelled"}
+        except asyncio.CancelledError:
+            job.cancel.set()
+            raise
+        return {"text": res.text, "forwards": res.forwards, "newTokens": res.new_tokens, "ms": round(res.ms, 2),
+                "finishReason": res.finish_reason}

@@ -1,7 +1,8 @@
 """The prompt of a causal FIM model and its prefill, for CausalDecoder (decoding/verify.py).
 
 The prompt is prefix-suffix-middle with the model's FIM tokens (the order Qwen was trained on),
-or the prefix alone, or with `raw_prompt` the prefix's own tokens. A long uncached context is
+after the repo layout of `req.repo`'s files where the model has its tokens (`repo_ids`), or
+the prefix alone, or with `raw_prompt` the prefix's own tokens. A long uncached context is
 computed in chunks of PREFILL_CHUNK tokens, each kept in the context cache as soon as it is done;
 the cancel flag is read between chunks, and inside a chunk between layers once the chunk lies
 past the settled tokens (the lines above the cursor's and the cursor's line but its last
@@ -21,6 +22,7 @@ from engine.model.transformer import PassStopped, causal_visibility
 PREFILL_CHUNK = 64       # context tokens a prefill pass computes between two reads of the cancel flag (measured: 358 tok/s at 64, 309 at 32, 330 in one pass of 512 on a 2-core AVX-512 EPYC)
 FIRST_PASS_CONTEXT = 16  # at most this many uncached context tokens go with the first decoding pass (it cannot stop midway)
 TYPING_MARGIN = 2        # tokens at the end of the prefix a key may retokenize (settled_tokens)
+REPO_NAME, FILE_SEP = "<|repo_name|>", "<|file_sep|>"   # the repo layout's tokens (Qwen2.5-Coder)
 
 
 class PromptPrefill:
@@ -44,11 +46,34 @@ class PromptPrefill:
             return prompt, prompt
         prefix, suffix = self.tok.encode(req.prefix), self.tok.encode(req.suffix)
         if cfg.fim_middle_id is not None:
-            prefix, suffix = self._fit(prefix, suffix, 3 + req.max_new_tokens)
-            return [cfg.fim_prefix_id] + prefix + [cfg.fim_suffix_id] + suffix + [cfg.fim_middle_id], prefix
+            repo = self.repo_ids(req.repo)
+            if repo and len(repo) + len(prefix) + len(suffix) + 3 + req.max_new_tokens > cfg.max_position:
+                repo = []                         # the file's own context comes first
+            prefix, suffix = self._fit(prefix, suffix, len(repo) + 3 + req.max_new_tokens)
+            return repo + [cfg.fim_prefix_id] + prefix + [cfg.fim_suffix_id] + suffix + [cfg.fim_middle_id], prefix
         head = [cfg.bos_id] if cfg.bos_id is not None else []
         prefix, _ = self._fit(prefix, [], len(head) + req.max_new_tokens)
         return head + prefix, head + prefix
+
+    def repo_layout_ids(self) -> Optional[tuple]:
+        """(<|repo_name|>, <|file_sep|>) ids where the tokenizer has both, else None."""
+        ids = (self.tok.token_id(REPO_NAME), self.tok.token_id(FILE_SEP))
+        return ids if None not in ids else None
+
+    def repo_ids(self, repo) -> List[int]:
+        """The repo layout in front of the FIM prompt (llama.cpp's /infill builds the same):
+
+            <|repo_name|>name\n <|file_sep|>path\n text\n ... <|file_sep|>current path\n
+
+        [] without files or on a model without the two tokens."""
+        layout = self.repo_layout_ids()
+        if repo is None or not repo.files or layout is None:
+            return []
+        repo_name, file_sep = layout
+        ids = [repo_name] + self.tok.encode((repo.name or "project") + "\n")
+        for path, text in repo.files:
+            ids += [file_sep] + self.tok.encode(f"{path}\n{text}" + ("" if text.endswith("\n") else "\n"))
+        return ids + [file_sep] + self.tok.encode((repo.path or "file") + "\n")
 
     def prefill(self, ctx: List[int], chunk: int, cancel=None, settled: Optional[int] = None) -> int:
         """Compute and cache the KV of `ctx` in chunks of `chunk` tokens; returns how many tokens

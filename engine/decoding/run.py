@@ -86,6 +86,7 @@ class DecoderBase:
         self.generator = torch.Generator().manual_seed(req.seed) if req.temperature > 0 else None
         self.interrupted: Optional[str] = None
         self.stats = DraftStats()
+        self.runner_ups: List[tuple] = []       # (second choice, logit gap) per committed token (runner_ups)
 
     def _should_stop(self) -> bool:
         if self.cancel is not None and self.cancel.is_set():
@@ -111,7 +112,8 @@ class DecoderBase:
         reason = self.interrupted or ("eos" if span.end < len(span.tokens) else "length")
         result = InfillResult(text=self.tok.decode(ids), forwards=self.forwards, new_tokens=len(ids),
                               ms=(time.perf_counter() - self.t0) * 1000, finish_reason=reason,
-                              token_ids=tuple(ids), drafts=self.stats)
+                              token_ids=tuple(ids), drafts=self.stats,
+                              runner_ups=tuple(self.runner_ups[:len(ids)]))
         return self._update(span, total, result)
 
     def _fit(self, prefix: List[int], suffix: List[int], fixed: int):

@@ -286,6 +286,11 @@ class CausalDecoder(PromptPrefill, DecoderBase):
             n = 0
             while n < len(drafts) and drafts[n] == greedy[n] and greedy[n] not in self.stop_ids:
                 n += 1
+            if self.req.runner_ups and len(self.runner_ups) == done:
+                top = rows[:n + 1].topk(2, dim=-1)                      # [n+1, 2]: the first and second choice
+                gaps = (top.values[:, 0] - top.values[:, 1]).tolist()
+                pairs = top.indices.tolist()                            # a tie may list the argmax second
+                self.runner_ups += [(b if a == g else a, gap) for (a, b), g, gap in zip(pairs, greedy, gaps)]
             return drafts[:n] + [greedy[n]], n
         probs = torch.softmax(rows / self.req.temperature, dim=-1).cpu()
         out: List[int] = []

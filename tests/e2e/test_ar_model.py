@@ -106,3 +106,17 @@ async def test_the_real_default_model_completes_the_readme_demo(real_model_file)
         assert texts and "counts.get(word, 0) + 1" in texts[0], texts
     finally:
         await stop_client(client)
+
+
+async def test_an_invoked_request_carries_alternatives_and_an_automatic_one_does_not(client: LanguageClient):
+    uri = "file:///alts.py"
+    open_doc(client, uri, "x = 1\ny = ")                 # where the tiny model suggests something
+    auto = await client.text_document_inline_completion_async(inline_params(uri, 1, 4))
+    assert len(auto.items) == 1
+    invoked = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=1, character=4),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+    texts = [i.insert_text for i in invoked.items]
+    assert texts[0] == auto.items[0].insert_text               # the first item is the greedy suggestion
+    assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts) and all(texts)
+    assert (await metrics(client)).last.alternatives == len(texts) - 1

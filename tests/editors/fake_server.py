@@ -3,7 +3,8 @@
 Plain Python over stdio (JSON-RPC with Content-Length framing), no model: a
 `textDocument/inlineCompletion` request is answered by streaming FAKE_STREAM in FAKE_STEPS growing
 `dllm/inlineCompletionUpdate` notifications (FAKE_DELAY_MS apart), then the response FAKE_FINAL
-(defaults to FAKE_STREAM). `$/cancelRequest` stops a stream with RequestCancelled. Every client
+(defaults to FAKE_STREAM), followed for an invoked request (triggerKind 1) by the items
+FAKE_ALTERNATIVES ("|"-separated). `$/cancelRequest` stops a stream with RequestCancelled. Every client
 message whose method is `initialize`, `textDocument/inlineCompletion`, `workspace/...` or `dllm/...`
 is appended to the JSON-lines file FAKE_LOG, so tests can check what the plugin sent.
 """
@@ -20,6 +21,7 @@ FINAL = os.environ.get("FAKE_FINAL", STREAM)
 STEPS = int(os.environ.get("FAKE_STEPS", "3"))
 DELAY = float(os.environ.get("FAKE_DELAY_MS", "60")) / 1000
 LOG = os.environ.get("FAKE_LOG")
+ALTERNATIVES = [t for t in os.environ.get("FAKE_ALTERNATIVES", "").split("|") if t]   # added to an invoked request's items
 
 _out_lock = threading.Lock()
 _cancelled: set = set()
@@ -66,7 +68,8 @@ def stream(request_id, params: dict) -> None:
               "params": {"uri": doc, "version": VERSIONS.get(doc), "position": position,
                          "stable": stable, "draft": STREAM, "done": step == STEPS}})
     time.sleep(DELAY)
-    items = [{"insertText": FINAL, "range": {"start": position, "end": position}}] if FINAL else []
+    texts = ([FINAL] if FINAL else []) + (ALTERNATIVES if params.get("context", {}).get("triggerKind") == 1 else [])
+    items = [{"insertText": t, "range": {"start": position, "end": position}} for t in texts]
     send({"id": request_id, "result": {"items": items}})
 
 

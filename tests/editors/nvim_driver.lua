@@ -155,6 +155,29 @@ function scenarios.partial()
   feed("<Esc>")
 end
 
+-- an automatic request's one suggestion, then <M-]> <M-]> <M-[> (the first asks again, invoked)
+function scenarios.cycle()
+  insert_at_cursor()
+  dllm.trigger(false)
+  wait_for("the automatic suggestion", 60000, function()
+    local current = dllm.current()
+    return current ~= nil and current.final
+  end)
+  result.cycled = { dllm.current().text }
+  for _, key in ipairs({ "<M-]>", "<M-]>", "<M-[>" }) do
+    local before = #result.history
+    feed(key)
+    wait_for("the next suggestion", 60000, function()
+      local current = dllm.current()
+      return #result.history > before and current ~= nil and current.final
+    end)
+    table.insert(result.cycled, dllm.current().text)
+  end
+  feed("<Tab>")
+  result.after = lines()
+  feed("<Esc>")
+end
+
 function scenarios.dismiss()
   suggest()
   feed("z")                                  -- typing dismisses

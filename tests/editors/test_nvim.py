@@ -82,6 +82,15 @@ def test_streamed_suggestion_grows_in_place_then_accept_inserts_exactly_it(tmp_p
     assert [p["acceptedLength"] for p in logged(result, "dllm/didAcceptCompletion")] == [12]
 
 
+def test_alt_bracket_cycles_through_the_alternatives_of_an_invoked_request(tmp_path):
+    result = run_driver(tmp_path, "cycle", env={"FAKE_STREAM": "return a + b", "FAKE_STEPS": "1",
+                                                 "FAKE_ALTERNATIVES": "return a - b|return b"})
+    assert result["cycled"] == ["return a + b", "return a - b", "return b", "return a - b"]
+    kinds = [p["context"]["triggerKind"] for p in logged(result, "textDocument/inlineCompletion")]
+    assert kinds == [2, 1]                       # automatic, then one invoked request for the alternatives
+    assert result["after"] == insert_at(result["before"], 2, 4, "return a - b")
+
+
 def test_multiline_suggestion_first_line_at_cursor_rest_as_virtual_lines(tmp_path):
     suggestion = "total = a + b\n    return total"
     result = run_driver(tmp_path, "accept", env={"FAKE_STREAM": suggestion, "FAKE_STEPS": "2"})

@@ -444,3 +444,52 @@ def test_typing_at_the_cursor_leaves_the_settled_tokens_alone(real_engine):
                 assert settled > prev.index(real_engine.cfg.fim_suffix_id) - 8    # past the line's start
             prev = ctx
     assert total > 40 and kept / total >= 0.9, (kept, total)
+
+
+def test_repo_files_go_in_front_in_the_repo_layout_and_decode_as_greedy(tiny_ar, tmp_path):
+    from engine.api import RepoContext
+    cfg, tok = tiny_ar.cfg, tiny_ar.tokenizer
+    repo_name, file_sep = tok.token_id("<|repo_name|>"), tok.token_id("<|file_sep|>")
+    assert tiny_ar.reads_repo_layout and None not in (repo_name, file_sep)
+    repo = RepoContext("proj", "pkg/main.py", (("pkg/util.py", "def helper(a, b):\n    return a + b\n"),
+                                                ("notes.py", "x = 1")))
+    req = InfillRequest("def f():\n    return ", "\n", max_new_tokens=10, repo=repo)
+    dec = tiny_ar.decoder()
+    ids = dec.context_ids(req)
+    plain = dec.context_ids(replace(req, repo=None))
+    want_head = ([repo_name] + tok.encode("proj\n") + [file_sep] + tok.encode("pkg/util.py\ndef helper(a, b):\n    return a + b\n")
+                 + [file_sep] + tok.encode("notes.py\nx = 1\n") + [file_sep] + tok.encode("pkg/main.py\n"))
+    assert ids == want_head + plain                      # the layout, then the file's own FIM prompt unchanged
+    assert dec.context_ids(replace(req, repo=RepoContext("proj", "pkg/main.py"))) == plain   # no files: as before
+    assert dec.settled_tokens(ids) == len(want_head) + dec.settled_tokens(plain)
+    off = tiny_ar.infill(replace(req, drafting=False))
+    assert list(off.token_ids) == no_cache_greedy(tiny_ar, ids, 10, cfg.stop_ids)
+    on = tiny_ar.infill(req)
+    assert (on.token_ids, on.finish_reason) == (off.token_ids, off.finish_reason)
+    from engine.testing.checkpoints import write_block_model
+    block = Engine.load(write_block_model(tmp_path / "blk"), device="cpu")
+    assert not block.reads_repo_layout                   # a diffusion model: the caller renders files another way
+
+
+def test_runner_ups_are_the_second_choices_of_one_token_per_pass_decoding(tiny_ar):
+    prefix, suffix = fim_cases(1, seed=5)[0]
+    req = InfillRequest(prefix, suffix, max_new_tokens=12, stop_at_eos=False)
+    plain = tiny_ar.infill(req)
+    assert plain.runner_ups == ()                                       # not asked: nothing recorded
+    off = tiny_ar.infill(replace(req, drafting=False, runner_ups=True))
+    on = tiny_ar.infill(replace(req, runner_ups=True))
+    assert on.token_ids == off.token_ids == plain.token_ids            # the text never changes
+    ctx = tiny_ar.decoder().context_ids(req)
+    want = []
+    with torch.inference_mode():                                        # the oracle: a whole pass per token
+        from engine.model.transformer import causal_visibility
+        for i in range(len(off.token_ids)):
+            seq = ctx + list(off.token_ids[:i])
+            raw, _ = tiny_ar.model(torch.tensor([seq]), torch.arange(len(seq)), None,
+                                   causal_visibility(len(seq), 0, "cpu"), len(seq) - 1)
+            top = raw[0, 0].float().topk(2)
+            assert int(top.indices[0]) == off.token_ids[i]
+            want.append((int(top.indices[1]), float(top.values[0] - top.values[1])))
+    for got in (off.runner_ups, on.runner_ups):
+        assert [t for t, _ in got] == [t for t, _ in want]
+        assert all(abs(a - b) < 1e-3 for (_, a), (_, b) in zip(got, want)) and all(g >= 0 for _, g in got)

@@ -141,6 +141,8 @@ def test_error_mapping_takes_the_servers_words():
 class FakeEngine:
     """Engine.stream's contract, scripted: one update per 'pass', each `delay` seconds apart."""
 
+    reads_repo_layout = False
+
     def __init__(self, texts, delay=0.0):
         from engine.testing.checkpoints import tiny_tokenizer
         self.texts, self.delay, self.tokenizer, self.requests = texts, delay, tiny_tokenizer(), []
@@ -180,3 +182,27 @@ def test_a_newline_stop_string_ends_the_drafts_at_the_line():
     block = FakeEngine(["a", "ab\n"])
     decode_query(block, Settings(), FimQuery(prefix="x = ", max_tokens=8, stop=("\n\n",)))
     assert line.requests[0].ends_at_newline and not block.requests[0].ends_at_newline
+
+
+def test_input_extra_becomes_the_repo_layouts_files_on_a_model_that_reads_it():
+    from dllm_lsp.http.fim_engine import fim_request
+    extra = (("old.py", "o" * 40), ("util.py", "def helper(a):\n    return a\n"), ("new.py", "n = 1\n"))
+    q = FimQuery(prefix="x = helper(", suffix=")\n", snippets=extra, max_tokens=8)
+    req, tokens = fim_request(Settings(repo_tokens=60), q, len, repo_layout=True)
+    assert [p for p, _ in req.repo.files] == ["util.py", "new.py"]     # the newest that fit, in their order
+    assert req.prefix == "x = helper(" and tokens == len(req.prefix) + len(req.suffix) + 28 + 6
+    flat, _ = fim_request(Settings(repo_tokens=60), q, len, repo_layout=False)
+    assert flat.repo is None and flat.prefix.startswith("# Compare this snippet from")
+    none, _ = fim_request(Settings(repo_tokens=0), q, len, repo_layout=True)
+    assert none.repo is None
+
+
+def test_a_llamacpp_backend_gets_the_repo_files_as_input_extra():
+    from dllm_lsp.core.plan import RepoView
+    text = "from util import helper\nx = helper(\n"
+    view = RepoView(name="proj", path="main.py", read={"util.py": "def helper(a):\n    return a\n"}.get)
+    plan = plan_completion(text, text.index("(") + 1, "python", Settings(), None, repo=view)
+    q = query_for_plan(plan, "llamacpp")
+    assert q.snippets == (("util.py", "def helper(a):\n    return a\n"),)
+    assert fim_api.request_body("llamacpp", q)[1]["input_extra"] == [{"filename": "util.py",
+                                                                      "text": "def helper(a):\n    return a\n"}]

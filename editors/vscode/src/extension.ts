@@ -105,12 +105,16 @@ async function sendInlineRequest(key: RequestKey, signal: CancelSignal, explicit
 }
 
 function makeProvider(): vscode.InlineCompletionItemProvider {
-  let explicitNext = false;
   const itemKeys = new WeakMap<vscode.InlineCompletionItem, RequestKey>();   // for a partial accept
+  // Our own re-trigger (the streamed text grew) reaches the provider as an explicit one, as the
+  // user's Alt-] does; only the user's asks the server for alternatives.
+  let retriggered = false;
   sessions = new SessionManager(
-    (key, signal) => sendInlineRequest(key, signal, explicitNext),
+    (key, signal, explicit) => sendInlineRequest(key, signal, explicit),
     (key) => {
-      if (isCurrent(key)) void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+      if (!isCurrent(key)) return;
+      retriggered = true;
+      void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
     },
     (key, text) => void client?.sendNotification("dllm/didShowCompletion", { uri: key.uri, position: key.position, text }),
     (message) => output.appendLine(message),
@@ -118,9 +122,10 @@ function makeProvider(): vscode.InlineCompletionItemProvider {
   return {
     async provideInlineCompletionItems(document, position, context, token) {
       if (!client || !enabled() || !isLanguageEnabled(readSection().enabledLanguages, document.languageId)) return undefined;
-      explicitNext = context.triggerKind === vscode.InlineCompletionTriggerKind.Invoke;
+      const explicit = context.triggerKind === vscode.InlineCompletionTriggerKind.Invoke && !retriggered;
+      retriggered = false;
       const manager = sessions!;
-      const session = manager.begin(keyOf(document, position));
+      const session = manager.begin(keyOf(document, position), explicit);
       if (!session.text && !session.done) {
         // nothing to show yet: wait for the first stable text or the answer (or VS Code giving up)
         await Promise.race([session.nextChange(), new Promise<void>((resolve) => token.onCancellationRequested(() => resolve()))]);

@@ -15,8 +15,9 @@ import {
   shownText, StreamState, StreamUpdate,
 } from "./merge";
 
-/** Sends the request; `signal.cancelled` turns true (and `onCancel` fires) when it is abandoned. */
-export type SendRequest = (key: RequestKey, signal: CancelSignal) => Promise<unknown>;
+/** Sends the request (`explicit`: the user asked, e.g. Alt-] cycling, and the server adds
+ * alternatives); `signal.cancelled` turns true (and `onCancel` fires) when it is abandoned. */
+export type SendRequest = (key: RequestKey, signal: CancelSignal, explicit: boolean) => Promise<unknown>;
 
 export class CancelSignal {
   cancelled = false;
@@ -40,7 +41,7 @@ export class Session {
   reported = false;
   private waiters: Array<() => void> = [];
 
-  constructor(readonly key: RequestKey) {}
+  constructor(readonly key: RequestKey, readonly explicit = false) {}
 
   get done(): boolean {
     return this.state.final !== undefined;
@@ -96,13 +97,16 @@ export class SessionManager {
   }
 
 
-  /** The session for `key`: the current one if it matches, else a new request (the old one is cancelled). */
-  begin(key: RequestKey): Session {
-    if (this.current && sameKey(this.current.key, key) && !this.current.signal.cancelled) return this.current;
+  /** The session for `key`: the current one if it matches (for an explicit request, only an explicit
+   * one: cycling asks for the alternatives an automatic request has not), else a new request (the old
+   * one is cancelled). */
+  begin(key: RequestKey, explicit = false): Session {
+    const current = this.current;
+    if (current && sameKey(current.key, key) && !current.signal.cancelled && (current.explicit || !explicit)) return current;
     this.cancel();
-    const session = new Session(key);
+    const session = new Session(key, explicit);
     this.current = session;
-    this.send(key, session.signal).then(
+    this.send(key, session.signal, explicit).then(
       (result) => this.finish(session, itemsFromResult(result)),
       (error) => {
         if (!session.signal.cancelled) this.log(`inline completion failed: ${error?.message ?? error}`);

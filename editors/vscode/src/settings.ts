@@ -25,6 +25,7 @@ const SERVER_KEYS: Record<string, "string" | "number" | "integer" | "boolean" | 
   prefixTokens: "integer",
   suffixTokens: "integer",
   snippetTokens: "integer",
+  repoTokens: "integer",
   debounceMs: "integer",
   enabledLanguages: "object",
   streaming: "boolean",

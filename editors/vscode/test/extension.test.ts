@@ -51,6 +51,7 @@ test("activate: starts the server with the mapped settings and streams a suggest
   await tick();
   const final = await provider.provideInlineCompletionItems(document, position, { triggerKind: 0 }, token());
   assert.equal(final[0].insertText, "return a + b");
+  assert.equal(client.requests.length, 1);                    // our re-triggers are not the user's Alt-]
 
   // accepting runs the item's command: shown then accepted are reported, nothing else is sent
   await state.commands.get(final[0].command.command)!(...final[0].command.arguments);
@@ -58,6 +59,27 @@ test("activate: starts the server with the mapped settings and streams a suggest
   assert.deepEqual(client.notifications.map((n) => n.method), ["dllm/didShowCompletion", "dllm/didAcceptCompletion"]);
   assert.deepEqual(client.notifications[0].params, { uri: "file:///a.py", position: { line: 1, character: 4 }, text: "return a + b" });
   assert.deepEqual(client.notifications[1].params, { uri: "file:///a.py", position: { line: 1, character: 4 }, acceptedLength: 12 });
+});
+
+test("the user's Alt-] at a shown suggestion asks again, explicitly, and cycles through the items", async () => {
+  const client = FakeLanguageClient.last;
+  const provider = state.providers[0];
+  const before = client.requests.length;
+  const { document, position } = editorAt("file:///c.py", 1, 0, 2);
+  const shown = provider.provideInlineCompletionItems(document, position, { triggerKind: 1 }, token());
+  await tick();
+  client.requests[before].resolve([{ insertText: "x + 1" }]);
+  assert.equal((await shown)[0].insertText, "x + 1");
+  if (state.executed.includes("editor.action.inlineSuggest.trigger")) {     // VS Code answering our re-trigger
+    await provider.provideInlineCompletionItems(document, position, { triggerKind: 0 }, token());
+  }
+  assert.equal(client.requests.length, before + 1);
+  const cycling = provider.provideInlineCompletionItems(document, position, { triggerKind: 0 }, token());
+  await tick();
+  assert.equal(client.requests.length, before + 2);
+  assert.equal(client.requests[before + 1].params.context.triggerKind, 1);    // Invoked: the server adds alternatives
+  client.requests[before + 1].resolve({ items: [{ insertText: "x + 1" }, { insertText: "x - 1" }, { insertText: "y" }] });
+  assert.deepEqual((await cycling).map((i: any) => i.insertText), ["x + 1", "x - 1", "y"]);
 });
 
 test("disabled languages and the toggle stop requests; settings changes are pushed to the server", async () => {

@@ -101,3 +101,19 @@ test("a suggestion is reported shown once, with the last text handed to the edit
   assert.equal(shown.length, 1);
   assert.ok(other.signal.cancelled);
 });
+
+test("an explicit request at the same key asks again (for alternatives) unless the current one is explicit", async () => {
+  const sent: boolean[] = [];
+  const manager = new SessionManager(
+    (_k, _signal, explicit) => { sent.push(explicit); return new Promise(() => {}); },
+    () => {}, () => {},
+  );
+  const automatic = manager.begin(key);
+  assert.equal(manager.begin(key), automatic);
+  const cycling = manager.begin(key, true);                    // Alt-]: a new, explicit request
+  assert.notEqual(cycling, automatic);
+  assert.equal(automatic.signal.cancelled, true);
+  assert.equal(manager.begin(key), cycling);                   // the editor asking again keeps the explicit one
+  assert.equal(manager.begin(key, true), cycling);
+  assert.deepEqual(sent, [false, true]);
+});

@@ -37,6 +37,8 @@ local defaults = {
     accept_line = "<M-Down>",
     dismiss = "<C-]>",
     trigger = "<M-\\>",
+    next = "<M-]>",           -- the next of the suggestions (asks the server for its alternatives first)
+    prev = "<M-[>",
   },
   builtin = false,            -- Neovim >= 0.12: use vim.lsp.inline_completion instead of our ghost text
   capture_stderr = true,      -- keep the server's stderr in a temp file, to show its last line if it exits
@@ -222,10 +224,40 @@ local function on_response(s, err, result)
     end
     s.final = s.stable
   else
-    local item = text.first_item(result)
-    s.final = item and apply_range(s, item) or ""
+    s.items = {}
+    for _, item in ipairs(text.items(result)) do
+      local suggestion = apply_range(s, item)
+      if suggestion ~= "" then
+        table.insert(s.items, suggestion)
+      end
+    end
+    s.index = #s.items > 0 and (s.cycle_to or 0) % #s.items + 1 or 1
+    s.final = s.items[s.index] or ""
   end
   render(s)
+end
+
+--- Show the next (step = 1) or previous (-1) suggestion. An automatic request carries one; the
+--- first cycle asks again explicitly (the server then adds its alternatives) and shows the next.
+function M.cycle(step)
+  local s = state.suggestion
+  if not s or not M.has_suggestion() or not s.final then
+    return false
+  end
+  if not s.manual then
+    local ok = M.trigger(true)
+    if ok then
+      state.suggestion.cycle_to = step
+    end
+    return ok
+  end
+  if #s.items < 2 then
+    return false
+  end
+  s.index = (s.index - 1 + step) % #s.items + 1
+  s.final, s.shown = s.items[s.index], s.items[s.index]
+  render(s)
+  return true
 end
 
 -- the cursor as (0-based row, byte col, LSP position in UTF-16 code units)
@@ -256,6 +288,7 @@ function M.trigger(manual)
     bufnr = bufnr, row = row, col = col,
     key = { uri = vim.uri_from_bufnr(bufnr), version = buf_version(bufnr), position = position },
     stable = "", final = nil, shown = "", accepted = 0, frozen = false, reported = false,
+    manual = manual or false, items = {}, index = 1,
   }
   state.suggestion = s
   local params = {
@@ -552,6 +585,8 @@ local function map_keys(keys)
       M.trigger(true)
     end, { silent = true, desc = "dllm: trigger" })
   end
+  expr_map(keys.next, "cycle(1)")
+  expr_map(keys.prev, "cycle(-1)")
 end
 
 function M.setup(opts)

@@ -71,11 +71,12 @@ function M.merge_stable(stable, key, update)
   return nil
 end
 
---- First item of a `textDocument/inlineCompletion` result (InlineCompletionItem[] or
---- InlineCompletionList): { text = string, range = Range|nil }, or nil when there is none.
-function M.first_item(result)
+--- The items of a `textDocument/inlineCompletion` result (InlineCompletionItem[] or
+--- InlineCompletionList): a list of { text = string, range = Range|nil }, empty texts dropped.
+function M.items(result)
+  local out = {}
   if type(result) ~= "table" then
-    return nil
+    return out
   end
   local list = result.items or result
   for _, item in ipairs(list) do
@@ -86,10 +87,15 @@ function M.first_item(result)
       if range == vim.NIL then
         range = nil
       end
-      return { text = text, range = range }
+      table.insert(out, { text = text, range = range })
     end
   end
-  return nil
+  return out
+end
+
+--- The first item of a result, or nil when there is none.
+function M.first_item(result)
+  return M.items(result)[1]
 end
 
 --- Number of code points in a UTF-8 string (what the server counts as acceptedLength).
