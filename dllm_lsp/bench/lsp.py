@@ -148,13 +148,15 @@ class BenchClient:
         def on_message(params):
             print(f"server: {params.message}", file=sys.stderr)
 
-    async def start(self, model: str, settings: Dict) -> None:
+    async def start(self, model: str, settings: Dict, roots=()) -> None:
+        """Start the server; `roots`: workspace folders (paths) for initialize."""
         from lsprotocol import types
         await self.client.start_io(sys.executable, "-m", "dllm_lsp.cli", "--stdio")
         caps = types.ClientCapabilities(general=types.GeneralClientCapabilities(
             position_encodings=[types.PositionEncodingKind.Utf32]))
+        folders = [types.WorkspaceFolder(uri=Path(r).as_uri(), name=Path(r).name) for r in roots] or None
         await self.client.initialize_async(types.InitializeParams(
-            capabilities=caps, initialization_options={"model": model, **settings}))
+            capabilities=caps, initialization_options={"model": model, **settings}, workspace_folders=folders))
         self.client.initialized(types.InitializedParams())
         await asyncio.wait_for(self.ready.wait(), timeout=600)
         if self.status[-1].state != "ready":

@@ -9,7 +9,7 @@ reference is the rest of the line. `apply_key` and `cursor_after` replay the key
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -26,6 +26,7 @@ class TypingCase:
     name: str                 # file:line (1-based) of the target line
     start: str                # the document when typing starts
     phases: Tuple[Tuple[str, Tuple[Key, ...], str], ...]   # (phase, keys, reference)
+    path: str = ""            # the file it comes from
 
 
 def _usable(line: str) -> bool:
@@ -60,7 +61,8 @@ def typing_cases(files: Sequence[Path], n: int, seed: int = 0) -> List[TypingCas
     for path in files:
         lines = path.read_text(encoding="utf-8").split("\n")
         name = path.name if path.parent.name.startswith("python") else f"{path.parent.name}/{path.name}"
-        found = [c for c in (typing_case(name, lines, t) for t in range(20, len(lines) - 1)) if c is not None]
+        found = [replace(c, path=str(path)) for c in (typing_case(name, lines, t) for t in range(20, len(lines) - 1))
+                 if c is not None]
         cases += rng.sample(found, min(per_file, len(found)))
     return rng.sample(cases, min(n, len(cases)))
 

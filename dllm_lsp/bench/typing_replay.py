@@ -1,7 +1,7 @@
 """`dllm-lsp bench typing [FILE...]`: suggestions while a person types, over a real stdio connection.
 
     dllm-lsp bench typing [FILE...] [--lines 16] [--gap 100] [--client-debounce 0]
-                          [--sync incremental|full] [--cursor-rest] [--settings JSON]
+                          [--sync incremental|full] [--cursor-rest] [--workspace] [--settings JSON]
                           [--backend URL --api llamacpp|openai] [--json] [--plot FILE.png]
 
 What a user lives with is the time from the last keystroke to a suggestion, not a decode with
@@ -21,7 +21,9 @@ removed; then the typist, `--gap` ms between keys:
 With `--cursor-rest` the cursor first comes to rest where typing starts, as our VS Code and
 Neovim plugins report it (`dllm/cursor`: a click or the arrow keys, then reading), and the typing
 starts once the server's warm-up there has run; without it (any LSP client) the first key is the
-first the server hears of the place.
+first the server hears of the place. With `--workspace` each file is opened under its own path
+in a workspace folder (`workspace_roots`), so the repository context (repoTokens) is on, as in
+an editor with a folder open; without it the documents have made-up URIs outside any folder.
 Every key is a didChange (a range, or the whole document with `--sync full`) followed by an
 automatic textDocument/inlineCompletion that cancels the previous one ($/cancelRequest), as VS
 Code sends them; `--client-debounce MS` makes the client wait that long after a key and ask
@@ -68,6 +70,7 @@ class Typist:
         self.bc, self.gap, self.debounce, self.full = bench_client, gap_ms / 1000, client_debounce_ms / 1000, full_sync
         self.read = read_ms / 1000
         self.cursor_rest = cursor_rest
+        self.workspace = False               # documents under their own paths, in workspace folders (--workspace)
         self.rested_tokens: List[int] = []   # context tokens each cursor-rest warm-up computed
         self.n = 0
 
@@ -155,7 +158,7 @@ class Typist:
                       first_line_ms=(t_line - t_key) * 1000,
                       queue_ms=getattr(last, "queueMs", None), context_tokens=getattr(last, "contextTokens", None),
                       forwards=getattr(last, "forwards", None), keys=len(keys), answer=answer,
-                      reason=getattr(last, "reason", None), document=text, cursor=cursor_after(keys[-1]),
+                      reason=getattr(last, "reason", None), document=text, cursor=cursor_after(keys[-1]), uri=uri,
                       tokens_per_key=(getattr(m, "contextTokens", 0) - getattr(metrics0, "contextTokens", 0)) / max(1, len(keys)))
         return pause, text, version
 
@@ -176,7 +179,7 @@ async def floors(bc, typist: Typist, pauses: Sequence[Pause], settings: Dict) ->
     bc.configure(base)
     from lsprotocol import types
     for i, pause in enumerate(p for p in pauses if p.phase in ("enter", "mid")):
-        uri = f"file:///typing/floor-{i}.py"
+        uri = pause.uri if typist.workspace else f"file:///typing/floor-{i}.py"
         bc.open(uri, pause.document, 1)
         for prime in (True, False):
             delay += 1                      # any change of the settings empties the type-along cache
@@ -192,7 +195,8 @@ async def floors(bc, typist: Typist, pauses: Sequence[Pause], settings: Dict) ->
 async def replay(bc, cases: Sequence[TypingCase], typist: Typist, accept: bool = True) -> List[Pause]:
     pauses: List[Pause] = []
     for i, case in enumerate(cases):
-        uri = f"file:///typing/{i}-{case.name.replace('/', '_').replace(':', '_')}.py"
+        uri = (Path(case.path).resolve().as_uri() if typist.workspace
+               else f"file:///typing/{i}-{case.name.replace('/', '_').replace(':', '_')}.py")
         bc.open(uri, case.start, 1)
         await typist.idle()                 # the file was open before the typing started
         if typist.cursor_rest:              # ... and the cursor came to rest where typing starts
@@ -235,6 +239,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="didChange with ranges or with the whole document")
     p.add_argument("--cursor-rest", action="store_true",
                    help="the cursor rests where typing starts first (dllm/cursor, as our plugins send it)")
+    p.add_argument("--workspace", action="store_true",
+                   help="open each file under its own path, in a workspace folder (the folder above its top-level "
+                        "package), as an editor does: the repository context is on (repoTokens)")
     p.add_argument("--settings", default="{}", help="server settings as JSON (camelCase)")
     p.add_argument("--no-floor", action="store_true", help="skip asking again with everything cached")
     p.add_argument("--backend", default=None, help="also replay through the `backend` setting at this FIM server URL")
@@ -255,10 +262,12 @@ async def bench_typing(args) -> Tuple[Dict, Dict[str, List[Pause]]]:
     if args.backend:                  # a FIM server hears of no cursor: its run never rests one
         runs.append((f"backend {args.api}", {**extra, "backend": {"url": args.backend, "api": args.api}}, False, False))
     bc = BenchClient()
-    await bc.start(args.model, extra)
+    roots = workspace_roots(files) if args.workspace else []
+    await bc.start(args.model, extra, roots)
     raw: Dict[str, List[Pause]] = {}
     try:
         typist = Typist(bc, args.gap, args.client_debounce, args.sync == "full", args.read)
+        typist.workspace = bool(roots)
         for name, settings, floor, cursor_rest in runs:
             typist.cursor_rest = cursor_rest
             bc.configure({**settings, "model": args.model})
@@ -272,9 +281,23 @@ async def bench_typing(args) -> Tuple[Dict, Dict[str, List[Pause]]]:
     result = {"model": args.model, "files": [str(f) for f in files], "cases": [c.name for c in cases],
               "gap_ms": args.gap, "client_debounce_ms": args.client_debounce, "sync": args.sync,
               "cursor_rest": args.cursor_rest, "rested_tokens": typist.rested_tokens,
+              "workspace": [str(r) for r in roots],
               "settings": extra, "rows": rows,
               **headline(rows, "dllm-lsp", f"backend {args.api}" if args.backend else None)}
     return result, raw
+
+
+def workspace_roots(files: Sequence[Path]) -> List[Path]:
+    """Each file's workspace folder: the folder above its top-level package (the first folder up
+    without an __init__.py), as a checkout of the package would be opened."""
+    roots: List[Path] = []
+    for f in files:
+        folder = f.resolve().parent
+        while (folder / "__init__.py").is_file() and folder.parent != folder:
+            folder = folder.parent
+        if folder not in roots:
+            roots.append(folder)
+    return roots
 
 
 def run(args) -> int:

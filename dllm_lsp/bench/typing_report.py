@@ -28,6 +28,7 @@ class Pause:
     reason: Optional[str] = None     # the server's reason for the last answer (ok, cached, ...)
     document: str = ""               # the text at the pause, and the cursor (line, character)
     cursor: Tuple[int, int] = (0, 0)
+    uri: str = ""                    # the document typed in
 
 
 # ---- summaries ---------------------------------------------------------------------------------

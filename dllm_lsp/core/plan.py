@@ -38,6 +38,7 @@ class RepoView:
     read: repo_context.Read          # root-relative path -> text or None (runtime/workspace.py)
     recent: Sequence[repo_context.RepoFile] = ()   # chunks of recently edited or viewed other files
     layout: bool = True              # the model reads the repo layout; False: a comment header
+    generation: object = None        # unchanged while the other files are (None: read them every time)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def plan_completion(text: str, offset: int, language_id: str, settings: Settings
     header, files = "", []
     if repo is not None and settings.repo_tokens > 0:
         files = repo_context.repo_files(repo.path, text, text.count("\n", 0, offset), language_id, repo.read,
-                                        settings.repo_tokens, count, repo.recent)
+                                        settings.repo_tokens, count, repo.recent, repo.generation)
         if files and not repo.layout:
             header = "".join(context.comment_block(f.path, f.text, syntax.spec_for(language_id).comment)
                              for f in files)

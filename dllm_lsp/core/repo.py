@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -290,8 +291,13 @@ def enclosing_lines(lines: Sequence[str], cursor_line: int) -> Tuple[int, int]:
     return first, end
 
 
-def _uses(text: str, name: str) -> bool:
-    return re.search(rf"(?<![\w.]){re.escape(name)}\b", text) is not None
+def names_used(text: str, names: Sequence[str]) -> set:
+    """Those of `names` (plain or dotted, e.g. `m.f`) that `text` uses, not as an attribute of
+    something else: one scan of the text."""
+    if not names:
+        return set()
+    pattern = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
+    return set(re.findall(rf"(?<![\w.])({pattern})(?!\w)", text))
 
 
 def definitions(path: str, text: str, cursor_line: int, language_id: str, read: Read) -> List[Definition]:
@@ -307,29 +313,29 @@ def definitions(path: str, text: str, cursor_line: int, language_id: str, read: 
     near = "\n".join(line for i, line in enumerate(lines[first:end], first) if i not in unread)
     body = "\n".join(line for i, line in enumerate(lines) if i not in unread)
 
-    def nearness(local: str) -> int:
-        return 2 if _uses(near, local) else 1 if _uses(body, local) else 0
-
-    out: List[Definition] = []
+    taken: List[Tuple[str, str, str]] = []                  # (module path, outline, the local name)
     for imp, _ in found_imports:
         found, source = _read_first(module_paths(imp.level, imp.module, path), read)
         if imp.bound_as:                                     # import a.b [as m]: m.NAME uses
             if source is not None and found != path:
-                out += [Definition(found, o, nearness(f"{imp.bound_as}.{n}"))
-                        for n, o in outline(source, _attributes_used(body, imp.bound_as))]
+                taken += [(found, o, f"{imp.bound_as}.{n}")
+                          for n, o in outline(source, _attributes_used(body, imp.bound_as))]
             continue
         if source is not None and found != path:
             local = dict(imp.names)
-            out += [Definition(found, o, nearness(local[n])) for n, o in outline(source, list(local))]
+            taken += [(found, o, local[n]) for n, o in outline(source, list(local))]
         for name, alias in imp.names:                        # from pkg import mod: mod.NAME uses
             if source is not None and name in top_level_outlines(source):
                 continue
             sub = f"{imp.module}.{name}" if imp.module else name
             found_mod, mod_text = _read_first(module_paths(imp.level, sub, path), read)
             if mod_text is not None and found_mod != path:
-                out += [Definition(found_mod, o, nearness(f"{alias}.{n}"))
-                        for n, o in outline(mod_text, _attributes_used(body, alias))]
-    return out
+                taken += [(found_mod, o, f"{alias}.{n}")
+                          for n, o in outline(mod_text, _attributes_used(body, alias))]
+    local_names = [name for _, _, name in taken]
+    near_names, body_names = names_used(near, local_names), names_used(body, local_names)
+    return [Definition(module, text_of, 2 if name in near_names else 1 if name in body_names else 0)
+            for module, text_of, name in taken]
 
 
 class RecentChunks:
@@ -360,14 +366,38 @@ class RecentChunks:
         return [RepoFile(p, t) for p, _, t in self.chunks if p != path]
 
 
+_MEMO: "OrderedDict[tuple, List[Definition]]" = OrderedDict()
+MEMO_SIZE = 8
+
+
+def remembered_definitions(path: str, text: str, cursor_line: int, language_id: str, read: Read,
+                           generation) -> List[Definition]:
+    """`definitions`, remembered while the file but its cursor line, the cursor's top-level
+    statement and `generation` (the caller's word that the other files are unchanged) stay the
+    same: typing on a line then costs a dictionary lookup, not a parse and a scan of the file."""
+    lines = _lines(text)
+    if not 0 <= cursor_line < len(lines):
+        return definitions(path, text, cursor_line, language_id, read)
+    key = (path, language_id, generation, cursor_line, enclosing_lines(lines, cursor_line),
+           "\n".join(lines[:cursor_line]), "\n".join(lines[cursor_line + 1:]))
+    found = _MEMO.get(key)
+    if found is None:
+        found = _MEMO[key] = definitions(path, text, cursor_line, language_id, read)
+        while len(_MEMO) > MEMO_SIZE:
+            _MEMO.popitem(last=False)
+    return found
+
+
 def repo_files(path: str, text: str, cursor_line: int, language_id: str, read: Read, budget: int,
-               count: TokenCounter, recent: Sequence[RepoFile] = ()) -> List[RepoFile]:
+               count: TokenCounter, recent: Sequence[RepoFile] = (), generation=None) -> List[RepoFile]:
     """The files in front of the current one, within `budget` tokens: the definitions, nearest
     uses first (`Definition.nearness`), shown grouped by module in import order; then the newest
-    recent chunks that fit, in front of them."""
+    recent chunks that fit, in front of them. With a `generation` the definitions are remembered
+    (`remembered_definitions`)."""
     if budget <= 0:
         return []
-    found = definitions(path, text, cursor_line, language_id, read)
+    found = (definitions(path, text, cursor_line, language_id, read) if generation is None
+             else remembered_definitions(path, text, cursor_line, language_id, read, generation))
     used, taken, modules = 0, set(), set()
     for k in sorted(range(len(found)), key=lambda k: -found[k].nearness):
         d = found[k]

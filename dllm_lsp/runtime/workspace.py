@@ -14,6 +14,7 @@ skipped. No roots (a client that sent none): nothing is read.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlparse
@@ -23,6 +24,7 @@ from dllm_lsp.core.repo import RecentChunks
 
 MAX_FILE_BYTES = 512 * 1024
 MAX_KEPT_FILES = 512
+FRESH_S = 2.0            # a path's answer is reused this long without a look at the disk
 
 
 def uri_path(uri: str) -> Optional[Path]:
@@ -43,6 +45,7 @@ class Workspace:
             if path is not None and path.is_dir():
                 self.roots.append(path.resolve())
         self._kept: Dict[Path, Tuple[int, int, str]] = {}      # path -> (size, mtime_ns, text)
+        self._seen: Dict[Path, Tuple[float, Optional[str]]] = {}   # path -> (when looked at, text or None)
 
     def root_of(self, path: Path) -> Optional[Path]:
         """The deepest root holding `path`, or None."""
@@ -90,6 +93,19 @@ class Workspace:
         return read
 
     def _read_disk(self, root: Path, target: Path) -> Optional[str]:
+        """The file's text (kept while its size and mtime stay), or None; the answer for a path is
+        reused for FRESH_S without looking at the disk (a module lookup tries several paths)."""
+        seen = self._seen.get(target)
+        now = time.monotonic()
+        if seen is not None and now - seen[0] < FRESH_S:
+            return seen[1]
+        text = self._read_now(root, target)
+        if len(self._seen) >= MAX_KEPT_FILES * 4:
+            self._seen.clear()
+        self._seen[target] = (now, text)
+        return text
+
+    def _read_now(self, root: Path, target: Path) -> Optional[str]:
         try:
             real = target.resolve()
             if root not in real.parents:                   # a link out of the root
@@ -117,9 +133,12 @@ class RepoSource:
     and the ring of chunks of recently edited or viewed documents (keyed by workspace path, or
     by file name outside the workspace)."""
 
+    DISK_CHECK_S = 10.0          # files on disk are looked at again at least this often
+
     def __init__(self, workspace: Optional[Workspace] = None):
         self.workspace = workspace or Workspace()
         self.recent = RecentChunks()
+        self.edits: Dict[str, int] = {}      # uri -> edits and cursor rests seen (the other files' state)
 
     def path_of(self, uri: str) -> str:
         rel = self.workspace.relative(uri)
@@ -130,6 +149,13 @@ class RepoSource:
 
     def visited(self, uri: str, text: str, offset: int) -> None:
         self.recent.add(self.path_of(uri), text, text.count("\n", 0, offset))
+        self.edits[uri] = self.edits.get(uri, 0) + 1
+
+    def generation(self, uri: str) -> tuple:
+        """What the other files' state is known by: the edits of the other documents, the
+        workspace, and a clock tick every DISK_CHECK_S (changes made outside the editor)."""
+        return (sum(self.edits.values()) - self.edits.get(uri, 0), id(self.workspace),
+                int(time.monotonic() // self.DISK_CHECK_S))
 
     def closed(self, uri: str) -> None:
         self.recent.forget(self.path_of(uri))
@@ -140,4 +166,4 @@ class RepoSource:
         if path is None:
             return None
         return RepoView(name=self.workspace.name_of(uri), path=path, read=self.workspace.reader(uri, open_texts),
-                        recent=self.recent.others(path), layout=layout)
+                        recent=self.recent.others(path), layout=layout, generation=self.generation(uri))

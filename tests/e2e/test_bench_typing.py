@@ -49,3 +49,29 @@ def test_bench_typing_cursor_rest_computes_the_context_before_the_first_key(tmp_
     # each case's warm-up at the cursor ran before its first key and computed that place's context
     assert len(rest["rested_tokens"]) == 2 and all(n > 0 for n in rest["rested_tokens"]), rest["rested_tokens"]
     assert all(p.first_line_ms is not None and p.first_line_ms <= p.ms for p in raw["dllm-lsp"])
+
+
+def test_bench_typing_workspace_opens_files_in_their_folder_with_the_repository_context(tmp_path, tiny_gguf_qwen2):
+    """--workspace: the files under their own paths, the folder above the package as the workspace
+    folder (the server then adds the repository context: tests/e2e/test_repo_files_e2e.py)."""
+    pkg = tmp_path / "proj" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "util.py").write_text("".join(f"def helper_{i}(value):\n    return value * {i}\n\n\n" for i in range(12)))
+    src = pkg / "handlers.py"
+    src.write_text("from .util import " + ", ".join(f"helper_{i}" for i in range(12)) + "\n\n\n" + SOURCE)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    settings = {"maxNewTokensLine": 6, "maxNewTokensBlock": 8, "warmUp": False, "prepareNext": False}
+    common = ["typing", str(src), "--model", str(tiny_gguf_qwen2), "--lines", "1", "--gap", "20", "--no-floor",
+              "--settings", json.dumps(settings)]
+    import dllm_lsp.bench.typing_replay as bench_typing
+    alone, raw_alone = asyncio.run(bench_typing.bench_typing(parser.parse_args(common)))
+    in_folder, raw = asyncio.run(bench_typing.bench_typing(parser.parse_args(common + ["--workspace"])))
+    assert alone["workspace"] == [] and in_folder["workspace"] == [str(tmp_path / "proj")]
+    assert all(p.uri == src.resolve().as_uri() for p in raw["dllm-lsp"])
+    assert in_folder["cases"] == alone["cases"]
+    assert all(p.uri.startswith("file:///typing/") for p in raw_alone["dllm-lsp"])      # made up, outside any folder
+    assert all(p.reason in ("ok", "cached") for p in raw["dllm-lsp"] if p.phase in ("enter", "mid"))
+    from dllm_lsp.bench.typing_replay import workspace_roots
+    assert workspace_roots([src, pkg / "util.py", tmp_path / "loose.py"]) == [tmp_path / "proj", tmp_path]

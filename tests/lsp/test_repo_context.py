@@ -6,6 +6,7 @@ import os
 import pytest
 
 import dllm_lsp.core.repo as repo
+import dllm_lsp.runtime.workspace as workspace_module
 from dllm_lsp.core.plan import RepoView, plan_completion
 from dllm_lsp.runtime.workspace import MAX_FILE_BYTES, Workspace
 from dllm_lsp.settings import Settings
@@ -161,7 +162,7 @@ def test_recent_chunks_fill_what_the_definitions_leave_newest_first():
     assert repo.repo_files("pkg/main.py", "x = 1\n", 0, "python", reader({}), 0, chars, recent) == []
 
 
-def test_the_workspace_reads_under_its_root_with_open_documents_first(tmp_path):
+def test_the_workspace_reads_under_its_root_with_open_documents_first(tmp_path, monkeypatch):
     root = tmp_path / "proj"
     (root / "pkg").mkdir(parents=True)
     (root / "pkg" / "util.py").write_text(UTIL)
@@ -180,6 +181,8 @@ def test_the_workspace_reads_under_its_root_with_open_documents_first(tmp_path):
     assert Workspace().reader(uri)("pkg/util.py") is None        # no roots: nothing is read
     (root / "pkg" / "util.py").write_text(UTIL + "\nNEW = 2\n")
     os.utime(root / "pkg" / "util.py", ns=(1, 10**18))
+    assert read("pkg/util.py") == UTIL                           # looked at less than FRESH_S ago: not again
+    monkeypatch.setattr(workspace_module, "FRESH_S", 0.0)
     assert read("pkg/util.py").endswith("NEW = 2\n")             # changed on disk: read again
 
 
@@ -196,3 +199,22 @@ def test_the_plan_puts_the_files_in_the_repo_layout_or_in_a_comment_header():
                            repo=RepoView(name="proj", path="pkg/main.py", read=reader(FILES), layout=False))
     assert flat.request.repo is None and flat.prefix.startswith("# Compare this snippet from pkg/util.py:\n# def helper")
     assert plan_completion(MAIN, offset, "python", Settings(repo_tokens=0), repo=view).request.repo is None
+
+
+def test_definitions_are_remembered_while_typing_on_a_line_and_not_across_generations():
+    reads = []
+
+    def counting_read(path):
+        reads.append(path)
+        return FILES.get(path)
+    lines = MAIN.split("\n")
+    cursor = len(lines) - 2
+    first = repo.repo_files("pkg/main.py", MAIN, cursor, "python", counting_read, 2000, chars, generation=1)
+    n = len(reads)
+    for typed in ("o", "oth", "other.pi"):
+        text = "\n".join(lines[:cursor] + ["    " + typed] + lines[cursor + 1:])
+        assert repo.repo_files("pkg/main.py", text, cursor, "python", counting_read, 2000, chars, generation=1) == first
+    assert len(reads) == n                                      # typing on the line read nothing again
+    assert repo.repo_files("pkg/main.py", MAIN, cursor, "python", counting_read, 2000, chars, generation=2) == first
+    assert len(reads) > n                                       # another generation: the files are read again
+    assert first == repo.repo_files("pkg/main.py", MAIN, cursor, "python", reader(FILES), 2000, chars)
