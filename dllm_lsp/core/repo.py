@@ -9,9 +9,7 @@ keys/values of an unchanged context, and these files go in front of everything):
 - **Definitions** (`definitions`): tree-sitter reads the file's imports (the module's top level,
   and `if`/`try` blocks there). Each imported module that lies in the workspace (`module_paths`:
   relative imports from the file's folder, absolute ones from the root or `src/`) is read with
-  `read(path)`, and the definitions of the names taken from it are outlined (`outline`): a short
-  definition whole, a long one as its signature, its docstring and `...`; a class as its header,
-  docstring, class attributes and its methods' signatures. For `import pkg.mod as m` (or
+  `read(path)`, and the definitions of the names taken from it are outlined (core/outline.py). For `import pkg.mod as m` (or
   `from pkg import mod`) the names are those the file uses as `m.NAME`. When they do not all
   fit, those used in the top-level statement around the cursor go first, then those used
   elsewhere in the file; the cursor's own line is never read, so typing on a line does not
@@ -30,17 +28,14 @@ import posixpath
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import dllm_lsp.core.syntax as syntax
+from dllm_lsp.core.outline import outline, top_level_outlines
 
 Read = Callable[[str], Optional[str]]      # workspace-relative posix path -> text, or None
 TokenCounter = Callable[[str], int]
 
-SHORT_DEFINITION_LINES = 8   # a definition this short goes in whole
-SHORT_METHOD_LINES = 3       # in a class outline, a method this short goes in whole
-DOCSTRING_LINES = 6          # at most this many lines of a docstring
 RING_SIZE = 8                # recent chunks kept
 CHUNK_LINES = 32             # lines per recent chunk (half above the edit, half below)
 
@@ -64,6 +59,10 @@ class Import:
 
 
 # ---- imports ----------------------------------------------------------------------------------
+
+def _lines(text: str) -> List[str]:
+    return text.split("\n")
+
 
 def _text(node) -> str:
     return node.text.decode("utf-8", errors="replace")
@@ -145,103 +144,6 @@ def module_paths(imp_level: int, module: str, current_path: str) -> List[str]:
             out.append(stem + ".py")
         out.append(posixpath.join(stem, "__init__.py") if stem else "__init__.py")
     return [posixpath.normpath(p) for p in out if not posixpath.normpath(p).startswith("..")]
-
-
-# ---- outlines ---------------------------------------------------------------------------------
-
-def _lines(text: str) -> List[str]:
-    return text.split("\n")
-
-
-def _docstring(body) -> Optional[object]:
-    """The docstring statement of a block, or None."""
-    if body is None:
-        return None
-    first = next((c for c in body.named_children if c.type != "comment"), None)
-    if first is not None and first.type == "expression_statement" and first.named_children \
-            and first.named_children[0].type == "string":
-        return first
-    return None
-
-
-def _clip_docstring(lines: List[str]) -> List[str]:
-    if len(lines) <= DOCSTRING_LINES:
-        return lines
-    indent = lines[0][: len(lines[0]) - len(lines[0].lstrip())]
-    quote = '"""' if '"""' in lines[0] else "'''"
-    return lines[: DOCSTRING_LINES - 1] + [indent + quote]
-
-
-def _definition_outline(node, lines: List[str], short: int) -> List[str]:
-    """A function or class definition (decorated or not) as outline lines."""
-    start, end = node.start_point[0], node.end_point[0]
-    if end - start + 1 <= short:
-        return lines[start:end + 1]
-    inner = node.child_by_field_name("definition") if node.type == "decorated_definition" else node
-    body = inner.child_by_field_name("body") if inner is not None else None
-    if body is None or body.start_point[0] <= start:
-        return lines[start:end + 1][:short]
-    head = lines[start:body.start_point[0]]
-    indent = " " * body.start_point[1]
-    doc = _docstring(body)
-    out = list(head)
-    if doc is not None:
-        out += _clip_docstring(lines[doc.start_point[0]:doc.end_point[0] + 1])
-    members = []
-    if inner.type == "class_definition":
-        for child in body.named_children:
-            if doc is not None and child.start_byte == doc.start_byte:
-                continue
-            if child.type in ("function_definition", "decorated_definition"):
-                members += _definition_outline(child, lines, SHORT_METHOD_LINES)
-            elif child.type == "expression_statement" and child.end_point[0] - child.start_point[0] < 2:
-                members += lines[child.start_point[0]:child.end_point[0] + 1]
-    return out + (members or [indent + "..."])
-
-
-def _defined_name(node) -> Optional[str]:
-    inner = node.child_by_field_name("definition") if node.type == "decorated_definition" else node
-    if inner is not None and inner.type in ("function_definition", "class_definition"):
-        name = inner.child_by_field_name("name")
-        return _text(name) if name is not None else None
-    if node.type == "expression_statement" and node.named_children and node.named_children[0].type == "assignment":
-        left = node.named_children[0].child_by_field_name("left")
-        return _text(left) if left is not None and left.type == "identifier" else None
-    return None
-
-
-@lru_cache(maxsize=256)
-def top_level_outlines(text: str) -> Dict[str, str]:
-    """name -> outline text of each top-level function, class and simple assignment of a Python
-    file (the first definition of a name wins). Cached by the text: a workspace file's text is
-    the same string object until it changes."""
-    tree = syntax.parse(text, "python")
-    if tree is None:
-        return {}
-    lines = _lines(text)
-    out: Dict[str, str] = {}
-    for node in tree.root_node.named_children:
-        name = _defined_name(node)
-        if not name or name in out:
-            continue
-        if node.type == "expression_statement":
-            start, end = node.start_point[0], node.end_point[0]
-            body = lines[start:end + 1] if end - start < 3 else [lines[start].rstrip() + "  # ..."]
-        else:
-            body = _definition_outline(node, lines, SHORT_DEFINITION_LINES)
-        out[name] = "\n".join(body).rstrip() + "\n"
-    return out
-
-
-def outline(text: str, names: Sequence[str]) -> List[Tuple[str, str]]:
-    """(name, outline) of the given names that `text` defines at its top level, in `names` order."""
-    defined = top_level_outlines(text)
-    seen, out = set(), []
-    for name in names:
-        if name in defined and name not in seen:
-            seen.add(name)
-            out.append((name, defined[name]))
-    return out
 
 
 # ---- what goes in -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+import dllm_lsp.core.outline as outline
 import dllm_lsp.core.repo as repo
 import dllm_lsp.runtime.workspace as workspace_module
 from dllm_lsp.core.plan import RepoView, plan_completion
@@ -94,7 +95,7 @@ def test_module_paths_resolve_relative_and_absolute_imports():
 
 
 def test_outlines_keep_short_definitions_whole_and_cut_long_ones_to_their_signature():
-    got = dict(repo.outline(UTIL, ["helper", "long_one", "Thing", "LIMIT", "missing"]))
+    got = dict(outline.outline(UTIL, ["helper", "long_one", "Thing", "LIMIT", "missing"]))
     assert list(got) == ["helper", "long_one", "Thing", "LIMIT"]
     assert got["helper"] == "def helper(a, b=2):\n    return a + b\n"
     assert got["long_one"] == ('def long_one(x, y, *, z=None) -> int:\n    """Compute things.\n\n    More words.\n'
