@@ -12,6 +12,8 @@ but the hole):
     crossfile  a whole line that uses a name the file imports from another module of the same
                package, where that module defines it (found with `ast`: the files are parsed,
                never run)
+    crossargs  the rest of such a line after the first call `NAME(` of such a name: the
+               arguments, where knowing the definition matters most
 
 Lines inside docstrings, comments, blank lines and lines under 4 or over 120 characters are
 never holes. A seeded sample takes at most `limit` holes of each kind, spread over the files.
@@ -22,10 +24,11 @@ from __future__ import annotations
 
 import ast
 import random
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-KINDS = ("line", "rest", "midline", "block", "crossfile")
+KINDS = ("line", "rest", "midline", "block", "crossfile", "crossargs")
 CLOSING = ")]}:,"
 
 
@@ -111,11 +114,22 @@ def _candidates(pkg: str, files: Sequence[Tuple[str, str]]) -> Dict[str, List[tu
                 out["midline"].append((f, i))
             if imported and _uses(body, imported) and not body.startswith(("def ", "class ")):
                 out["crossfile"].append((f, i))
+                call = _first_call(line, imported)
+                if call is not None and len(line.rstrip()) - call >= 2:
+                    out["crossargs"].append((f, i, call))
             if body.endswith(":") and not body.startswith(("#",)):
                 n = _block_length(lines, i, skip)
                 if n:
                     out["block"].append((f, i))
     return out
+
+
+def _first_call(line: str, names: Set[str]) -> Optional[int]:
+    """The column just after `NAME(` for the first call of one of `names` on the line, or None."""
+    for m in re.finditer(r"(?<![\w.])([A-Za-z_]\w*)\(", line):
+        if m.group(1) in names:
+            return m.end()
+    return None
 
 
 def _indent(line: str) -> int:
@@ -146,8 +160,9 @@ def _starts(lines: List[str]) -> List[int]:
     return out
 
 
-def cut(kind: str, text: str, i: int, rng: random.Random) -> Optional[Tuple[str, int, str]]:
-    """(document, cursor, expected) of a `kind` hole at line i of text."""
+def cut(kind: str, text: str, i: int, rng: random.Random, column: Optional[int] = None) -> Optional[Tuple[str, int, str]]:
+    """(document, cursor, expected) of a `kind` hole at line i of text (crossargs: the cursor at
+    `column` of the line)."""
     lines = text.split("\n")
     line = lines[i]
     start = _starts(lines)[i]
@@ -157,6 +172,8 @@ def cut(kind: str, text: str, i: int, rng: random.Random) -> Optional[Tuple[str,
         cursor, end = start + indent, body_end
     elif kind == "rest":
         cursor, end = rng.randint(start + indent + 1, body_end - 1), body_end
+    elif kind == "crossargs":
+        cursor, end = start + column, body_end
     elif kind == "midline":
         end = start + indent + len(line.strip().rstrip(CLOSING))
         if end - (start + indent) < 2:
@@ -194,9 +211,9 @@ def holes(packages: Dict[str, Sequence[Tuple[str, str]]], limit: int, seed: int 
             for pkg, pool in pools:
                 if not pool or taken >= limit:
                     continue
-                f, i = pool.pop()
+                f, i, *column = pool.pop()
                 module, text = packages[pkg][f]
-                made = cut(kind, text, i, rng)
+                made = cut(kind, text, i, rng, *column)
                 if made is None:
                     continue
                 document, cursor, expected = made

@@ -71,6 +71,9 @@ def test_the_kinds_cut_where_an_editor_leaves_the_cursor():
     assert by_kind["crossfile"] and all(h.hole_id.startswith("pkg/pkg.user:") for h in by_kind["crossfile"])
     assert all("compute" in h.expected or "Store" in h.expected for h in by_kind["crossfile"])
     assert not any("path.basename" in h.expected for h in by_kind["crossfile"])   # `path` is not the package's
+    # cross-file arguments: the cursor just after the first call of such a name
+    args = sorted((h.document[h.document.rfind("\n", 0, h.offset) + 1:h.offset], h.expected) for h in by_kind["crossargs"])
+    assert args == [("    result = compute(", "[len(r) for r in rows])")]      # `Store()` leaves under 2 characters
 
 
 def test_the_sample_is_seeded_and_capped_per_kind():
