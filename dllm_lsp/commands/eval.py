@@ -196,6 +196,24 @@ def evaluate(engine, tasks: Sequence[Task], settings, run_tests: bool, timeout_s
     return outcomes
 
 
+def plain_greedy(engine, tasks: Sequence[Task], settings, timeout_s: float = 10.0, single_line: bool = True,
+                 progress: Optional[Callable[[int, int], None]] = None) -> List[Outcome]:
+    """The same model's plain greedy text on the server's context windows (realcode.greedy_answer:
+    no mode decision, no post-processing, no stop rule; the first line for single-line tasks),
+    tested as the server's insertions are: the pipeline's ceiling."""
+    from dllm_lsp.bench import realcode, realcode_cases  # noqa: PLC0415
+    out = []
+    for k, task in enumerate(tasks):
+        hole = realcode_cases.Hole(task.task_id, "line" if single_line else "block", task.document, task.offset,
+                                   task.expected)
+        engine.context_cache.clear()
+        text = realcode.greedy_answer(engine, hole, settings)
+        out.append(Outcome(task, text, 0, 0, 0.0, planned=True, passed=passes(program_for(task, text), timeout_s)))
+        if progress:
+            progress(k + 1, len(tasks))
+    return out
+
+
 def empty_floor(tasks: Sequence[Task], timeout_s: float = 10.0) -> List[Outcome]:
     """Insert nothing: the pass rate a model gets for free (tasks whose line the tests never need)."""
     return [Outcome(t, "", 0, 0, 0.0, planned=True, passed=passes(program_for(t, ""), timeout_s)) for t in tasks]
@@ -213,6 +231,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     he.add_argument("--timeout", type=float, default=10.0, help="seconds per test run")
     he.add_argument("--baseline", action="store_true",
                     help="also run the one-token-per-step ceiling (policy quota, 1 token per step)")
+    he.add_argument("--greedy", action="store_true",
+                    help="also the same model's plain greedy text on the same windows, first line kept (the ceiling)")
     he.add_argument("--floor", action="store_true",
                     help="also report the pass@1 of inserting nothing (what the tests let through for free)")
     ho = sub.add_parser("heldout", help="exact match of line completions on held-out corpus files")
@@ -339,6 +359,10 @@ def run(args) -> int:
         b, p = rows["one-token-per-step"].get("pass_at_1", 0), rows[settings.policy].get("pass_at_1", 0)
         if b:
             print(f"{settings.policy} keeps {p / b * 100:.1f}% of the one-token-per-step pass@1")
+    if getattr(args, "greedy", False):
+        rows["plain greedy"] = summarize(plain_greedy(engine, tasks, settings, args.timeout,
+                                                      args.split == "single-line", progress))
+        _print_row("plain greedy", rows["plain greedy"])
     if getattr(args, "floor", False):
         rows["empty insertion (floor)"] = summarize(empty_floor(tasks, args.timeout))
         _print_row("empty insertion", rows["empty insertion (floor)"])

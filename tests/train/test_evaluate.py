@@ -94,3 +94,19 @@ def test_eval_heldout_end_to_end(tiny_block_model, code_dir, tmp_path, capsys):
     row = json.loads(out.read_text())["rows"]["threshold"]
     assert row["tasks"] == 6 and "pass_at_1" not in row and 0 <= row["exact_match"] <= 1
     assert "heldout lines: 6 tasks" in capsys.readouterr().out
+
+
+def test_plain_greedy_is_the_first_line_of_the_models_own_greedy_text(problems, tiny_gguf_qwen2):
+    from engine import Engine
+    from dllm_lsp.core import context
+    from dllm_lsp.settings import Settings
+    engine = Engine.load(tiny_gguf_qwen2, device="cpu", dtype="float32")
+    tasks = evaluate.humaneval_tasks([problems["HumanEval/2"]], "single-line")[:2]
+    settings = Settings()
+    out = evaluate.plain_greedy(engine, tasks, settings)
+    count = context.token_counter(engine.tokenizer)
+    for task, outcome in zip(tasks, out):
+        prefix, suffix = context.windows(task.document, task.offset, settings.prefix_tokens, settings.suffix_tokens, count)
+        whole = engine.infill(settings.infill_request(prefix, suffix, max_new_tokens=64, drafting=False)).text
+        assert outcome.insertion == whole.split("\n", 1)[0]
+        assert outcome.passed == evaluate.passes(evaluate.program_for(task, outcome.insertion))
