@@ -13,8 +13,8 @@ makes a strong model always offer a line there), builds the context
 windows (context.windows, prefix favoured) and adds other files: given a `RepoView` (the
 document lies in a workspace), the repository context (core/repo.py: definitions behind the
 imports, recently edited chunks) within settings.repo_tokens, in the model's repo layout
-(`request.repo`) or, for a model without one, as a comment header; otherwise snippets from
-other open documents as a comment header within settings.snippet_tokens.
+(`request.repo`) or, for a model without one, as a comment header; where that finds no file,
+snippets from other open documents as a comment header within settings.snippet_tokens.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def plan_completion(text: str, offset: int, language_id: str, settings: Settings
     """What to ask the engine for a completion at `offset` (code points) in `text`; None = none here.
 
     snippets: (name, text) of other open documents, mined for drafts, and for a context header
-    when there is no repository context.
+    when the repository context has no file.
     repo: the workspace around the document (see the module docstring).
     draft_hints: texts likely to hold the next tokens (the document's previous suggestion),
     searched for drafts before the other documents.
@@ -111,7 +111,7 @@ def plan_completion(text: str, offset: int, language_id: str, settings: Settings
         if files and not repo.layout:
             header = "".join(context.comment_block(f.path, f.text, syntax.spec_for(language_id).comment)
                              for f in files)
-    elif snippets and settings.snippet_tokens > 0:
+    if not files and snippets and settings.snippet_tokens > 0:
         line_start = text.rfind("\n", 0, offset) + 1      # lines above the cursor: stable while typing on a line
         near = text[max(0, line_start - 800): line_start]
         header = context.pick_snippets(snippets, near, settings.snippet_tokens, count,

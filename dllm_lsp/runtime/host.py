@@ -200,16 +200,9 @@ class LocalBackend:
         if not self.host.ready:
             return {"text": "", "forwards": 0, "newTokens": 0, "ms": 0.0, "finishReason": "not-ready"}
         from engine.api import InfillRequest  # noqa: PLC0415
-        from dllm_lsp.runtime.worker import Superseded  # noqa: PLC0415
         req = InfillRequest(prefix=prefix, suffix=suffix, **request_options)
-        engine = self.host.engine
-        job = self.worker.submit("dllm/infill", lambda cancel: engine.infill(req, cancel))
-        try:
-            res = await asyncio.wrap_future(job.future)
-        except Superseded:
+        res = await self.call("dllm/infill", lambda engine, cancel: engine.infill(req, cancel))
+        if res is None:
             return {"text": "", "forwards": 0, "newTokens": 0, "ms": 0.0, "finishReason": "cancelled"}
-        except asyncio.CancelledError:
-            job.cancel.set()
-            raise
         return {"text": res.text, "forwards": res.forwards, "newTokens": res.new_tokens, "ms": round(res.ms, 2),
                 "finishReason": res.finish_reason}
