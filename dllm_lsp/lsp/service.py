@@ -68,6 +68,7 @@ class CompletionService:
         self._last_status_at = 0.0
         self._warm_timers: Dict[str, asyncio.TimerHandle] = {}
         self.last_suggestion: Dict[str, str] = {}      # uri -> the last suggestion made there (a draft source)
+        self.last_answered: Dict[str, Tuple] = {}      # uri -> (version, offset) of the last request answered
         self.remote = None                             # a RemoteBackend while the `backend` setting is set
         self._backend_reported: Optional[Tuple] = None # (url, kind) of the failure last shown
         self.repo = RepoSource()                       # the workspace folders and the recent chunks
@@ -154,14 +155,16 @@ class CompletionService:
 
     # ---- completions --------------------------------------------------------------------------
     async def complete(self, doc: DocumentAt, stream: bool = True, alternatives: bool = False) -> Answer:
-        """The suggestion at doc's cursor; with `alternatives` (an explicitly invoked request) also
-        up to two others where the model was unsure (runtime/alternatives.py; in-process engine)."""
+        """The suggestion at doc's cursor; `alternatives` (an explicit request) at the state last answered
+        (the user asks again: cycling) adds up to two others (runtime/alternatives.py, in-process)."""
         t0 = time.perf_counter()
         self.metrics.requests += 1
         self.generation[doc.uri] += 1
         gen = self.generation[doc.uri]
         stream = stream and self.settings.streaming
-        answer = await self._complete(doc, stream, gen, t0, alternatives and self.remote is None)
+        again = self.last_answered.get(doc.uri) == (doc.version, doc.offset)
+        answer = await self._complete(doc, stream, gen, t0, alternatives and again and self.remote is None)
+        self.last_answered[doc.uri] = (doc.version, doc.offset)
         if stream:
             self._update(doc, answer.text, answer.text, done=True)
         self._account(answer, t0, doc.version)
@@ -290,7 +293,6 @@ class CompletionService:
                                snippets=others[:MAX_SNIPPET_DOCS], draft_hints=(hint,) if hint else (),
                                repo=self._repo_view(doc))
 
-    # ---- the repository context ---------------------------------------------------------------
     def visited(self, doc: Optional[DocumentAt]) -> None:       # an edit or a cursor rest: a recent chunk
         if doc is not None and self.settings.repo_tokens > 0:
             self.repo.visited(doc.uri, doc.text, doc.offset)
@@ -369,6 +371,7 @@ class CompletionService:
         self.worker.cancel(uri)
         self.worker.cancel(uri + NEXT_KEY)
         self.last_suggestion.pop(uri, None)
+        self.last_answered.pop(uri, None)
         self.generation.pop(uri, None)
         self.repo.closed(uri)
 
@@ -378,7 +381,6 @@ class CompletionService:
         self.metrics.forwards += answer["forwards"]
         return answer
 
-    # ---- shown / accepted ---------------------------------------------------------------------
     def shown(self, text: str) -> None:
         self.stats.record_shown(text)
         self.flush()

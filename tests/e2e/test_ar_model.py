@@ -108,14 +108,21 @@ async def test_the_real_default_model_completes_the_readme_demo(real_model_file)
         await stop_client(client)
 
 
-async def test_an_invoked_request_carries_alternatives_and_an_automatic_one_does_not(client: LanguageClient):
+async def test_asked_again_at_the_same_place_an_invoked_request_carries_alternatives(client: LanguageClient):
+    """Cycling: an automatic (or a first explicit) request answers one item, fast; an explicit
+    request at the state last answered adds the alternatives."""
+    def invoked_at(uri, line, character):
+        return client.text_document_inline_completion_async(types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+    first = "file:///first.py"
+    open_doc(client, first, "x = 1\ny = ")
+    assert len((await invoked_at(first, 1, 4)).items) == 1       # a first explicit request: no alternatives
     uri = "file:///alts.py"
     open_doc(client, uri, "x = 1\ny = ")                 # where the tiny model suggests something
     auto = await client.text_document_inline_completion_async(inline_params(uri, 1, 4))
     assert len(auto.items) == 1
-    invoked = await client.text_document_inline_completion_async(types.InlineCompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=1, character=4),
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+    invoked = await invoked_at(uri, 1, 4)
     texts = [i.insert_text for i in invoked.items]
     assert texts[0] == auto.items[0].insert_text               # the first item is the greedy suggestion
     assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts) and all(texts)

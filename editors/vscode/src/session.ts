@@ -41,7 +41,7 @@ export class Session {
   reported = false;
   private waiters: Array<() => void> = [];
 
-  constructor(readonly key: RequestKey, readonly explicit = false) {}
+  constructor(readonly key: RequestKey, readonly explicit = false, readonly again = false) {}
 
   get done(): boolean {
     return this.state.final !== undefined;
@@ -97,14 +97,15 @@ export class SessionManager {
   }
 
 
-  /** The session for `key`: the current one if it matches (for an explicit request, only an explicit
-   * one: cycling asks for the alternatives an automatic request has not), else a new request (the old
-   * one is cancelled). */
+  /** The session for `key`: the current one if it matches, else a new request (the old one is
+   * cancelled). The user asking explicitly (Alt-], Alt+\\) where an answer already came asks again,
+   * once: the server, asked twice at the same place, adds its alternatives (cycling). */
   begin(key: RequestKey, explicit = false): Session {
     const current = this.current;
-    if (current && sameKey(current.key, key) && !current.signal.cancelled && (current.explicit || !explicit)) return current;
+    const same = current !== undefined && sameKey(current.key, key) && !current.signal.cancelled;
+    if (current && same && (!explicit || !current.done || current.again)) return current;
     this.cancel();
-    const session = new Session(key, explicit);
+    const session = new Session(key, explicit, explicit && same);
     this.current = session;
     this.send(key, session.signal, explicit).then(
       (result) => this.finish(session, itemsFromResult(result)),

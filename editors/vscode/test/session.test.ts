@@ -102,18 +102,24 @@ test("a suggestion is reported shown once, with the last text handed to the edit
   assert.ok(other.signal.cancelled);
 });
 
-test("an explicit request at the same key asks again (for alternatives) unless the current one is explicit", async () => {
+test("the user asking explicitly where an answer came asks again once (the server then adds alternatives)", async () => {
   const sent: boolean[] = [];
+  const resolvers: Array<(r: unknown) => void> = [];
   const manager = new SessionManager(
-    (_k, _signal, explicit) => { sent.push(explicit); return new Promise(() => {}); },
+    (_k, _signal, explicit) => { sent.push(explicit); return new Promise((resolve) => { resolvers.push(resolve); }); },
     () => {}, () => {},
   );
   const automatic = manager.begin(key);
-  assert.equal(manager.begin(key), automatic);
-  const cycling = manager.begin(key, true);                    // Alt-]: a new, explicit request
+  assert.equal(manager.begin(key, true), automatic);           // still answering: the explicit ask waits for it
+  resolvers[0]([{ insertText: "x + 1" }]);
+  await tick();
+  assert.ok(automatic.done);
+  const cycling = manager.begin(key, true);                    // Alt-] after the answer: a new, explicit request
   assert.notEqual(cycling, automatic);
-  assert.equal(automatic.signal.cancelled, true);
-  assert.equal(manager.begin(key), cycling);                   // the editor asking again keeps the explicit one
-  assert.equal(manager.begin(key, true), cycling);
+  assert.equal(manager.begin(key), cycling);                   // the editor asking again keeps it
+  resolvers[1]([{ insertText: "x + 1" }, { insertText: "x - 1" }]);
+  await tick();
+  assert.equal(manager.begin(key, true), cycling);             // asked again once already: no third request
+  assert.deepEqual(cycling.items.map((i) => i.text), ["x + 1", "x - 1"]);
   assert.deepEqual(sent, [false, true]);
 });

@@ -237,22 +237,24 @@ local function on_response(s, err, result)
   render(s)
 end
 
---- Show the next (step = 1) or previous (-1) suggestion. An automatic request carries one; the
---- first cycle asks again explicitly (the server then adds its alternatives) and shows the next.
+--- Show the next (step = 1) or previous (-1) suggestion. An answer carries one suggestion unless
+--- the server was asked twice at the same place; so the first cycle asks again, explicitly (the
+--- server then adds its alternatives), once, and shows the next.
 function M.cycle(step)
   local s = state.suggestion
   if not s or not M.has_suggestion() or not s.final then
     return false
   end
-  if not s.manual then
+  if #s.items < 2 then
+    if s.asked_again then
+      return false
+    end
     local ok = M.trigger(true)
     if ok then
       state.suggestion.cycle_to = step
+      state.suggestion.asked_again = true
     end
     return ok
-  end
-  if #s.items < 2 then
-    return false
   end
   s.index = (s.index - 1 + step) % #s.items + 1
   s.final, s.shown = s.items[s.index], s.items[s.index]
@@ -288,7 +290,7 @@ function M.trigger(manual)
     bufnr = bufnr, row = row, col = col,
     key = { uri = vim.uri_from_bufnr(bufnr), version = buf_version(bufnr), position = position },
     stable = "", final = nil, shown = "", accepted = 0, frozen = false, reported = false,
-    manual = manual or false, items = {}, index = 1,
+    items = {}, index = 1,
   }
   state.suggestion = s
   local params = {
