@@ -48,7 +48,7 @@ class Settings:
                                          # prefix, so a pause recomputes it (128 -> 32: p50 at a pause -20 to -50%,
                                          # the same exact share and HumanEval pass@1; docs/benchmarks.md, "Typing")
     snippet_tokens: int = 128            # budget for snippets from other open documents (0 = none)
-    repo_tokens: int = 512               # budget for the repository context: imported definitions, recent chunks (0 = none)
+    repo_tokens: int = 0                 # budget for the repository context: imported definitions, recent chunks (0 = none; measured: docs/benchmarks.md)
     debounce_ms: int = 0                 # wait this long before decoding; a newer request in between wins
     enabled_languages: Dict[str, bool] = field(default_factory=lambda: {"*": True})
     streaming: bool = True               # send dllm/inlineCompletionUpdate while decoding

@@ -22,8 +22,8 @@ With `--cursor-rest` the cursor first comes to rest where typing starts, as our 
 Neovim plugins report it (`dllm/cursor`: a click or the arrow keys, then reading), and the typing
 starts once the server's warm-up there has run; without it (any LSP client) the first key is the
 first the server hears of the place. With `--workspace` each file is opened under its own path
-in a workspace folder (`workspace_roots`), so the repository context (repoTokens) is on, as in
-an editor with a folder open; without it the documents have made-up URIs outside any folder.
+in a workspace folder (`workspace_roots`), as in an editor with a folder open, so the
+repository context is on when `--settings` sets repoTokens; without it the documents have made-up URIs outside any folder.
 Every key is a didChange (a range, or the whole document with `--sync full`) followed by an
 automatic textDocument/inlineCompletion that cancels the previous one ($/cancelRequest), as VS
 Code sends them; `--client-debounce MS` makes the client wait that long after a key and ask
@@ -241,7 +241,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the cursor rests where typing starts first (dllm/cursor, as our plugins send it)")
     p.add_argument("--workspace", action="store_true",
                    help="open each file under its own path, in a workspace folder (the folder above its top-level "
-                        "package), as an editor does: the repository context is on (repoTokens)")
+                        "package), as an editor does: the repository context works when repoTokens is set")
     p.add_argument("--settings", default="{}", help="server settings as JSON (camelCase)")
     p.add_argument("--no-floor", action="store_true", help="skip asking again with everything cached")
     p.add_argument("--backend", default=None, help="also replay through the `backend` setting at this FIM server URL")

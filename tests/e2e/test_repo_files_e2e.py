@@ -46,7 +46,7 @@ async def test_imported_definitions_and_recent_edits_reach_the_backend_as_repo_f
         await client.initialize_session(types.InitializeParams(
             capabilities=capabilities(), root_uri=root.as_uri(),
             workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name="proj")],
-            initialization_options={"dllm": {"warmUp": False, "backend": {"url": str(server.make_url("")),
+            initialization_options={"dllm": {"warmUp": False, "repoTokens": 512, "backend": {"url": str(server.make_url("")),
                                                                            "api": "llamacpp"}}}))
         assert (await wait_for_state(client, "ready", "error", timeout=60)).state == "ready"
         notes, main = (root / "notes.py").as_uri(), (root / "pkg" / "main.py").as_uri()
