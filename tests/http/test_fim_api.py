@@ -201,7 +201,7 @@ def test_a_llamacpp_backend_gets_the_repo_files_as_input_extra():
     from dllm_lsp.core.plan import RepoView
     text = "from util import helper\nx = helper(\n"
     view = RepoView(name="proj", path="main.py", read={"util.py": "def helper(a):\n    return a\n"}.get)
-    plan = plan_completion(text, text.index("(") + 1, "python", Settings(), None, repo=view)
+    plan = plan_completion(text, text.index("(") + 1, "python", Settings(repo_tokens=512), None, repo=view)
     q = query_for_plan(plan, "llamacpp")
     assert q.snippets == (("util.py", "def helper(a):\n    return a\n"),)
     assert fim_api.request_body("llamacpp", q)[1]["input_extra"] == [{"filename": "util.py",
