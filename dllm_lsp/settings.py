@@ -38,7 +38,7 @@ class Settings:
     entropy_bound: float = 0.5           # entropy policy: summed entropy per step
     tokens_per_step: int = 1             # quota policy: tokens committed per forward pass
     block_size: Optional[int] = None     # None: the model's own block size
-    max_new_tokens_line: int = 24        # masked span for a single-line completion
+    max_new_tokens_line: int = 64        # masked span for a single-line completion (a long Python line is ~40)
     max_new_tokens_block: int = 64       # masked span for a block completion
     blank_line_min_tokens: int = 0       # on a blank line the suggestion has at least this many tokens
                                          # (0 = the model may suggest nothing there; 1 suits strong models:

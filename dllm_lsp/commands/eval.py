@@ -214,6 +214,11 @@ def plain_greedy(engine, tasks: Sequence[Task], settings, timeout_s: float = 10.
     return out
 
 
+def lost_to_greedy(ours: Sequence[Outcome], greedy: Sequence[Outcome]) -> List[tuple]:
+    """The (server, greedy) outcome pairs of the tasks plain greedy passes and the server fails."""
+    return [(o, g) for o, g in zip(ours, greedy) if g.passed and not o.passed]
+
+
 def empty_floor(tasks: Sequence[Task], timeout_s: float = 10.0) -> List[Outcome]:
     """Insert nothing: the pass rate a model gets for free (tasks whose line the tests never need)."""
     return [Outcome(t, "", 0, 0, 0.0, planned=True, passed=passes(program_for(t, ""), timeout_s)) for t in tasks]
@@ -233,6 +238,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="also run the one-token-per-step ceiling (policy quota, 1 token per step)")
     he.add_argument("--greedy", action="store_true",
                     help="also the same model's plain greedy text on the same windows, first line kept (the ceiling)")
+    he.add_argument("--show-lost", type=int, default=0,
+                    help="with --greedy: print the first N tasks plain greedy passes and the server fails")
     he.add_argument("--floor", action="store_true",
                     help="also report the pass@1 of inserting nothing (what the tests let through for free)")
     ho = sub.add_parser("heldout", help="exact match of line completions on held-out corpus files")
@@ -360,9 +367,12 @@ def run(args) -> int:
         if b:
             print(f"{settings.policy} keeps {p / b * 100:.1f}% of the one-token-per-step pass@1")
     if getattr(args, "greedy", False):
-        rows["plain greedy"] = summarize(plain_greedy(engine, tasks, settings, args.timeout,
-                                                      args.split == "single-line", progress))
+        greedy = plain_greedy(engine, tasks, settings, args.timeout, args.split == "single-line", progress)
+        rows["plain greedy"] = summarize(greedy)
         _print_row("plain greedy", rows["plain greedy"])
+        for ours, theirs in lost_to_greedy(outcomes, greedy)[: getattr(args, "show_lost", 0)]:
+            print(f"--- lost {ours.task.task_id}: expected {ours.task.expected!r}\n"
+                  f"    server {ours.insertion!r}\n    greedy {theirs.insertion!r}")
     if getattr(args, "floor", False):
         rows["empty insertion (floor)"] = summarize(empty_floor(tasks, args.timeout))
         _print_row("empty insertion", rows["empty insertion (floor)"])

@@ -62,7 +62,7 @@ def _request(prefix: str, suffix: str, mode: str, settings: Settings, min_new_to
                                    ends_at_newline=mode == "line")
 
 
-def shape_at(text: str, offset: int, mode: str, language_id: str, lookahead: int = 3) -> postprocess.Shape:
+def shape_at(text: str, offset: int, mode: str, language_id: str, lookahead: int = 8) -> postprocess.Shape:
     """The cursor's line split at the cursor, the next non-blank lines, and the scope's indentation."""
     line_start = text.rfind("\n", 0, offset) + 1
     line_end = text.find("\n", offset)

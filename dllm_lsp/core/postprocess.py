@@ -5,8 +5,9 @@ Applied in this order by `finish`:
   2. keep_scope     line mode: the first line only; block mode: stop at the first line that
                     leaves the scope (indented at or left of the block opener's line, or, in
                     brace languages, closing more braces than it opened)
-  3. drop_repeats   stop where the completion starts repeating the next lines of the document,
-                    and drop a tail that repeats the start of the rest of the cursor's line
+  3. drop_repeats   stop where the completion starts repeating the next lines of the document
+                    (the next line, or two consecutive later ones: repeat_start), and drop a
+                    tail that repeats the start of the rest of the cursor's line
   4. balance        trim closing brackets that have no opener before them, given what the
                     rest of the line already closes
   5. strip          trailing whitespace on every line, trailing blank lines
@@ -83,14 +84,33 @@ def _min_depth(s: str, start: int) -> int:
     return low
 
 
+def repeat_start(lines: Sequence[str], upcoming: Sequence[str]) -> Optional[int]:
+    """The first completion line (after its first) where the completion starts writing the
+    document's next lines again: a line equal to the next one, or two consecutive non-blank
+    lines equal to two consecutive later ones (a block that skipped a line or two and then
+    rejoined the code below). `upcoming`: the next non-blank lines, stripped."""
+    filled = [(i, line.strip()) for i, line in enumerate(lines) if i and line.strip()]
+    for n, (i, line) in enumerate(filled):
+        if upcoming and line == upcoming[0]:
+            return i
+        if n + 1 < len(filled):
+            follower = filled[n + 1][1]
+            if any(line == upcoming[j] and follower == upcoming[j + 1] for j in range(1, len(upcoming) - 1)):
+                return i
+    return None
+
+
+def pending_repeat(line: str, upcoming: Sequence[str]) -> bool:
+    """Could this last complete line start a two-line repeat once the next line is written?"""
+    return bool(line.strip()) and line.strip() in upcoming[1:-1]
+
+
 def drop_repeats(text: str, shape: Shape) -> str:
     lines = text.split("\n")
     upcoming = [l.strip() for l in shape.next_lines if l.strip()]
-    if upcoming and len(lines) > 1:
-        for i in range(1, len(lines)):
-            if lines[i].strip() and lines[i].strip() == upcoming[0]:
-                lines = lines[:i]
-                break
+    cut = repeat_start(lines, upcoming)
+    if cut is not None:
+        lines = lines[:cut]
     text = "\n".join(lines)
     rest = shape.line_suffix.strip()
     if rest and "\n" not in text:
@@ -173,6 +193,9 @@ def stream_view(partial: str, shape: Shape) -> str:
     if shape.mode == "block" and "\n" in text:
         text = text[: text.rfind("\n")]           # the last line is unfinished
     text = finish(text, shape)
+    if shape.mode == "block" and "\n" in text and pending_repeat(text[text.rfind("\n") + 1:], [
+            l.strip() for l in shape.next_lines if l.strip()]):
+        text = text[: text.rfind("\n")]           # it may yet turn out to repeat the lines below
     text = text.rstrip(" \t" + CLOSE)
     rest = shape.line_suffix.strip()
     for k in range(min(len(text), len(rest)), 0, -1):   # a tail that may turn into the rest of the line

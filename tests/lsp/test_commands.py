@@ -11,6 +11,7 @@ import dllm_lsp.bench.cli as bench_cli
 import dllm_lsp.bench.lsp as bench
 import dllm_lsp.cli as cli
 import dllm_lsp.commands.complete as complete_cmd
+from dllm_lsp.settings import Settings
 
 
 def test_location_parsing_is_one_based():
@@ -39,7 +40,7 @@ def test_complete_prints_json_with_text_forwards_and_timings(tiny, tmp_path, cap
     assert complete_cmd.run(parser.parse_args([f"{src}:2:12", "--model", tiny, "--json"])) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["mode"] == "line" and isinstance(out["text"], str) and "\n" not in out["text"]
-    assert 1 <= out["forwards"] <= 24 and out["ms"] > 0 and out["loadMs"] > 0
+    assert 1 <= out["forwards"] <= Settings().max_new_tokens_line and out["ms"] > 0 and out["loadMs"] > 0
     assert out["finishReason"] in ("eos", "length")
     assert complete_cmd.run(parser.parse_args([f"{src}:2:12", "--model", tiny])) == 0   # not a TTY: final text
     assert capsys.readouterr().out.rstrip("\n") == out["text"]

@@ -1,5 +1,6 @@
 """Post-processing rules on handwritten engine outputs."""
-from dllm_lsp.core.postprocess import Shape, balance, clean, drop_repeats, finish, keep_scope, stream_view, strip_trailing
+from dllm_lsp.core.postprocess import (Shape, balance, clean, drop_repeats, finish, is_settled, keep_scope, repeat_start,
+                                       stream_view, strip_trailing)
 
 LINE = Shape(mode="line", line_prefix="x = ")
 
@@ -51,6 +52,26 @@ def test_text_repeating_the_next_lines_is_dropped():
     assert finish("return total", line) == ""
 
 
+def test_a_block_that_skips_lines_and_rejoins_the_code_below_is_cut_where_it_rejoins():
+    # HumanEval/143: the block wrote its line, skipped the next two, then wrote the rest again
+    below = ("        if len(word) == 1:", "            flg = 1", "        for i in range(2, len(word)):",
+             "            if len(word)%i == 0:", "                flg = 1")
+    shape = Shape(mode="block", line_prefix="        ", scope_indent=4, next_lines=below)
+    out = "flg = 0\n        for i in range(2, len(word)):\n            if len(word)%i == 0:\n                flg = 1"
+    assert finish(out, shape) == "flg = 0"
+    assert is_settled(out[: out.index("if len") + 30] + "\n", shape)
+    for k in range(len(out) + 1):                            # the stream holds the first repeated line back
+        assert "flg = 0".startswith(stream_view(out[:k], shape)), (k, stream_view(out[:k], shape))
+
+
+def test_one_line_equal_to_a_later_line_is_not_a_repeat():
+    below = ("    if x:", "        return False", "    return True")
+    shape = Shape(mode="block", line_prefix="    ", scope_indent=0, next_lines=below)
+    out = "if y:\n        return False\n    z = 1"
+    assert finish(out, shape) == out
+    assert repeat_start(out.split("\n"), [b.strip() for b in below]) is None
+
+
 def test_brackets_are_balanced_against_the_suffix():
     assert balance("foo())", Shape(line_prefix="x = ")) == "foo()"               # stray closer cut
     assert finish("a[0]]", Shape(line_prefix="y = ")) == "a[0]"
@@ -78,10 +99,11 @@ def test_stream_view_is_a_prefix_of_the_final_text():
 def test_stream_view_never_shows_what_finish_removes_on_random_text():
     import random
     rng = random.Random(0)
-    pieces = list("abc xy()[]{}:,=\n'\"#") + ["return ", "    ", "\n    ", "\n"]
+    pieces = list("abc xy()[]{}:,=\n'\"#") + ["return ", "    ", "\n    ", "\n", "\n    abc\n    xy()"]
     shapes = [Shape(mode="line", line_prefix="print(", line_suffix=")"), Shape(mode="line", line_prefix="x = "),
               Shape(mode="block", line_prefix="    ", scope_indent=0, next_lines=("print(1)",)),
               Shape(mode="block", line_prefix="  ", braces=True, next_lines=("}",)),
+              Shape(mode="block", line_prefix="    ", scope_indent=0, next_lines=("x = 1", "abc", "xy()", "return x")),
               Shape(mode="line", line_prefix="f(a, ", line_suffix="):", next_lines=("    pass",))]
     for _ in range(500):
         shape = rng.choice(shapes)
