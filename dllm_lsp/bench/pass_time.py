@@ -11,9 +11,11 @@ context of `--context` tokens. Per row count it times, median of `--reps` passes
     rest         total - the three: embedding, norms, RoPE, SwiGLU, the KV writes and the Python between
 
 The parts come from a second, instrumented run of the same pass (hooks cost a few microseconds
-each; `instrumented` reports that run's total beside the clean one). `--ab-avx2` also times each
+each; `instrumented` reports that run's total beside the clean one). `--ab avx2` also times each
 pass with the CPU kernel's AVX-512 paths off (cpu_gemm.set_wide(False): the AVX2 kernels, the
-same bits), the two alternated in one process. One table, and one JSON object on the last line
+same bits), `--ab two-blocks` with its 2-15-row AVX-512 kernels sweeping 2 blocks of outputs
+instead of 4 (set_four_blocks(False), the same bits), each alternated with the default in one
+process. One table, and one JSON object on the last line
 with `--json`.
 """
 from __future__ import annotations
@@ -81,7 +83,10 @@ class PartClock:
                 h.remove()
 
 
-def measure(engine, rows: int, context: int, reps: int, ab_avx2: bool = False) -> dict:
+AB_SWITCHES = {"avx2": "set_wide", "two-blocks": "set_four_blocks"}   # --ab NAME: the kernel switch it turns off
+
+
+def measure(engine, rows: int, context: int, reps: int, ab: str = "") -> dict:
     """One row count: the clean total's median and the instrumented parts' medians."""
     import torch  # noqa: PLC0415
     from engine.model.transformer import causal_visibility  # noqa: PLC0415
@@ -108,13 +113,14 @@ def measure(engine, rows: int, context: int, reps: int, ab_avx2: bool = False) -
         for _ in range(2):
             one_pass()
         clean = [one_pass() for _ in range(reps)]
-        avx2 = []
-        if ab_avx2:
+        other = []
+        if ab:
             from engine.kernels.cpu import gemm  # noqa: PLC0415
-            for _ in range(reps):             # alternated: AVX2 kernels, then the default ones
-                gemm.set_wide(False)
-                avx2.append(one_pass())
-                gemm.set_wide(True)
+            switch = getattr(gemm, AB_SWITCHES[ab])
+            for _ in range(reps):             # alternated: the other kernels, then the default ones
+                switch(False)
+                other.append(one_pass())
+                switch(True)
                 clean.append(one_pass())
         parts: Dict[str, List[float]] = {p: [] for p in PARTS}
         instrumented = []
@@ -129,20 +135,20 @@ def measure(engine, rows: int, context: int, reps: int, ab_avx2: bool = False) -
     out = {"rows": rows, "total_ms": round(statistics.median(clean), 2),
            "instrumented_ms": round(statistics.median(instrumented), 2)}
     out.update({f"{p}_ms": round(statistics.median(v), 2) for p, v in parts.items()})
-    if avx2:
-        out["avx2_total_ms"] = round(statistics.median(avx2), 2)
+    if other:
+        out["ab"], out["ab_total_ms"] = ab, round(statistics.median(other), 2)
     return out
 
 
 def table(results: List[dict]) -> str:
     lines = [f"{'rows':>4} {'total ms':>9} {'products':>9} {'attention':>10} {'output':>7} {'rest':>7} {'instr.':>7}"
-             + (f" {'AVX2 only':>10}" if any("avx2_total_ms" in r for r in results) else "")]
+             + "".join(f" {r['ab'] + ' ms':>10}" for r in results[:1] if "ab" in r)]
     for r in results:
         share = {p: r[f"{p}_ms"] / r["instrumented_ms"] if r["instrumented_ms"] else 0 for p in PARTS}
         lines.append(f"{r['rows']:>4} {r['total_ms']:>9.1f} "
                      + " ".join(f"{r[f'{p}_ms']:>{w}.1f}" for p, w in zip(PARTS, (9, 10, 7, 7)))
                      + f" {r['instrumented_ms']:>7.1f}"
-                     + (f" {r['avx2_total_ms']:>10.1f}" if "avx2_total_ms" in r else ""))
+                     + (f" {r['ab_total_ms']:>10.1f}" if "ab" in r else ""))
         lines.append("     " + " " * 9 + " ".join(f"{share[p]:>{w}.0%}" for p, w in zip(PARTS, (10, 10, 7, 7))))
     return "\n".join(lines)
 
@@ -153,8 +159,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=int, default=600, help="cached context tokens (default 600)")
     p.add_argument("--reps", type=int, default=9, help="passes per row count (default 9)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
-    p.add_argument("--ab-avx2", action="store_true",
-                   help="also time each pass with the CPU kernel's AVX-512 paths off (alternated in one process)")
+    p.add_argument("--ab", choices=sorted(AB_SWITCHES), default="",
+                   help="also time each pass with a CPU kernel path off, alternated in one process: avx2 (the "
+                        "AVX-512 paths off), two-blocks (2-15 rows sweep 2 blocks of outputs, not 4)")
     add_device_arguments(p)
 
 
@@ -166,7 +173,7 @@ def run(args) -> int:
     torch.set_num_threads(replace(Settings(), threads=max(0, args.threads)).engine_threads())
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
     rows = [int(r) for r in args.rows.split(",") if r.strip()]
-    results = [measure(engine, r, args.context, args.reps, args.ab_avx2) for r in rows]
+    results = [measure(engine, r, args.context, args.reps, args.ab) for r in rows]
     desc = engine.describe()
     print(f"{engine.name}: {desc['weights']}, kernels {desc['kernels']}, {torch.get_num_threads()} threads, "
           f"{args.context} cached context tokens, median of {args.reps} ({platform.processor() or platform.machine()})")

@@ -109,7 +109,7 @@ def test_code_products_match_the_reference_and_rows_do_not_see_each_other(group,
 @pytest.mark.parametrize("group, offsets", [(32, False), (32, True)])
 def test_the_avx512_paths_give_the_avx2_paths_bits(group, offsets):
     """The few-row kernels (1-15 rows, a decoding pass) and the long path (>= 16): the same bits
-    with AVX-512 as without; 96 outputs take the 2-block tiles, 128 the 1-row 4-block sweep."""
+    with AVX-512 as without; 96 outputs take the 2-block tiles, 128 the 4-block sweeps (1-15 rows)."""
     gen = torch.Generator().manual_seed(2)
     try:
         for n_out in (96, 128):
@@ -127,6 +127,27 @@ def test_the_avx512_paths_give_the_avx2_paths_bits(group, offsets):
                 assert torch.allclose(wide, cpu_gemm.codes_reference(x, p, bias), rtol=1e-4, atol=1e-4)
     finally:
         cpu_gemm.set_wide(True)
+
+
+@pytest.mark.skipif(not cpu_gemm.wide_available(), reason="the CPU has no AVX-512 (avx512f): only the AVX2 path runs")
+@pytest.mark.parametrize("group, offsets", [(32, False), (16, False), (32, True)])
+def test_four_block_sweeps_give_the_two_block_sweeps_bits(group, offsets):
+    """2-15 rows over outputs that come in fours of blocks (192 = 12 blocks) sweep 4 blocks at once,
+    6 rows a sweep; 2 blocks and 7 rows a sweep give the same bits, and so does each row alone."""
+    gen = torch.Generator().manual_seed(5)
+    p = cpu_gemm.pack_codes(*_pack(192, 256, group, offsets, seed=6))
+    bias = torch.randn(192)
+    try:
+        for rows in range(1, 16):
+            x = torch.randn(rows, 256, generator=gen)
+            cpu_gemm.set_four_blocks(True)
+            four = cpu_gemm.codes_gemm(x, p, bias)
+            cpu_gemm.set_four_blocks(False)
+            two = cpu_gemm.codes_gemm(x, p, bias)
+            assert torch.equal(four, two), rows
+            assert torch.equal(four, torch.cat([cpu_gemm.codes_gemm(x[i:i + 1], p, bias) for i in range(rows)])), rows
+    finally:
+        cpu_gemm.set_four_blocks(True)
 
 
 def test_an_embedding_held_as_codes_makes_the_files_rows():

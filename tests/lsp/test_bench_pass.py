@@ -19,6 +19,16 @@ def test_bench_pass_splits_each_pass_into_its_parts(tiny_gguf_qwen2, capsys):
     assert "products" in out.splitlines()[1]
 
 
+def test_bench_pass_ab_times_the_other_kernel_path_beside_the_default(tiny_gguf_qwen2, capsys):
+    rc = cli.main(["bench", "pass", "--model", str(tiny_gguf_qwen2), "--threads", "1", "--rows", "3",
+                   "--context", "24", "--reps", "2", "--ab", "two-blocks", "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    (p,) = json.loads(out.strip().splitlines()[-1])["passes"]
+    assert p["ab"] == "two-blocks" and p["ab_total_ms"] > 0
+    assert "two-blocks ms" in out.splitlines()[1]
+
+
 def test_the_clock_leaves_the_model_as_it_found_it(tiny_gguf_qwen2):
     import torch
     import engine.model.transformer as transformer

@@ -43,7 +43,7 @@ reads it; on a CPU with AVX-512 (avx512f) that long path sums 16 outputs in one 
 16 rows a sweep (the same per-output arithmetic, so the same bits; `set_wide(False)` keeps the
 AVX2 path). On such a CPU a pass's 1-15 rows also take AVX-512 kernels (a block's 16 outputs one
 zmm, its weight vector made once for up to 7 rows a sweep, 1 row streaming 4 blocks: the same
-per-output arithmetic, so the same bits, tested; `dllm-lsp bench pass --ab-avx2` times both).
+per-output arithmetic, so the same bits, tested; `dllm-lsp bench pass --ab avx2` times both; `--ab two-blocks` the 4-block sweeps of 2-15 rows against 2).
 Without AVX-512, a decoding pass's 4-15 rows: the first 3 rows stream a tile of two blocks from memory
 (k3x2, both blocks at once), the rest read the tile from the cache 6 rows a sweep (krx1, one
 block at a time: it streams from memory at half k3x2's speed). Measured on a 2-core Xeon with
@@ -144,6 +144,7 @@ def library() -> Optional[ctypes.CDLL]:
     lib.q8_gemm.restype = None
     lib.wide_available.argtypes, lib.wide_available.restype = [], ctypes.c_int
     lib.set_wide.argtypes, lib.set_wide.restype = [ctypes.c_int], None
+    lib.set_four.argtypes, lib.set_four.restype = [ctypes.c_int], None
     if not _passes_check(lib):
         log.warning("fp16 CPU kernel at %s disagrees with the torch reference: not used", path)
         return None
@@ -180,6 +181,14 @@ def set_wide(on: bool) -> None:
     lib = library()
     if lib is not None:
         lib.set_wide(1 if on else 0)
+
+
+def set_four_blocks(on: bool) -> None:
+    """AVX-512, 2-15 rows: sweep 4 blocks of outputs at once where the blocks come in fours (the
+    default), or 2 (for A/B measurements and the test that compares both: the same bits)."""
+    lib = library()
+    if lib is not None:
+        lib.set_four(1 if on else 0)
 
 
 def supports(out_features: int) -> bool:
