@@ -49,6 +49,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from dllm_lsp.core import context
 from dllm_lsp.http.fields import BadRequest, bool_field, draft_flag, get_field, integer_field, number_field, stop_field
 
 APIS = ("openai", "inception", "llamacpp")
@@ -319,11 +320,7 @@ _HEADER_LINE = re.compile(r"^(\S+) Compare this snippet from (.*):$")
 
 def render_snippets(snippets: Sequence[Tuple[str, str]], comment: str = "#") -> str:
     """The header format of context.pick_snippets, for snippets that are already chosen."""
-    out = []
-    for name, text in snippets:
-        lines = [f"Compare this snippet from {name}:"] + text.strip("\n").splitlines()
-        out.append("".join(f"{comment} {line}\n" if line else f"{comment}\n" for line in lines))
-    return "".join(out)
+    return "".join(context.comment_block(name, text.strip("\n"), comment) for name, text in snippets)
 
 
 def split_snippets(header: str) -> List[Tuple[str, str]]:
