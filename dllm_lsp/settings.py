@@ -62,6 +62,9 @@ class Settings:
                                          # `dllm-lsp train-drafter`; the text is the same either way
     warm_up: bool = True                 # prefill the context in the background on didOpen and when the cursor rests
     warm_up_delay_ms: int = 300          # "rests": this long after the last didChange / dllm/cursor
+    suffix_reuse: bool = False           # after typing, reuse the unchanged suffix's cached keys/values shifted to
+                                         # their new positions (llama.cpp's --cache-reuse): approximate, a different
+                                         # model, off by default (measured: docs/benchmarks.md, "Suffix reuse")
     prepare_next: bool = True            # while a suggestion is shown, decode in the background the one that
                                          # follows its acceptance (Tab, Tab, Tab: the next is there at once)
     log_level: str = "warning"
@@ -82,12 +85,12 @@ class Settings:
     def infill_request(self, prefix: str, suffix: str = "", **fields: Any) -> InfillRequest:
         """The one mapping from settings to the engine's request: the decoding settings (policy,
         threshold, entropy bound, tokens per step, block size, drafting, drafts per pass, draft
-        tree) from here, everything else, and any override, from `fields` (InfillRequest's own
+        tree, suffix reuse) from here, everything else, and any override, from `fields` (InfillRequest's own
         names; `max_new_tokens` is required). A new decoding setting is added here only."""
         from_settings = dict(policy=self.policy, threshold=self.threshold, entropy_bound=self.entropy_bound,
                              tokens_per_step=self.tokens_per_step, block_size=self.block_size,
                              drafting=self.drafting, max_draft_tokens=self.max_draft_tokens,
-                             draft_tree=self.draft_tree)
+                             draft_tree=self.draft_tree, suffix_reuse=self.suffix_reuse)
         return InfillRequest(prefix=prefix, suffix=suffix, **{**from_settings, **fields})
 
     def language_enabled(self, language_id: str) -> bool:
@@ -208,6 +211,7 @@ VALIDATORS: Dict[str, Callable[[Any], Any]] = {
     "drafter": _str,
     "warm_up": _bool,
     "prepare_next": _bool,
+    "suffix_reuse": _bool,
     "warm_up_delay_ms": _number(0, 10000, integer=True),
     "log_level": _choice(LOG_LEVELS),
     "backend": _backend,

@@ -69,6 +69,9 @@ class InfillRequest:
     runner_ups AR models, greedy, chain drafts: record for each committed token the model's second
                choice there and its logit gap (InfillResult.runner_ups), where a caller branches
                to offer alternatives; the text is the same either way
+    suffix_reuse AR models: after typing before an unchanged suffix, reuse its cached keys/values
+               shifted to their new positions instead of computing them (llama.cpp's --cache-reuse;
+               decoding/suffix_reuse.py): an approximation, a different model (off: exact)
     """
 
     prefix: str
@@ -95,6 +98,7 @@ class InfillRequest:
     ends_at_newline: bool = False
     repo: Optional[RepoContext] = None
     runner_ups: bool = False
+    suffix_reuse: bool = False
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,9 @@ class Engine:
             dec = self.decoder()
             self.tokenizer.newline_ids            # computed once (~0.15 s) before line requests need it
             ctx = dec.context_ids(req)
-            return dec.prefill(ctx, chunk, cancel, settled=dec.settled_tokens(ctx))
+            if req.suffix_reuse:
+                dec.reuse_shifted_suffix(ctx, cancel)
+            return dec.prefill(ctx, chunk, cancel, settled=dec.settled_tokens(ctx), approximate_ok=req.suffix_reuse)
 
     @property
     def reads_repo_layout(self) -> bool:

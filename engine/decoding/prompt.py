@@ -15,6 +15,7 @@ from typing import List, Optional
 
 import torch
 
+from engine.decoding.suffix_reuse import plan_reuse, shift_keys
 from engine.drafting.attention_head import AttentionHead, HeadRows
 from engine.model.kvcache import common_prefix
 from engine.model.transformer import PassStopped, causal_visibility
@@ -75,15 +76,18 @@ class PromptPrefill:
             ids += [file_sep] + self.tok.encode(f"{path}\n{text}" + ("" if text.endswith("\n") else "\n"))
         return ids + [file_sep] + self.tok.encode((repo.path or "file") + "\n")
 
-    def prefill(self, ctx: List[int], chunk: int, cancel=None, settled: Optional[int] = None) -> int:
+    def prefill(self, ctx: List[int], chunk: int, cancel=None, settled: Optional[int] = None,
+                approximate_ok: bool = False) -> int:
         """Compute and cache the KV of `ctx` in chunks of `chunk` tokens; returns how many tokens
         were computed. `cancel` is read between chunks, and inside a chunk between layers once
         the chunk lies past the first `settled` tokens (None: all of ctx is settled): typing does
         not change the settled tokens (the lines above the cursor's), so a chunk of them is
         finished and kept for the next request, while a chunk of what the next key changes
-        (the cursor's line, the suffix after it) is dropped at once."""
+        (the cursor's line, the suffix after it) is dropped at once. `approximate_ok`: a shifted
+        suffix's cached KV (reuse_shifted_suffix) may be continued."""
         rows, limit = self._kept_rows(ctx)
-        n_cached, past = self.context_cache.take(ctx, len(ctx), self._kv_shape(), limit=limit)
+        n_cached, past = self.context_cache.take(ctx, len(ctx), self._kv_shape(), limit=limit,
+                                                 approximate_ok=approximate_ok)
         rows = rows.prefix(n_cached) if rows is not None else None
         settled = len(ctx) if settled is None else settled
         computed = 0
@@ -116,14 +120,53 @@ class PromptPrefill:
         chunk is dropped) and the next request continues from what it computed. The last
         FIRST_PASS_CONTEXT uncached tokens are left to the first decoding pass, which computes
         them with its drafts (a pass of its own would read every weight once more). True when it
-        stopped on the cancel flag."""
-        n_cached = common_prefix(self.context_cache.ids, ctx[:-1]) if self.context_cache.kv is not None else 0
+        stopped on the cancel flag. With `req.suffix_reuse` an unchanged suffix's KV is first
+        reused, shifted (reuse_shifted_suffix)."""
+        approximate = self.req.suffix_reuse and limit is None
+        if approximate:
+            self.reuse_shifted_suffix(ctx, self.cancel)
+        cache = self.context_cache
+        n_cached = common_prefix(cache.ids, ctx[:-1]) if cache.kv is not None else 0
         if limit is not None:
             n_cached = min(n_cached, limit)
+        if cache.approximate_from is not None and not approximate:
+            n_cached = min(n_cached, cache.approximate_from)
         end = len(ctx) - FIRST_PASS_CONTEXT
         if end > n_cached:
-            self.prefill(ctx[:end], PREFILL_CHUNK, self.cancel, settled=self.settled_tokens(ctx))
+            self.prefill(ctx[:end], PREFILL_CHUNK, self.cancel, settled=self.settled_tokens(ctx),
+                         approximate_ok=approximate)
         return self._should_stop()
+
+    def reuse_shifted_suffix(self, ctx: List[int], cancel=None) -> bool:
+        """Approximate (decoding/suffix_reuse.py): when the cached prompt differs from ctx only
+        before an unchanged suffix, compute the changed tokens exactly and put the cached
+        suffix's KV after them, its keys rotated to the new positions; the cache then holds
+        ctx but its last token, the positions from the suffix on marked approximate. False
+        when there is nothing to reuse (an attention head's rows, another tail, too much typed
+        since the tail was exact) or the cancel flag stopped the changed tokens."""
+        cache = self.context_cache
+        if isinstance(self.head, AttentionHead) or cache.kv is None or cache.buffer is None:
+            return False
+        plan = plan_reuse(cache.ids, ctx, self.cfg.fim_suffix_id, cache.shift_debt)
+        if plan is None:
+            return False
+        debt = cache.shift_debt + max(plan.new_start, plan.old_start) - plan.shared
+        old = slice(plan.old_start, plan.old_start + plan.length)
+        saved = [(k[:, :, old].clone(), v[:, :, old].clone()) for k, v in zip(cache.buffer.k, cache.buffer.v)]
+        head = ctx[:plan.new_start]
+        self.prefill(head, PREFILL_CHUNK, cancel)
+        if cache.ids != head or cache.buffer is None:
+            return False                          # stopped (what it computed of the head stays cached)
+        buffer, new = cache.buffer, slice(plan.new_start, plan.new_start + plan.length)
+        buffer.reserve(new.stop)
+        with torch.inference_mode():
+            for (k, v), dst_k, dst_v in zip(saved, buffer.k, buffer.v):
+                dst_k[:, :, new] = shift_keys(k, plan.delta, self.model.rope, self.model.kernels.apply_rope)
+                dst_v[:, :, new] = v
+        buffer.length = new.stop
+        cache.store_buffer(ctx[:new.stop], buffer)
+        cache.mark_approximate(plan.new_start, debt)
+        return True
 
     def settled_tokens(self, ctx: List[int]) -> int:
         """How many leading tokens of the prompt `ctx` typing at the cursor leaves alone: the

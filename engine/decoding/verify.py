@@ -104,7 +104,8 @@ class CausalDecoder(PromptPrefill, DecoderBase):
         m = req.max_new_tokens
         ctx, lead = self.prompt(req)
         exact = req.cache != "none"
-        state = self.context_cache.last_state(ctx) if exact else None                         # [H]
+        approximate = req.suffix_reuse                                                          # decoding/suffix_reuse.py
+        state = self.context_cache.last_state(ctx, approximate) if exact else None            # [H]
         trained = req.drafting and req.draft_with in ("auto", "trained")
         # an attention head drafting: the rows it keeps of the context (None: no such head)
         rows, limit = self._kept_rows(ctx) if trained else (None, None)
@@ -119,7 +120,7 @@ class CausalDecoder(PromptPrefill, DecoderBase):
             return
         if exact:
             n_cached, past = self.context_cache.take(ctx if state is not None else ctx[:-1], room, self._kv_shape(),
-                                                     limit=limit)
+                                                     limit=limit, approximate_ok=approximate)
         else:
             n_cached, past = 0, KVBuffer.empty(self._kv_shape(), room)
         if rows is not None:

@@ -157,29 +157,38 @@ class ContextCache:
         self.buffer: Optional[KVBuffer] = None          # the buffer whose prefix self.kv views, if one
         self.last_hidden: Optional[torch.Tensor] = None   # [H] after the final norm, or None
         self.rows = None                                  # attention_head.HeadRows of ids' positions, or None
+        self.approximate_from: Optional[int] = None       # positions from here hold a shifted suffix's KV
+        self.shift_debt = 0                               # tokens typed before them since they were exact
         self.hits = 0          # tokens served from the cache, summed over lookups
         self.misses = 0        # tokens that had to be computed
         self.computed = 0      # context tokens whose KV the decoders computed (prefill and first passes)
 
-    def lookup(self, ids: Sequence[int]) -> Tuple[int, Optional[KVList]]:
+    def lookup(self, ids: Sequence[int], approximate_ok: bool = False) -> Tuple[int, Optional[KVList]]:
+        """(n, the KV of the longest shared prefix); approximate entries (a shifted suffix,
+        decoding/suffix_reuse.py) count only with `approximate_ok`."""
         n = common_prefix(self.ids, ids) if self.kv is not None else 0
+        if self.approximate_from is not None and not approximate_ok:
+            n = min(n, self.approximate_from)
         self.hits += n
         self.misses += len(ids) - n
         return n, (kv_slice(self.kv, 0, n) if n else None)
 
-    def take(self, ids: Sequence[int], capacity: int, shape, limit: Optional[int] = None) -> Tuple[int, KVBuffer]:
+    def take(self, ids: Sequence[int], capacity: int, shape, limit: Optional[int] = None,
+             approximate_ok: bool = False) -> Tuple[int, KVBuffer]:
         """(n, buffer): a KVBuffer of at least `capacity` positions whose first n = the longest
         prefix shared with ids hold their exact KV, for a decode to extend (writing past n).
         The cache's own buffer is shared when it holds the KV (no copy): the cache then keeps
         only those n positions, which the decode never writes (it writes from n on; one decode
         at a time, Engine's lock); else they are copied into a new buffer.
         `shape` = (layers, Hkv, D, dtype, device) for an empty one; n <= `limit` when given.
-        The rows kept for an attention head are cut to n with the rest."""
-        n, kv = self.lookup(ids if limit is None else ids[:limit])
+        The rows kept for an attention head are cut to n with the rest; approximate entries are
+        shared only with `approximate_ok` (lookup)."""
+        n, kv = self.lookup(ids if limit is None else ids[:limit], approximate_ok)
         if n and self.buffer is not None:
             if n < len(self.ids):                          # the rest is overwritten from now on
                 self.ids, self.kv, self.last_hidden = self.ids[:n], kv_slice(self.kv, 0, n), None
                 self.rows = self.rows.prefix(n) if self.rows is not None else None
+                self._exact_through(n)
             self.buffer.length = n
             self.buffer.reserve(capacity)
             return n, self.buffer
@@ -200,6 +209,7 @@ class ContextCache:
         self.ids = list(ids)
         self.kv = kv
         self.buffer = None
+        self._exact_through(len(ids))
         self.last_hidden = None if last_hidden is None else last_hidden.detach().clone()
         self.rows = None if rows is None else rows.prefix(len(ids))
 
@@ -210,14 +220,26 @@ class ContextCache:
             return None, 0
         return self.rows, min(len(self.rows), common_prefix(self.ids, ids))
 
-    def last_state(self, ids: Sequence[int]) -> Optional[torch.Tensor]:
-        """The final hidden state [H] of ids' last position, when the cache holds exactly ids."""
-        if self.last_hidden is None or self.kv is None or len(ids) != len(self.ids) or list(ids) != self.ids:
+    def last_state(self, ids: Sequence[int], approximate_ok: bool = False) -> Optional[torch.Tensor]:
+        """The final hidden state [H] of ids' last position, when the cache holds exactly ids
+        (and, where its KV is partly approximate, `approximate_ok`)."""
+        if self.last_hidden is None or self.kv is None or len(ids) != len(self.ids) or list(ids) != self.ids \
+                or (self.approximate_from is not None and not approximate_ok):
             return None
         return self.last_hidden
 
+    def mark_approximate(self, start: int, debt: int) -> None:
+        """Positions from `start` hold a shifted suffix's KV, `debt` tokens typed since it was exact."""
+        self.approximate_from, self.shift_debt = start, debt
+
+    def _exact_through(self, n: int) -> None:
+        """Only the first n positions are kept: approximate ones past them are gone."""
+        if self.approximate_from is not None and n <= self.approximate_from:
+            self.approximate_from, self.shift_debt = None, 0
+
     def clear(self) -> None:
         self.ids, self.kv, self.last_hidden, self.buffer, self.rows = [], None, None, None, None
+        self.approximate_from, self.shift_debt = None, 0
 
     def forget_last_state(self) -> None:
         """Keep the keys/values, drop the prompt's last state: the next request for the same

@@ -84,11 +84,11 @@ def test_one_mapping_from_settings_to_the_engine_request():
     from dataclasses import fields as dc_fields
     from engine.api import InfillRequest
     s = Settings(policy="quota", threshold=0.5, entropy_bound=0.25, tokens_per_step=3, block_size=16,
-                 drafting=False, max_draft_tokens=3, draft_tree=True)
+                 drafting=False, max_draft_tokens=3, draft_tree=True, suffix_reuse=True)
     req = s.infill_request("pre", "suf", max_new_tokens=5)
     twins = {f.name for f in dc_fields(InfillRequest)} & {f.name for f in dc_fields(Settings)}
     assert twins == {"policy", "threshold", "entropy_bound", "tokens_per_step", "block_size", "drafting",
-                     "max_draft_tokens", "draft_tree"}
+                     "max_draft_tokens", "draft_tree", "suffix_reuse"}
     assert all(getattr(req, name) == getattr(s, name) for name in twins)
     assert (req.prefix, req.suffix, req.max_new_tokens) == ("pre", "suf", 5)
     assert s.infill_request("p", max_new_tokens=1, drafting=True).drafting is True      # a call site may override

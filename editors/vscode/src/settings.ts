@@ -36,6 +36,7 @@ const SERVER_KEYS: Record<string, "string" | "number" | "integer" | "boolean" | 
   warmUp: "boolean",
   warmUpDelayMs: "integer",
   prepareNext: "boolean",
+  suffixReuse: "boolean",
   logLevel: "string",
   backend: "object",
 };
