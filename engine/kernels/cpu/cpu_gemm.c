@@ -215,21 +215,26 @@ DEFINE_LONG(long_q, Q, , long_block, x)
 DEFINE_LONG(long_qm, QM, , long_block, x)
 // the whole product in form FORM: one function each, so that OpenMP's outlined loop bodies see
 // the form as a constant (an inline function holding the pragma is outlined once, form and all)
-// (ONE_ROW: 1 row x 4 blocks; TILE: all rows of 2 blocks; ATTR: the target, for the AVX-512 copies below)
-#define DEFINE_GEMM(NAME, FORM, ATTR, ONE_ROW, TILE) \
+// (ONE_ROW: 1 row x 4 blocks; TILE: all rows of 2 blocks; TILE4: all rows of 4 blocks, taken where
+// the blocks come in fours and FOUR, a run-time condition, holds (0: never, and TILE4 is not called);
+// ATTR: the target, for the AVX-512 copies below)
+#define DEFINE_GEMM(NAME, FORM, ATTR, ONE_ROW, TILE, TILE4, FOUR) \
 ATTR static void NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
     int64_t blocks = N / 16; \
     if (T == 1 && blocks % 4 == 0) { \
         _Pragma("omp parallel for schedule(static) num_threads(threads)") \
         for (int64_t nb = 0; nb < blocks; nb += 4) ONE_ROW(w, FORM, x, y, nb, b); \
+    } else if (blocks % 4 == 0 && (FOUR)) { \
+        _Pragma("omp parallel for schedule(static) num_threads(threads)") \
+        for (int64_t nb = 0; nb < blocks; nb += 4) TILE4(w, FORM, x, T, y, N, nb, b); \
     } else { \
         _Pragma("omp parallel for schedule(static) num_threads(threads)") \
         for (int64_t nb = 0; nb < blocks; nb += 2) TILE(w, FORM, x, T, y, N, nb, b); \
     } \
 }
-DEFINE_GEMM(gemm_f16, F16, , k1x4, tile2)
-DEFINE_GEMM(gemm_q, Q, , k1x4, tile2)
-DEFINE_GEMM(gemm_qm, QM, , k1x4, tile2)
+DEFINE_GEMM(gemm_f16, F16, , k1x4, tile2, tile2, 0)
+DEFINE_GEMM(gemm_q, Q, , k1x4, tile2, tile2, 0)
+DEFINE_GEMM(gemm_qm, QM, , k1x4, tile2, tile2, 0)
 // x [T, K], wp packed fp16 [N/16][K][16], b [N] or NULL, y [T, N]; N a multiple of 32
 void fp16_gemm(const float *x, int64_t T, int64_t K, const uint16_t *wp, const float *b, float *y,
                int64_t N, int threads) {
@@ -376,24 +381,8 @@ WINLINE void tile2_wide(const struct weights *w, const enum form f, const float 
 // 2-15 rows: 4 blocks a sweep where the blocks come in fours (every matrix of the default model), else 2
 static int use_four = 1;              // set_four(0): 2 blocks a sweep always (A/B, tests)
 void set_four(int on) { use_four = on; }
-#define DEFINE_FEW(NAME, FORM) \
-WIDE static void NAME(const struct weights *w, const float *x, int64_t T, const float *b, float *y, int64_t N, int threads) { \
-    int64_t blocks = N / 16; \
-    if (blocks % 4 == 0 && (T == 1 || use_four)) { \
-        if (T == 1) { \
-            _Pragma("omp parallel for schedule(static) num_threads(threads)") \
-            for (int64_t nb = 0; nb < blocks; nb += 4) kz1x4(w, FORM, x, y, nb, b); \
-        } else { \
-            _Pragma("omp parallel for schedule(static) num_threads(threads)") \
-            for (int64_t nb = 0; nb < blocks; nb += 4) tile4_wide(w, FORM, x, T, y, N, nb, b); \
-        } \
-    } else { \
-        _Pragma("omp parallel for schedule(static) num_threads(threads)") \
-        for (int64_t nb = 0; nb < blocks; nb += 2) tile2_wide(w, FORM, x, T, y, N, nb, b); \
-    } \
-}
-DEFINE_FEW(few_q_wide, Q)
-DEFINE_FEW(few_qm_wide, QM)
+DEFINE_GEMM(few_q_wide, Q, WIDE, kz1x4, tile2_wide, tile4_wide, use_four)
+DEFINE_GEMM(few_qm_wide, QM, WIDE, kz1x4, tile2_wide, tile4_wide, use_four)
 static int use_wide = 1;              // set_wide(0): the AVX2 paths (A/B, tests)
 int wide_available(void) { return __builtin_cpu_supports("avx512f") ? 1 : 0; }
 void set_wide(int on) { use_wide = on; }
