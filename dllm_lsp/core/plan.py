@@ -53,6 +53,7 @@ class Plan:
 
 
 MAX_DRAFT_SOURCE_CHARS = 20_000     # per other open document searched for drafts
+OPEN_LOOKBACK_CHARS = 4_000         # brackets left open above the cursor's line are looked for this far back
 
 
 def _request(prefix: str, suffix: str, mode: str, settings: Settings, min_new_tokens: int = 0,
@@ -80,9 +81,11 @@ def shape_at(text: str, offset: int, mode: str, language_id: str, lookahead: int
         _, at = syntax.last_code_char(text, offset, spec)
         opener_line_start = text.rfind("\n", 0, max(at, 0)) + 1
         scope_indent = postprocess.indent_width(text[opener_line_start:at + 1]) if at >= 0 else None
+    above = text[max(0, text.rfind("\n", 0, max(0, line_start - OPEN_LOOKBACK_CHARS)) + 1):line_start]
     return postprocess.Shape(mode=mode, line_prefix=text[line_start:offset],
                              line_suffix=text[offset:line_end].rstrip("\r"), next_lines=tuple(next_lines),
-                             scope_indent=scope_indent, braces=not spec.indent_scoped)
+                             scope_indent=scope_indent, braces=not spec.indent_scoped,
+                             open_before=syntax.brackets_left_open(above.split("\n"), spec))
 
 
 def plan_completion(text: str, offset: int, language_id: str, settings: Settings, tokenizer=None,

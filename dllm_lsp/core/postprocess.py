@@ -8,8 +8,9 @@ Applied in this order by `finish`:
   3. drop_repeats   stop where the completion starts repeating the next lines of the document
                     (the next line, or two consecutive later ones: repeat_start), and drop a
                     tail that repeats the start of the rest of the cursor's line
-  4. balance        trim closing brackets that have no opener before them, given what the
-                    rest of the line already closes
+  4. balance        trim closing brackets that have no opener before them (on the cursor's
+                    line or left open by the lines above it), given what the rest of the
+                    line already closes
   5. strip          trailing whitespace on every line, trailing blank lines
 Nothing left (only whitespace) -> "" (no item).
 
@@ -41,6 +42,7 @@ class Shape:
     next_lines: Sequence[str] = field(default_factory=tuple)   # the next non-blank lines after the cursor's line
     scope_indent: Optional[int] = None  # block mode: lines indented <= this leave the scope (indentation languages)
     braces: bool = False                # scope ends are braces (C-like) rather than indentation
+    open_before: str = ""               # openers the lines above the cursor's leave unclosed, innermost last
 
 
 def indent_width(line: str) -> int:
@@ -149,7 +151,7 @@ def balance(text: str, shape: Shape) -> str:
     """
     if shape.mode == "block" and shape.braces:
         return text
-    stack = _open_stack(shape.line_prefix)
+    stack = _open_stack(shape.open_before + shape.line_prefix)
     # closers at the start of the rest of the line claim the innermost openers first
     claimed = 0
     for c in shape.line_suffix.lstrip():
@@ -165,7 +167,7 @@ def balance(text: str, shape: Shape) -> str:
             stack.pop()
     # the text closed openers that the rest of the line also closes: trim those trailing closers
     body = text.rstrip()
-    while claimed and body and body[-1] in CLOSE and len(_open_stack(shape.line_prefix + body)) < claimed:
+    while claimed and body and body[-1] in CLOSE and len(_open_stack(shape.open_before + shape.line_prefix + body)) < claimed:
         body = body[:-1].rstrip()
     return body if len(body) < len(text.rstrip()) else text
 

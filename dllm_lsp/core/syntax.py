@@ -122,6 +122,41 @@ def scan_line(line: str, spec: LanguageSpec) -> tuple:
     return quote, None
 
 
+def brackets_left_open(lines, spec: LanguageSpec) -> str:
+    """The openers ("([{") that `lines` (the lines above the cursor's) leave unclosed, innermost
+    last: each line's code outside strings and line comments, lines inside a triple-quoted
+    string skipped. Lexical, like scan_line: a bracket in a multi-line string of another kind
+    can mislead it."""
+    stack = []
+    in_triple = None
+    for line in lines:
+        if in_triple:
+            if line.count(in_triple) % 2:
+                in_triple = None
+            continue
+        triple = next((q for q in ('"""', "'''") if line.count(q) % 2), None)
+        code = line.split(triple)[0] if triple else line
+        in_triple = triple
+        quote, i = None, 0
+        while i < len(code):
+            ch = code[i]
+            if quote:
+                if ch == "\\":
+                    i += 1
+                elif ch == quote:
+                    quote = None
+            elif ch in spec.quotes:
+                quote = ch
+            elif spec.comment and code.startswith(spec.comment, i):
+                break
+            elif ch in "([{":
+                stack.append(ch)
+            elif ch in ")]}" and stack and stack[-1] == "([{"[")]}".index(ch)]:
+                stack.pop()
+            i += 1
+    return "".join(stack)
+
+
 def strip_line_comment(line: str, spec: LanguageSpec) -> str:
     _, at = scan_line(line, spec)
     return line if at is None else line[:at]

@@ -45,19 +45,23 @@ class ReusePlan(NamedTuple):
 def plan_reuse(cached: Sequence[int], new: Sequence[int], suffix_marker: Optional[int], debt: int = 0,
                max_debt: int = MAX_SHIFT_DEBT) -> Optional[ReusePlan]:
     """The reuse of `cached`'s tail for the prompt `new`, or None: both must hold the suffix marker
-    once, their tails from it must be equal, something before it must differ (else the exact cache
-    already serves), and the changed tokens must not take the debt past `max_debt`."""
+    once, the cached tail from it must begin the new one (a reuse leaves the prompt's last token
+    to the request's first pass, so the cache may lack it), something before it must differ
+    (else the exact cache already serves), and the changed tokens must not take the debt past
+    `max_debt`. The new prompt's last token is never reused: its output starts the suggestion."""
     if suffix_marker is None or list(cached).count(suffix_marker) != 1 or list(new).count(suffix_marker) != 1:
         return None
     j_old, j_new = list(cached).index(suffix_marker), list(new).index(suffix_marker)
-    if list(cached[j_old:]) != list(new[j_new:]) or len(new) - j_new < 2:
+    length = min(len(cached) - j_old, len(new) - j_new - 1)
+    if length < 1 or list(cached[j_old:j_old + length]) != list(new[j_new:j_new + length]) \
+            or (len(cached) - j_old > length and list(cached[j_old:]) != list(new[j_new:])):
         return None
     n = min(common_prefix(cached, new), j_old, j_new)
     if n == j_old == j_new:                   # nothing before the tail changed
         return None
     if debt + max(j_new - n, j_old - n) > max_debt:
         return None
-    return ReusePlan(n, j_new, j_old, len(new) - j_new - 1)
+    return ReusePlan(n, j_new, j_old, length)
 
 
 def shift_keys(keys: torch.Tensor, delta: int, rope, apply_rope) -> torch.Tensor:

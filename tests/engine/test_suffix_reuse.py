@@ -21,6 +21,8 @@ def test_the_plan_reuses_the_tail_after_typed_tokens_and_only_then():
     assert plan == (3, 5, 3, 3) and plan.delta == 2          # 4, 5 computed; S 7 8 reused; M computed
     deleted = [1, 2, S, 7, 8, M]
     assert plan_reuse(cached, deleted, S) == (2, 2, 3, 3) and plan_reuse(cached, deleted, S).delta == -1
+    assert plan_reuse(cached[:-1], typed, S) == (3, 5, 3, 3)                  # a reuse's cache lacks the last token
+    assert plan_reuse(cached[:-2], typed, S) == (3, 5, 3, 2)                  # a stopped prefill: what it holds
     assert plan_reuse(cached, cached, S) is None                              # nothing changed: the exact cache serves
     assert plan_reuse(cached, [1, 2, 3, 4, S, 7, 9, M], S) is None            # the suffix changed
     assert plan_reuse(cached, typed, None) is None                            # a model without FIM tokens
@@ -83,6 +85,21 @@ def test_without_the_setting_typing_gives_the_cold_text(tiny_ar):
     typed, _, after = _typed(tiny_ar, reuse=False)
     tiny_ar.context_cache.clear()
     assert tiny_ar.infill(after).token_ids == typed.token_ids
+
+
+def test_keys_in_a_row_reuse_the_shifted_tail_again(tiny_ar):
+    """Typing: each key's request may be stopped before its first pass, so the cache holds the
+    last reuse (the prompt but its last token); the next key still reuses it."""
+    tiny_ar.context_cache.clear()
+    tiny_ar.warm(InfillRequest(PREFIX, SUFFIX, max_new_tokens=6))
+    dec = tiny_ar.decoder()
+    for typed in ("a", "a *", "a * b"):
+        ctx = dec.context_ids(InfillRequest(PREFIX + typed, SUFFIX, max_new_tokens=6))
+        computed = tiny_ar.context_cache.computed
+        assert dec.reuse_shifted_suffix(ctx), typed
+        assert tiny_ar.context_cache.ids == ctx[:-1]
+        assert tiny_ar.context_cache.computed - computed <= 3                # the typed tokens only
+    assert 0 < tiny_ar.context_cache.shift_debt <= 5
 
 
 def test_a_warm_up_with_the_reuse_leaves_an_exact_request_exact(tiny_ar):

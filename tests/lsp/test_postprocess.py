@@ -72,6 +72,22 @@ def test_one_line_equal_to_a_later_line_is_not_a_repeat():
     assert repeat_start(out.split("\n"), [b.strip() for b in below]) is None
 
 
+def test_closers_of_brackets_left_open_above_the_line_are_kept():
+    # toolz/_signatures.py: `eq=[` on the line above, the hole `lambda a, b: None],`
+    above = Shape(mode="line", line_prefix="        ", open_before="([")
+    assert finish("lambda a, b: None],", above) == "lambda a, b: None],"
+    assert finish("lambda a, b: None]],", above) == "lambda a, b: None]"               # one more has no opener
+    assert finish("lambda a, b: None],", Shape(mode="line", line_prefix="        ")) == "lambda a, b: None"
+
+
+def test_the_shape_knows_the_brackets_the_lines_above_leave_open():
+    from dllm_lsp.core.plan import shape_at
+    text = 'sigs = dict(\n    # not a bracket: (\n    eq=[\n        "(",\n        '
+    assert shape_at(text, len(text), "line", "python").open_before == "(["
+    closed = "x = f(1,\n      2)\n"
+    assert shape_at(closed, len(closed), "line", "python").open_before == ""
+
+
 def test_brackets_are_balanced_against_the_suffix():
     assert balance("foo())", Shape(line_prefix="x = ")) == "foo()"               # stray closer cut
     assert finish("a[0]]", Shape(line_prefix="y = ")) == "a[0]"
@@ -104,7 +120,8 @@ def test_stream_view_never_shows_what_finish_removes_on_random_text():
               Shape(mode="block", line_prefix="    ", scope_indent=0, next_lines=("print(1)",)),
               Shape(mode="block", line_prefix="  ", braces=True, next_lines=("}",)),
               Shape(mode="block", line_prefix="    ", scope_indent=0, next_lines=("x = 1", "abc", "xy()", "return x")),
-              Shape(mode="line", line_prefix="f(a, ", line_suffix="):", next_lines=("    pass",))]
+              Shape(mode="line", line_prefix="f(a, ", line_suffix="):", next_lines=("    pass",)),
+              Shape(mode="line", line_prefix="    ", line_suffix="]", open_before="([")]
     for _ in range(500):
         shape = rng.choice(shapes)
         out = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
