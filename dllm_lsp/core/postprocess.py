@@ -8,7 +8,7 @@ Applied in this order by `finish`:
   3. drop_repeats   stop where the completion starts repeating the next lines of the document
                     (the next line, or two consecutive later ones: repeat_start), and drop a
                     tail that repeats the start of the rest of the cursor's line
-  4. balance        trim closing brackets that have no opener before them (on the cursor's
+  4. balance        trim closing brackets (outside string literals) that have no opener before them (on the cursor's
                     line or left open by the lines above it), given what the rest of the
                     line already closes
   5. strip          trailing whitespace on every line, trailing blank lines
@@ -133,13 +133,36 @@ def _overlap(text: str, rest: str) -> int:
     return 0
 
 
+QUOTES = "'\"`"
+
+
+def _code_brackets(s: str, quote: Optional[str] = None):
+    """(index, bracket) of the brackets of `s` outside string literals (one-line quotes, with
+    backslash escapes), the scan starting inside `quote` when given; then the quote still open
+    at the end (the last item is (len(s), that quote or None))."""
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in QUOTES:
+            quote = c
+        elif c in OPEN or c in CLOSE:
+            yield i, c
+        i += 1
+    yield len(s), quote
+
+
 def _open_stack(s: str) -> List[str]:
-    """Unclosed openers in `s` (quotes ignored: a cheap, line-level approximation)."""
+    """Unclosed openers in `s`, outside its string literals (a cheap, line-level approximation)."""
     stack: List[str] = []
-    for c in s:
+    for _, c in list(_code_brackets(s))[:-1]:
         if c in OPEN:
             stack.append(c)
-        elif c in CLOSE and stack and stack[-1] == PAIR[c]:
+        elif stack and stack[-1] == PAIR[c]:
             stack.pop()
     return stack
 
@@ -158,12 +181,13 @@ def balance(text: str, shape: Shape) -> str:
         if c not in CLOSE:
             break
         claimed += 1
-    for i, c in enumerate(text):
+    *_, (_, quote) = _code_brackets(shape.line_prefix)               # a string open at the cursor
+    for i, c in list(_code_brackets(text, quote))[:-1]:
         if c in OPEN:
             stack.append(c)
-        elif c in CLOSE:
-            if not stack or stack[-1] != PAIR[c]:
-                return text[:i]
+        elif not stack or stack[-1] != PAIR[c]:
+            return text[:i]
+        else:
             stack.pop()
     # the text closed openers that the rest of the line also closes: trim those trailing closers
     body = text.rstrip()

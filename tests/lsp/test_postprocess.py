@@ -80,6 +80,15 @@ def test_closers_of_brackets_left_open_above_the_line_are_kept():
     assert finish("lambda a, b: None],", Shape(mode="line", line_prefix="        ")) == "lambda a, b: None"
 
 
+def test_brackets_inside_string_literals_are_not_balanced():
+    # HumanEval/1: `elif c == ')':` was cut to `elif c == '`
+    shape = Shape(mode="line", line_prefix="        ")
+    assert finish("elif c == ')':", shape) == "elif c == ')':"
+    assert finish('s = "[(" + x)', Shape(mode="line", line_prefix="    ")) == 's = "[(" + x'
+    inside = Shape(mode="line", line_prefix="    s = '(")                 # the cursor in a string
+    assert finish("a)' + f(b))", inside) == "a)' + f(b)"
+
+
 def test_the_shape_knows_the_brackets_the_lines_above_leave_open():
     from dllm_lsp.core.plan import shape_at
     text = 'sigs = dict(\n    # not a bracket: (\n    eq=[\n        "(",\n        '
