@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
+from dllm_lsp.core.syntax import code_brackets
+
 OPEN, CLOSE = "([{", ")]}"
 PAIR = {")": "(", "]": "[", "}": "{"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
@@ -133,33 +135,13 @@ def _overlap(text: str, rest: str) -> int:
     return 0
 
 
-QUOTES = "'\"`"
-
-
-def _code_brackets(s: str, quote: Optional[str] = None):
-    """(index, bracket) of the brackets of `s` outside string literals (one-line quotes, with
-    backslash escapes), the scan starting inside `quote` when given; then the quote still open
-    at the end (the last item is (len(s), that quote or None))."""
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = None
-        elif c in QUOTES:
-            quote = c
-        elif c in OPEN or c in CLOSE:
-            yield i, c
-        i += 1
-    yield len(s), quote
+QUOTES = "'\"`"                # string delimiters whose brackets balance() leaves alone
 
 
 def _open_stack(s: str) -> List[str]:
     """Unclosed openers in `s`, outside its string literals (a cheap, line-level approximation)."""
     stack: List[str] = []
-    for _, c in list(_code_brackets(s))[:-1]:
+    for _, c in code_brackets(s, QUOTES)[0]:
         if c in OPEN:
             stack.append(c)
         elif stack and stack[-1] == PAIR[c]:
@@ -181,8 +163,8 @@ def balance(text: str, shape: Shape) -> str:
         if c not in CLOSE:
             break
         claimed += 1
-    *_, (_, quote) = _code_brackets(shape.line_prefix)               # a string open at the cursor
-    for i, c in list(_code_brackets(text, quote))[:-1]:
+    quote = code_brackets(shape.line_prefix, QUOTES)[1]             # a string open at the cursor
+    for i, c in code_brackets(text, QUOTES, quote=quote)[0]:
         if c in OPEN:
             stack.append(c)
         elif not stack or stack[-1] != PAIR[c]:

@@ -103,23 +103,32 @@ def has_grammar(language_id: str) -> bool:
 
 # ---- lexical helpers (no grammar needed) ------------------------------------------------------
 
-def scan_line(line: str, spec: LanguageSpec) -> tuple:
-    """Scan `line` left to right -> (open quote char or None, index where a line comment starts or None)."""
-    quote, i = None, 0
+def code_brackets(line: str, quotes: str, comment: Optional[str] = None, quote: Optional[str] = None) -> tuple:
+    """Scan one line left to right outside its string literals (one-line quotes with backslash
+    escapes; the scan starts inside `quote` when given) up to a line comment -> (the brackets
+    "()[]{}" met as [(index, char)], the quote still open at the end or None, the index where a
+    line comment starts or None)."""
+    found, i = [], 0
     while i < len(line):
         ch = line[i]
         if quote:
             if ch == "\\":
-                i += 2
-                continue
-            if ch == quote:
+                i += 1
+            elif ch == quote:
                 quote = None
-        elif ch in spec.quotes:
+        elif ch in quotes:
             quote = ch
-        elif spec.comment and line.startswith(spec.comment, i):
-            return None, i
+        elif comment and line.startswith(comment, i):
+            return found, None, i
+        elif ch in "()[]{}":
+            found.append((i, ch))
         i += 1
-    return quote, None
+    return found, quote, None
+
+
+def scan_line(line: str, spec: LanguageSpec) -> tuple:
+    """Scan `line` left to right -> (open quote char or None, index where a line comment starts or None)."""
+    return code_brackets(line, spec.quotes, spec.comment)[1:]
 
 
 def brackets_left_open(lines, spec: LanguageSpec) -> str:
@@ -137,23 +146,11 @@ def brackets_left_open(lines, spec: LanguageSpec) -> str:
         triple = next((q for q in ('"""', "'''") if line.count(q) % 2), None)
         code = line.split(triple)[0] if triple else line
         in_triple = triple
-        quote, i = None, 0
-        while i < len(code):
-            ch = code[i]
-            if quote:
-                if ch == "\\":
-                    i += 1
-                elif ch == quote:
-                    quote = None
-            elif ch in spec.quotes:
-                quote = ch
-            elif spec.comment and code.startswith(spec.comment, i):
-                break
-            elif ch in "([{":
+        for _, ch in code_brackets(code, spec.quotes, spec.comment)[0]:
+            if ch in "([{":
                 stack.append(ch)
-            elif ch in ")]}" and stack and stack[-1] == "([{"[")]}".index(ch)]:
+            elif stack and stack[-1] == "([{"[")]}".index(ch)]:
                 stack.pop()
-            i += 1
     return "".join(stack)
 
 
