@@ -8,9 +8,9 @@ Applied in this order by `finish`:
   3. drop_repeats   stop where the completion starts repeating the next lines of the document
                     (the next line, or two consecutive later ones: repeat_start), and drop a
                     tail that repeats the start of the rest of the cursor's line
-  4. balance        trim closing brackets (outside string literals) that have no opener before them (on the cursor's
-                    line or left open by the lines above it), given what the rest of the
-                    line already closes
+  4. balance        trim closing brackets (outside string literals) that have no opener
+                    before them (on the cursor's line or left open by the lines above it),
+                    given what the rest of the line already closes
   5. strip          trailing whitespace on every line, trailing blank lines
 Nothing left (only whitespace) -> "" (no item).
 
@@ -109,9 +109,14 @@ def pending_repeat(line: str, upcoming: Sequence[str]) -> bool:
     return bool(line.strip()) and line.strip() in upcoming[1:-1]
 
 
+def upcoming_lines(shape: Shape) -> List[str]:
+    """The next non-blank lines after the cursor's, stripped."""
+    return [l.strip() for l in shape.next_lines if l.strip()]
+
+
 def drop_repeats(text: str, shape: Shape) -> str:
     lines = text.split("\n")
-    upcoming = [l.strip() for l in shape.next_lines if l.strip()]
+    upcoming = upcoming_lines(shape)
     cut = repeat_start(lines, upcoming)
     if cut is not None:
         lines = lines[:cut]
@@ -201,8 +206,7 @@ def stream_view(partial: str, shape: Shape) -> str:
     if shape.mode == "block" and "\n" in text:
         text = text[: text.rfind("\n")]           # the last line is unfinished
     text = finish(text, shape)
-    if shape.mode == "block" and "\n" in text and pending_repeat(text[text.rfind("\n") + 1:], [
-            l.strip() for l in shape.next_lines if l.strip()]):
+    if shape.mode == "block" and "\n" in text and pending_repeat(text[text.rfind("\n") + 1:], upcoming_lines(shape)):
         text = text[: text.rfind("\n")]           # it may yet turn out to repeat the lines below
     text = text.rstrip(" \t" + CLOSE)
     rest = shape.line_suffix.strip()

@@ -163,12 +163,17 @@ class ContextCache:
         self.misses = 0        # tokens that had to be computed
         self.computed = 0      # context tokens whose KV the decoders computed (prefill and first passes)
 
-    def lookup(self, ids: Sequence[int], approximate_ok: bool = False) -> Tuple[int, Optional[KVList]]:
-        """(n, the KV of the longest shared prefix); approximate entries (a shifted suffix,
-        decoding/suffix_reuse.py) count only with `approximate_ok`."""
+    def shared(self, ids: Sequence[int], approximate_ok: bool = False) -> int:
+        """How many leading tokens of ids the cache holds usable KV for: approximate entries (a
+        shifted suffix, decoding/suffix_reuse.py) count only with `approximate_ok`."""
         n = common_prefix(self.ids, ids) if self.kv is not None else 0
         if self.approximate_from is not None and not approximate_ok:
             n = min(n, self.approximate_from)
+        return n
+
+    def lookup(self, ids: Sequence[int], approximate_ok: bool = False) -> Tuple[int, Optional[KVList]]:
+        """(n, the KV of the longest usable shared prefix, `shared`)."""
+        n = self.shared(ids, approximate_ok)
         self.hits += n
         self.misses += len(ids) - n
         return n, (kv_slice(self.kv, 0, n) if n else None)
